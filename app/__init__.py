@@ -1,0 +1,1 @@
+"""Nibble's desktop app: PySide6 + pyqtgraph views over the engine."""
