@@ -1,0 +1,38 @@
+"""Options shared by the commands that run models (eval, bench, chat, compare)."""
+
+from __future__ import annotations
+
+import sys
+
+from engine.runtime import Runtime, open_runtime
+
+
+def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None = None) -> None:
+    g = parser.add_argument_group("running the models")
+    g.add_argument("--device", default="cpu",
+                   help="cpu, cuda, mps (Hugging Face / AWQ) or cuda / metal (GGUF; needs a GPU build of "
+                        "llama-cpp-python). Default: cpu")
+    g.add_argument("--gpu-layers", type=int, default=None, metavar="N",
+                   help="GGUF: layers to put on the GPU (-1: all). Default: all when --device names a GPU")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="GGUF: CPU threads (default: llama.cpp's)")
+    g.add_argument("--ctx", type=int, default=ctx_default, metavar="TOKENS",
+                   help=ctx_help or f"context length (default {ctx_default})")
+
+
+def open_from_args(path: str, args, n_ctx: int | None = None) -> Runtime:
+    rt = open_runtime(path, device=args.device, gpu_layers=args.gpu_layers, n_ctx=n_ctx or args.ctx,
+                      threads=args.threads)
+    for notice in rt.notices:
+        print(f"nibble: note: {rt.name}: {notice}", file=sys.stderr)
+    return rt
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' progress bars and warnings off the terminal."""
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass

@@ -1,0 +1,48 @@
+"""``nibble eval REFERENCE CANDIDATE``: perplexity and KL divergence, llama-perplexity style."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
+from engine.evaluate import evaluate, read_eval_text
+from engine.progress import TextReporter
+
+NAME = "eval"
+HELP = "measure how far a quantized model is from the original (perplexity, KL divergence, top-1 agreement)"
+ORDER = 40
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("reference", help="the reference model: Hugging Face folder, .gguf or AWQ folder")
+    parser.add_argument("candidate", help="the model to judge against it")
+    parser.add_argument("--text", default=None, metavar="FILE",
+                        help="UTF-8 text to evaluate on (default: Nibble's own evaluation text)")
+    parser.add_argument("--chunks", type=int, default=None, metavar="N", help="evaluate only the first N windows")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    add_runtime_arguments(parser, ctx_default=512, ctx_help="tokens per window (default 512, as llama-perplexity)")
+
+
+def run(args) -> int:
+    quiet_libraries()
+    text, text_path = read_eval_text(args.text)
+    reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
+    with open_from_args(args.reference, args, n_ctx=args.ctx) as ref, \
+            open_from_args(args.candidate, args, n_ctx=args.ctx) as cand:
+        result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
+                          max_chunks=args.chunks)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    r = result
+    print(f"reference  {r.reference}")
+    print(f"candidate  {r.candidate}")
+    print(f"text       {text_path} ({r.text_tokens} tokens, {r.chunks} windows of {r.ctx}, {r.tokens} scored)")
+    print(f"PPL        reference {r.ppl_reference:.4f} ± {r.ppl_reference_err:.4f}   "
+          f"candidate {r.ppl_candidate:.4f} ± {r.ppl_candidate_err:.4f}")
+    print(f"KLD        mean {r.kld_mean:.6f} ± {r.kld_mean_err:.6f}   median {r.kld_median:.6f}   "
+          f"p99 {r.kld_p99:.6f}   max {r.kld_max:.6f}")
+    print(f"same top   {100 * r.top1_agreement:.2f} %")
+    print(f"Δp         mean {100 * r.delta_p_mean:+.3f} %   RMS {100 * r.delta_p_rms:.3f} %")
+    return 0
