@@ -123,6 +123,10 @@ class Runtime(ABC):
     def _step(self, token_id: int) -> np.ndarray:
         """Append one token to the cached sequence; logits of the new position."""
 
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the cached sequence (the next generation starts from an empty context)."""
+
     def close(self) -> None:
         """Release the model's memory."""
 
@@ -240,8 +244,8 @@ class Runtime(ABC):
 # checks before loading
 
 
-def check_gguf(path: pathlib.Path) -> None:
-    """Refuse, in one line, a file that is not a GGUF or is cut short."""
+def check_gguf(path: pathlib.Path) -> int:
+    """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4)
@@ -252,12 +256,16 @@ def check_gguf(path: pathlib.Path) -> None:
 
         reader = GGUFReader(str(path))
         end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+        arch = reader.get_field("general.architecture")
+        ctx_field = reader.get_field(f"{arch.contents()}.context_length") if arch is not None else None
+        n_ctx_train = int(ctx_field.contents()) if ctx_field is not None else 0
     except Exception as exc:  # the gguf parser raises many kinds of errors on damaged headers
         raise NibbleError(f"{path} is a damaged or truncated GGUF file ({type(exc).__name__}: {exc}); "
                           "download or convert it again") from None
     if end > size:
         raise NibbleError(f"{path} is truncated: its tensors need {end:,} bytes but the file has {size:,}; "
                           "download or convert it again")
+    return n_ctx_train
 
 
 def available_memory(device: str) -> int:
@@ -312,7 +320,9 @@ class GGUFRuntime(Runtime):
             raise NibbleError("llama-cpp-python is not installed; run the set-up command from README.md") from None
         self._ll = llama_cpp
         self.path = path
-        check_gguf(path)
+        n_ctx_train = check_gguf(path)
+        if n_ctx_train:
+            n_ctx = min(n_ctx, n_ctx_train)
         gpu_asked = device not in ("cpu", "") or bool(gpu_layers)
         if gpu_layers is None:
             gpu_layers = -1 if gpu_asked else 0
@@ -421,6 +431,10 @@ class GGUFRuntime(Runtime):
     def _step(self, token_id: int) -> np.ndarray:
         pos = len(self._cached)
         return self._decode([token_id], pos, lambda p: True)[0]
+
+    def reset(self) -> None:
+        self._ll.llama_memory_clear(self._mem, True)
+        self._cached = []
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
@@ -542,6 +556,10 @@ class TorchRuntime(Runtime):
         out = self._forward([token_id], 1, self._cache)
         self._cached.append(int(token_id))
         return out.logits[0, -1].float().cpu().numpy()
+
+    def reset(self) -> None:
+        self._cache = None
+        self._cached = []
 
     def close(self) -> None:
         self.model = None

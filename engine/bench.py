@@ -1,0 +1,126 @@
+"""Speed and memory of one model: prompt processing and generation tokens/s, time to first token.
+
+The method is llama-bench's, so figures for a GGUF can be set beside it: prompt processing decodes
+``n_prompt`` random tokens (BOS first when the model uses it) in one pass from an empty context, asking for
+the logits of the last position only; generation decodes ``n_gen`` tokens one at a time from an empty
+context, each with its logits. One warm-up run of each, then ``repetitions`` timed runs; the figures are the
+mean and standard deviation of the per-run rates. Time to first token is a fresh prompt of ``n_prompt``
+tokens through to the first sampled token and its text.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from engine.progress import Reporter
+from engine.runtime import Runtime, sample_token
+
+
+@dataclass
+class BenchResult:
+    model: str
+    kind: str
+    device: str
+    threads: int | None
+    n_prompt: int
+    n_gen: int
+    repetitions: int
+    pp_tokens_per_s: float
+    pp_std: float
+    tg_tokens_per_s: float
+    tg_std: float
+    ttft_s: float
+    rss_bytes: int
+    peak_rss_bytes: int
+    vram_bytes: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _peak_rss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _vram(rt: Runtime) -> int | None:
+    if not str(rt.device).startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        if rt.kind in ("hf", "awq"):
+            return int(torch.cuda.max_memory_allocated())
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free)  # a GGUF's CUDA buffers are not torch's: the device's use as a whole
+    except Exception:
+        return None
+
+
+def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5, warmup: bool = True,
+          seed: int = 0, reporter: Reporter | None = None) -> BenchResult:
+    """Measure ``rt`` the way llama-bench does (see the module docstring)."""
+    import psutil
+
+    reporter = reporter or Reporter()
+    rng = np.random.default_rng(seed)
+
+    def random_tokens(n: int) -> list[int]:
+        ids = rng.integers(0, rt.n_vocab, size=n).tolist()
+        if rt.add_bos and rt.bos_id is not None:
+            ids[0] = rt.bos_id
+        return ids
+
+    def run_pp() -> float:
+        ids = random_tokens(n_prompt)
+        rt.reset()
+        t0 = time.perf_counter()
+        rt._prefill(ids)
+        return n_prompt / (time.perf_counter() - t0)
+
+    def run_tg() -> float:
+        ids = random_tokens(n_gen)
+        rt.reset()
+        t0 = time.perf_counter()
+        rt._prefill(ids[:1])
+        for tok in ids[1:]:
+            rt._step(tok)
+        return n_gen / (time.perf_counter() - t0)
+
+    total = (repetitions + int(warmup)) * 2 + 1
+    done = 0
+    pp, tg = [], []
+    for label, fn, out in (("prompt processing", run_pp, pp), ("generation", run_tg, tg)):
+        if n_prompt <= 0 and fn is run_pp or n_gen <= 0 and fn is run_tg:
+            continue
+        for i in range(repetitions + int(warmup)):
+            reporter.check_cancel()
+            rate = fn()
+            if i or not warmup:
+                out.append(rate)
+            done += 1
+            reporter.progress(done, total, f"{label} {rate:.1f} tokens/s")
+    ttft = 0.0
+    if n_prompt > 0:
+        ids = random_tokens(n_prompt)
+        rt.reset()
+        t0 = time.perf_counter()
+        logits = rt._prefill(ids)
+        rt.detokenize([sample_token(logits, 0.0, 1.0, rng)])
+        ttft = time.perf_counter() - t0
+    rt.reset()
+    reporter.progress(total, total, "done")
+    return BenchResult(
+        model=str(rt.path), kind=rt.kind, device=str(rt.device), threads=getattr(rt, "threads", None),
+        n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
+        pp_tokens_per_s=statistics.fmean(pp) if pp else 0.0, pp_std=statistics.stdev(pp) if len(pp) > 1 else 0.0,
+        tg_tokens_per_s=statistics.fmean(tg) if tg else 0.0, tg_std=statistics.stdev(tg) if len(tg) > 1 else 0.0,
+        ttft_s=ttft, rss_bytes=int(psutil.Process().memory_info().rss), peak_rss_bytes=_peak_rss(),
+        vram_bytes=_vram(rt),
+    )

@@ -1,0 +1,51 @@
+"""``nibble compare A B --prompt TEXT``: the same prompt through two models, and where they part ways."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
+from engine.compare import compare
+
+NAME = "compare"
+HELP = "run one prompt through two models (greedy) and show where their outputs diverge"
+ORDER = 43
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("a", help="model A, the reference (Hugging Face folder, .gguf or AWQ folder)")
+    parser.add_argument("b", help="model B, judged against A")
+    parser.add_argument("--prompt", required=True, help="the prompt text")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in A's chat template as a user turn")
+    parser.add_argument("--system", default=None, metavar="TEXT", help="system prompt (with --chat)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="default 0: greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_runtime_arguments(parser, ctx_default=2048)
+
+
+def run(args) -> int:
+    quiet_libraries()
+    with open_from_args(args.a, args) as a, open_from_args(args.b, args) as b:
+        r = compare(a, b, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                    seed=args.seed, chat=args.chat, system=args.system)
+    if args.json:
+        print(json.dumps(r.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    out = sys.stdout
+    print(f"── A: {r.a}", file=out)
+    print(r.text_a, file=out)
+    print(f"── B: {r.b}", file=out)
+    print(r.text_b, file=out)
+    print("──", file=out)
+    if r.first_divergence is None:
+        print(f"identical outputs ({len(r.tokens_a)} tokens)", file=out)
+    else:
+        print(f"first divergence at generated token {r.first_divergence}: "
+              f"A {r.divergence_text_a!r} vs B {r.divergence_text_b!r}", file=out)
+    print(f"KL divergence of B against A along A's output: mean {r.kld_mean:.6f}, max {r.kld_max:.6f}; "
+          f"same top token {100 * r.top1_agreement:.1f} %", file=out)
+    return 0
