@@ -1,0 +1,417 @@
+"""How quantization moved the weights: per-tensor error statistics and histograms.
+
+For every quantized tensor of a GGUF (dequantized with the ``gguf`` package) or an AWQ checkpoint
+(unpacked from its int4 layout), paired with the same tensor of the original model: a histogram of the
+original weights, a histogram of the error (dequantized minus original), RMSE, largest absolute error,
+relative error ``||error|| / ||original||``, cosine similarity and bits per weight; then a per-layer summary
+and the tensors with the largest relative error.
+
+Work goes tensor by tensor, and within a tensor in slices, so memory stays near the size of the largest
+tensor. Block tensors come first, in layer order, so a viewer shows the first histograms at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from engine.errors import NibbleError
+from engine.progress import Reporter
+
+SLICE = 1 << 22  # elements per slice of a tensor
+_BLK = re.compile(r"(?:^|\.)(?:blk|layers|h|block|blocks)\.(\d+)\.")
+
+
+@dataclass
+class Histogram:
+    edges: list[float]  # bins + 1 edges
+    counts: list[int]
+
+
+@dataclass
+class TensorStats:
+    name: str  # the quantized file's name for the tensor
+    source_name: str  # the original model's name
+    layer: int | None
+    shape: list[int]
+    qtype: str
+    n_elements: int
+    bits_per_weight: float
+    rmse: float
+    max_abs_error: float
+    relative_error: float
+    cosine: float
+    weight_rms: float
+    weight_hist: Histogram
+    error_hist: Histogram
+
+
+@dataclass
+class LayerSummary:
+    layer: int | None  # None: tensors outside the blocks (embeddings, output)
+    tensors: int
+    n_elements: int
+    bits_per_weight: float
+    rmse: float
+    relative_error: float
+    min_cosine: float
+
+
+@dataclass
+class StatsReport:
+    original: str
+    quantized: str
+    format: str
+    tensors: list[TensorStats] = field(default_factory=list)
+    layers: list[LayerSummary] = field(default_factory=list)
+    worst: list[str] = field(default_factory=list)  # names, largest relative error first
+    bits_per_weight: float = 0.0
+
+    def to_json(self, histograms: bool = True) -> dict:
+        d = asdict(self)
+        if not histograms:
+            for t in d["tensors"]:
+                t.pop("weight_hist")
+                t.pop("error_hist")
+        return d
+
+
+def layer_of(name: str) -> int | None:
+    m = _BLK.search(name)
+    return int(m.group(1)) if m else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# one pair of tensors
+
+
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    """A range histograms can split into bins, even when all values are equal."""
+    pad = 1e-3 * max(abs(lo), abs(hi), 1e-6)
+    return (lo - pad, hi + pad) if hi - lo < pad else (lo, hi)
+
+
+def _histogram(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    counts = np.zeros(bins, np.int64)
+    for s in range(0, x.size, SLICE):
+        counts += np.histogram(x[s:s + SLICE], bins=bins, range=(lo, hi))[0]
+    return counts
+
+
+def tensor_stats(original: np.ndarray, dequantized: np.ndarray, *, name: str, source_name: str, qtype: str,
+                 n_bytes: int, bins: int = 64) -> TensorStats:
+    """Error figures and histograms for one tensor (both arrays of the same shape, any float dtype)."""
+    w = np.ascontiguousarray(original).reshape(-1)
+    d = np.ascontiguousarray(dequantized).reshape(-1)
+    if w.size != d.size:
+        raise NibbleError(f"tensor {name}: the quantized file has {d.size:,} values, the original "
+                          f"{source_name} has {w.size:,}; the two models do not match")
+    sw2 = sd2 = swd = se2 = 0.0
+    emax = 0.0
+    wmin, wmax = math.inf, -math.inf
+    for s in range(0, w.size, SLICE):
+        a = w[s:s + SLICE].astype(np.float64)
+        b = d[s:s + SLICE].astype(np.float64)
+        e = b - a
+        sw2 += float(a @ a)
+        sd2 += float(b @ b)
+        swd += float(a @ b)
+        se2 += float(e @ e)
+        emax = max(emax, float(np.abs(e).max()))
+        wmin, wmax = min(wmin, float(a.min())), max(wmax, float(a.max()))
+    n = w.size
+    wlo, whi = _span(wmin, wmax)
+    w_edges = np.linspace(wlo, whi, bins + 1)
+    w_counts = _histogram(w, wlo, whi, bins)
+    elo, ehi = _span(-emax, emax)
+    e_edges = np.linspace(elo, ehi, bins + 1)
+    e_counts = np.zeros(bins, np.int64)
+    for s in range(0, n, SLICE):
+        e = d[s:s + SLICE].astype(np.float64) - w[s:s + SLICE].astype(np.float64)
+        e_counts += np.histogram(e, bins=bins, range=(elo, ehi))[0]
+    denom = math.sqrt(sw2 * sd2)
+    return TensorStats(
+        name=name, source_name=source_name, layer=layer_of(name), shape=list(original.shape), qtype=qtype,
+        n_elements=int(n), bits_per_weight=8.0 * n_bytes / n,
+        rmse=math.sqrt(se2 / n), max_abs_error=emax,
+        relative_error=math.sqrt(se2 / sw2) if sw2 > 0 else 0.0,
+        cosine=swd / denom if denom > 0 else 1.0, weight_rms=math.sqrt(sw2 / n),
+        weight_hist=Histogram([float(x) for x in w_edges], [int(c) for c in w_counts]),
+        error_hist=Histogram([float(x) for x in e_edges], [int(c) for c in e_counts]),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# the original model's tensors
+
+
+class OriginalTensors:
+    """Tensors of the original model by name: a Hugging Face folder (safetensors) or an unquantized GGUF."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.is_gguf = path.is_file()
+        self.config: dict = {}
+        if self.is_gguf:
+            from gguf import GGUFReader
+
+            self._reader = GGUFReader(str(path))
+            self._gguf = {t.name: t for t in self._reader.tensors}
+            self.names = list(self._gguf)
+            return
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise NibbleError(f"{path} has no .safetensors files; Nibble reads the original weights from "
+                              "safetensors (convert .bin checkpoints with transformers first)")
+        try:
+            self.config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.config = {}
+        from safetensors import safe_open
+
+        self._where: dict[str, pathlib.Path] = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():
+                    self._where[k] = f
+        self.names = list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in (self._gguf if self.is_gguf else self._where)
+
+    def get(self, name: str) -> np.ndarray:
+        if self.is_gguf:
+            from gguf.quants import dequantize
+
+            t = self._gguf[name]
+            return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        from safetensors import safe_open
+
+        with safe_open(str(self._where[name]), framework="pt") as st:
+            return st.get_tensor(name).float().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------
+# pairing GGUF tensors with the original
+
+
+def _unpermute_candidates(name: str, w: np.ndarray, config: dict) -> list[np.ndarray]:
+    """The original q/k weight as it is, and in the row order llama.cpp's converter writes for rotary
+    attention (rows of each head regrouped from halves to interleaved pairs)."""
+    heads = None
+    if name.endswith("q_proj.weight"):
+        heads = config.get("num_attention_heads")
+    elif name.endswith("k_proj.weight"):
+        heads = config.get("num_key_value_heads") or config.get("num_attention_heads")
+    if not heads or w.ndim != 2 or w.shape[0] % (2 * heads):
+        return [w]
+    rows = w.shape[0] // heads
+    permuted = w.reshape(heads, 2, rows // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+    return [w, permuted]
+
+
+def _gguf_to_source(reader, original: OriginalTensors) -> dict[str, str]:
+    if original.is_gguf:
+        return {t.name: t.name for t in reader.tensors if t.name in original}
+    import gguf
+
+    arch_field = reader.get_field("general.architecture")
+    arch_name = arch_field.contents() if arch_field is not None else "llama"
+    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name), None)
+    if arch is None:
+        raise NibbleError(f"the GGUF's architecture {arch_name!r} is unknown to the installed gguf package")
+    blocks = reader.get_field(f"{arch_name}.block_count")
+    n_blocks = int(blocks.contents()) if blocks is not None else 512
+    tmap = gguf.get_tensor_name_map(arch, n_blocks)
+    out = {}
+    for src in original.names:
+        g = tmap.get_name(src, try_suffixes=(".weight", ".bias"))
+        if g is not None:
+            out[g] = src
+    return out
+
+
+def _order(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (layer_of(n) is None, layer_of(n) or 0, n))
+
+
+class _GGUFPairs:
+    format = "gguf"
+
+    def __init__(self, original: OriginalTensors, quantized: pathlib.Path):
+        from gguf import GGUFReader, GGMLQuantizationType
+
+        from engine.runtime import check_gguf
+
+        check_gguf(quantized)
+        self.original = original
+        self.reader = GGUFReader(str(quantized))
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        src = _gguf_to_source(self.reader, original)
+        plain = {GGMLQuantizationType.F32}
+        quantized_names = [n for n, t in self.tensors.items() if n in src and t.tensor_type not in plain]
+        if not quantized_names:  # an all-F32 file: compare what there is
+            quantized_names = [n for n in self.tensors if n in src]
+        if not quantized_names:
+            raise NibbleError(f"no tensor of {quantized.name} matches a tensor of {original.path.name}; "
+                              "is it a quantization of this model?")
+        self.names = _order(quantized_names)
+        self.source = src
+
+    def load(self, name: str):
+        from gguf.quants import dequantize
+
+        t = self.tensors[name]
+        deq = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        w = self.original.get(self.source[name])
+        if w.size == deq.size:
+            w = w.reshape(deq.shape)
+        candidates = _unpermute_candidates(self.source[name], w, self.original.config) if not self.original.is_gguf \
+            else [w]
+        if len(candidates) > 1:  # keep the row order that matches
+            errs = [float(np.square(c[:64] - deq[:64]).sum()) for c in candidates]
+            w = candidates[int(np.argmin(errs))]
+        return w, deq, t.tensor_type.name, int(t.n_bytes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# AWQ
+
+
+AWQ_SHIFTS = np.array([0, 16, 4, 20, 8, 24, 12, 28], dtype=np.int32)  # column j of 8 sits at this bit offset
+
+
+def awq_unpack(packed: np.ndarray) -> np.ndarray:
+    """int32 ``[rows, cols/8]`` in AutoAWQ's GEMM nibble order -> uint8 ``[rows, cols]`` of 4-bit values."""
+    p = packed.astype(np.int32)
+    vals = (p[:, :, None] >> AWQ_SHIFTS[None, None, :]) & 0xF
+    return vals.reshape(p.shape[0], -1).astype(np.uint8)
+
+
+def awq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
+    """The float32 weight ``[out, in]`` of an AWQ GEMM layer."""
+    q = awq_unpack(qweight).astype(np.float32)  # [in, out]
+    z = awq_unpack(qzeros).astype(np.float32)  # [in/G, out]
+    s = scales.astype(np.float32)  # [in/G, out]
+    g = np.arange(q.shape[0]) // group_size
+    return ((q - z[g]) * s[g]).T
+
+
+class _AWQPairs:
+    format = "awq"
+
+    def __init__(self, original: OriginalTensors, quantized: pathlib.Path):
+        from safetensors import safe_open
+
+        self.original = original
+        try:
+            cfg = json.loads((quantized / "config.json").read_text(encoding="utf-8"))
+            self.group_size = int(cfg["quantization_config"]["group_size"])
+        except (OSError, ValueError, KeyError):
+            raise NibbleError(f"{quantized}/config.json has no AWQ quantization_config with a group_size") from None
+        self._where: dict[str, pathlib.Path] = {}
+        for f in sorted(quantized.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():
+                    self._where[k] = f
+        prefixes = [k[: -len(".qweight")] for k in self._where if k.endswith(".qweight")]
+        names = [p for p in prefixes if f"{p}.weight" in original]
+        if not names:
+            raise NibbleError(f"no AWQ layer of {quantized.name} matches a tensor of {original.path.name}")
+        self.names = _order(names)
+
+    def _get(self, key: str):
+        from safetensors import safe_open
+
+        with safe_open(str(self._where[key]), framework="pt") as st:
+            return st.get_tensor(key)
+
+    def load(self, name: str):
+        qw, qz, sc = (self._get(f"{name}.{k}") for k in ("qweight", "qzeros", "scales"))
+        n_bytes = sum(t.numel() * t.element_size() for t in (qw, qz, sc))
+        deq = awq_dequantize(qw.numpy(), qz.numpy(), sc.float().numpy(), self.group_size)
+        w = self.original.get(f"{name}.weight")
+        return w, deq, f"AWQ int4 g{self.group_size}", int(n_bytes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole model
+
+
+def open_pairs(original, quantized):
+    """Pair the tensors of ``quantized`` (a GGUF, or an AWQ folder) with those of ``original``."""
+    from engine.runtime import model_kind
+
+    original = pathlib.Path(original).expanduser()
+    quantized = pathlib.Path(quantized).expanduser()
+    okind = model_kind(original)
+    if okind == "awq":
+        raise NibbleError(f"{original} is itself an AWQ checkpoint; pass the original model first")
+    orig = OriginalTensors(original)
+    qkind = model_kind(quantized)
+    if qkind == "gguf":
+        return _GGUFPairs(orig, quantized)
+    if qkind == "awq":
+        return _AWQPairs(orig, quantized)
+    raise NibbleError(f"{quantized} is not quantized (pass a .gguf file or an AWQ folder as QUANTIZED)")
+
+
+def iter_stats(original, quantized, *, bins: int = 64, reporter: Reporter | None = None,
+               names: list[str] | None = None) -> Iterator[TensorStats]:
+    """Yield :class:`TensorStats` one tensor at a time, block tensors first in layer order."""
+    reporter = reporter or Reporter()
+    pairs = open_pairs(original, quantized)
+    todo = names or pairs.names
+    for i, name in enumerate(todo):
+        reporter.check_cancel()
+        w, deq, qtype, n_bytes = pairs.load(name)
+        yield tensor_stats(w, deq, name=name, source_name=getattr(pairs, "source", {}).get(name, name),
+                           qtype=qtype, n_bytes=n_bytes, bins=bins)
+        del w, deq
+        reporter.progress(i + 1, len(todo), name)
+
+
+def tensor_names(original, quantized) -> list[str]:
+    """The names ``iter_stats`` will visit, in its order (for a viewer's list)."""
+    return list(open_pairs(original, quantized).names)
+
+
+def summarize(tensors: list[TensorStats]) -> list[LayerSummary]:
+    groups: dict[int | None, list[TensorStats]] = {}
+    for t in tensors:
+        groups.setdefault(t.layer, []).append(t)
+    out = []
+    for layer in sorted(groups, key=lambda k: (k is None, k or 0)):
+        ts = groups[layer]
+        n = sum(t.n_elements for t in ts)
+        se2 = sum(t.rmse**2 * t.n_elements for t in ts)
+        sw2 = sum(t.weight_rms**2 * t.n_elements for t in ts)
+        out.append(LayerSummary(
+            layer=layer, tensors=len(ts), n_elements=n,
+            bits_per_weight=sum(t.bits_per_weight * t.n_elements for t in ts) / n,
+            rmse=math.sqrt(se2 / n), relative_error=math.sqrt(se2 / sw2) if sw2 > 0 else 0.0,
+            min_cosine=min(t.cosine for t in ts),
+        ))
+    return out
+
+
+def compute_stats(original, quantized, *, bins: int = 64, top: int = 10, reporter: Reporter | None = None,
+                  on_tensor: Callable[[TensorStats], None] | None = None) -> StatsReport:
+    """All tensors, the per-layer summary, and the ``top`` tensors with the largest relative error."""
+    pairs_format = "awq" if pathlib.Path(quantized).is_dir() else "gguf"
+    report = StatsReport(original=str(original), quantized=str(quantized), format=pairs_format)
+    for ts in iter_stats(original, quantized, bins=bins, reporter=reporter):
+        report.tensors.append(ts)
+        if on_tensor is not None:
+            on_tensor(ts)
+    report.layers = summarize(report.tensors)
+    report.worst = [t.name for t in sorted(report.tensors, key=lambda t: -t.relative_error)[:top]]
+    n = sum(t.n_elements for t in report.tensors)
+    report.bits_per_weight = sum(t.bits_per_weight * t.n_elements for t in report.tensors) / n if n else 0.0
+    return report
