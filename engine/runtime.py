@@ -546,7 +546,9 @@ class TorchRuntime(Runtime):
             self._cache = DynamicCache(config=self.model.config)
             common = 0
         else:
-            self._cache.crop(common)
+            extra = self._cache.get_seq_length() - common
+            if extra > 0:
+                self._cache.crop(-extra)
         self._cached = ids[:common]
         out = self._forward(ids[common:], 1, self._cache)
         self._cached = ids

@@ -22,7 +22,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(out_dir: pathlib.Path, vocab_size: int = 640) -> int:
+def build_tokenizer(out_dir: pathlib.Path, vocab_size: int = 640, text: str | None = None) -> int:
     """Write tokenizer.json / tokenizer_config.json; returns the vocabulary size."""
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
 
@@ -34,7 +34,7 @@ def build_tokenizer(out_dir: pathlib.Path, vocab_size: int = 640) -> int:
     trainer_tok.normalizer = norm
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(byte_tokens), special_tokens=specials,
                                   show_progress=False)
-    text = EVAL_TEXT.read_text(encoding="utf-8")
+    text = text if text is not None else EVAL_TEXT.read_text(encoding="utf-8")
     trainer_tok.train_from_iterator(text.splitlines(), trainer=trainer)
     trained = json.loads(trainer_tok.to_str())["model"]
 
@@ -72,16 +72,18 @@ def build_tokenizer(out_dir: pathlib.Path, vocab_size: int = 640) -> int:
     return len(vocab)
 
 
-def build_tiny_llama(out_dir: pathlib.Path, seed: int = 0, vocab_size: int = 640) -> pathlib.Path:
+def build_tiny_llama(out_dir: pathlib.Path, seed: int = 0, vocab_size: int = 640, text: str | None = None, *,
+                     hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                     intermediate: int = 128) -> pathlib.Path:
     """A random-weight LlamaForCausalLM saved as safetensors (float32) with its tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    n_vocab = build_tokenizer(out_dir, vocab_size)
+    n_vocab = build_tokenizer(out_dir, vocab_size, text)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        vocab_size=n_vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, rms_norm_eps=1e-5,
     )
     model = LlamaForCausalLM(config)

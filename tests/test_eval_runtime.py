@@ -1,0 +1,332 @@
+"""eval, compare, chat, bench and stats on tiny real models (HF folder, F32 GGUF, Q4_0 GGUF)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eval_models import EVAL_TEXT, build_tiny_llama, tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
+
+from engine.errors import NibbleError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CTX = 64
+
+
+def cli(*args, input=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, input=input, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_llama_dir):
+    from engine.runtime import open_runtime
+
+    with open_runtime(tiny_llama_dir, n_ctx=256) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def gguf_f32(tiny_gguf):
+    from engine.runtime import open_runtime
+
+    with open_runtime(tiny_gguf, n_ctx=256) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def gguf_q4(tiny_gguf_q4):
+    from engine.runtime import open_runtime
+
+    with open_runtime(tiny_gguf_q4, n_ctx=256) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def text():
+    return EVAL_TEXT.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+
+
+def test_model_against_itself_has_no_divergence(hf, text):
+    from engine.evaluate import evaluate
+
+    r = evaluate(hf, hf, text, ctx=CTX, max_chunks=4)
+    assert r.tokens == 4 * (CTX - 1 - CTX // 2)
+    assert r.kld_mean < 1e-9 and r.kld_max < 1e-9
+    assert r.ppl_reference == pytest.approx(r.ppl_candidate, rel=1e-9)
+    assert r.top1_agreement == 1.0
+    assert r.delta_p_rms < 1e-9
+
+
+def test_f32_gguf_is_close_and_q4_is_further(hf, gguf_f32, gguf_q4, text):
+    from engine.evaluate import evaluate
+
+    f32 = evaluate(hf, gguf_f32, text, ctx=CTX, max_chunks=4)
+    q4 = evaluate(hf, gguf_q4, text, ctx=CTX, max_chunks=4)
+    assert f32.kld_mean < 1e-5
+    assert f32.top1_agreement > 0.97
+    assert q4.kld_mean > 20 * f32.kld_mean
+    assert q4.kld_p99 >= q4.kld_median and q4.kld_max >= q4.kld_p99
+    assert q4.ppl_reference == pytest.approx(f32.ppl_reference)  # same reference, same tokens
+    assert 0 < q4.top1_agreement < 1
+
+
+def test_perplexity_matches_a_direct_computation(hf, text):
+    """Window layout as llama-perplexity: BOS replaces each window's first token, second half is scored."""
+    from engine.evaluate import evaluate
+
+    r = evaluate(hf, hf, text, ctx=CTX, max_chunks=2)
+    toks = hf.tokenize(text)
+    assert toks[0] == hf.bos_id
+    nll = []
+    for i in range(2):
+        w = [hf.bos_id] + toks[i * CTX + 1:(i + 1) * CTX]
+        lg = hf.logits(w).astype(np.float64)
+        lp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lg.max(-1, keepdims=True)
+        for pos in range(CTX // 2, CTX - 1):
+            nll.append(-lp[pos, w[pos + 1]])
+    assert r.ppl_reference == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-6)
+
+
+def test_eval_json_names(tiny_gguf, tiny_gguf_q4):
+    out = cli("eval", tiny_gguf, tiny_gguf_q4, "--ctx", CTX, "--chunks", 3, "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert set(d["reference"]) >= {"ppl"} and set(d["candidate"]) >= {"ppl"}
+    assert set(d["kld"]) >= {"mean", "median", "p99", "max"}
+    assert set(d["delta_p"]) >= {"mean", "rms"}
+    assert 0 <= d["top1_agreement"] <= 1
+    assert d["tokens"] == 3 * (CTX - 1 - CTX // 2)
+    assert d["kld"]["mean"] > 0
+
+
+def test_text_shorter_than_two_windows_is_refused(tiny_gguf, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Only a sentence or two. Not nearly enough for two windows.")
+    out = cli("eval", tiny_gguf, tiny_gguf, "--text", short, "--ctx", CTX)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "short.txt" in lines[0] and str(2 * CTX) in lines[0]
+
+
+def test_vocabulary_mismatch_is_refused(hf, tmp_path, text):
+    from engine.evaluate import evaluate
+    from engine.runtime import open_runtime
+
+    other_text = " ".join(reversed(text.split()))[: len(text) // 3]
+    other = build_tiny_llama(tmp_path / "other", seed=1, vocab_size=640, text=other_text.lower())
+    with open_runtime(other, n_ctx=256) as rt:
+        with pytest.raises(NibbleError, match="different vocabularies"):
+            evaluate(hf, rt, text, ctx=CTX)
+    smaller = build_tiny_llama(tmp_path / "smaller", seed=1, vocab_size=520)
+    with open_runtime(smaller, n_ctx=256) as rt:
+        with pytest.raises(NibbleError, match=r"different vocabularies \(640 vs 520 tokens\)"):
+            evaluate(hf, rt, text, ctx=CTX)
+
+
+def test_truncated_or_foreign_gguf_is_refused(tiny_gguf, tmp_path):
+    data = tiny_gguf.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = cli("eval", cut, tiny_gguf, "--ctx", CTX)
+    assert out.returncode == 2 and "truncated" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("these are not weights\n" * 10)
+    out = cli("eval", tiny_gguf, fake, "--ctx", CTX)
+    assert out.returncode == 2 and "not a GGUF file" in out.stderr
+    head = tmp_path / "head.gguf"
+    head.write_bytes(data[:40])
+    out = cli("bench", head)
+    assert out.returncode == 2 and "head.gguf" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_model_too_large_is_refused_before_loading(tiny_gguf, tiny_llama_dir, monkeypatch):
+    import engine.runtime as runtime
+
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 1024)
+    for path in (tiny_gguf, tiny_llama_dir):
+        with pytest.raises(NibbleError, match="needs about .* GiB .* free"):
+            runtime.open_runtime(path)
+
+
+def test_gpu_request_without_gpu_build_is_stated(tiny_gguf):
+    import llama_cpp
+
+    from engine.runtime import open_runtime
+
+    with open_runtime(tiny_gguf, device="cuda", n_ctx=64) as rt:
+        if llama_cpp.llama_supports_gpu_offload():
+            assert rt.device != "cpu"
+        else:
+            assert rt.device == "cpu"
+            assert any("no GPU support" in n for n in rt.notices)
+
+
+# ---------------------------------------------------------------------------------------------------- compare
+
+
+def test_compare_finds_the_first_diverging_token(hf, tiny_llama_dir, tmp_path):
+    from engine.compare import compare
+    from engine.runtime import open_runtime
+
+    same = compare(hf, hf, "The lighthouse keeper wrote", max_tokens=12)
+    assert same.first_divergence is None and same.text_a == same.text_b
+    assert same.kld_max < 1e-9 and same.top1_agreement == 1.0
+
+    # Same tokenizer, other weights: the greedy outputs part ways.
+    other_dir = tmp_path / "reseeded"
+    build_tiny_llama(other_dir, seed=7)
+    with open_runtime(other_dir, n_ctx=256) as other:
+        r = compare(hf, other, "The lighthouse keeper wrote", max_tokens=12)
+    assert r.tokens_a != r.tokens_b
+    i = r.first_divergence
+    assert i is not None and r.tokens_a[:i] == r.tokens_b[:i]
+    assert i == min(len(r.tokens_a), len(r.tokens_b)) or r.tokens_a[i] != r.tokens_b[i]
+    assert r.divergence_text_a == hf.detokenize(r.tokens_a[: i + 1])[len(hf.detokenize(r.tokens_a[:i])):]
+    assert len(r.kld_per_token) == len(r.tokens_a) and r.kld_mean > 0.01
+
+
+def test_compare_cli_json(tiny_gguf, tiny_gguf_q4):
+    out = cli("compare", tiny_gguf, tiny_gguf_q4, "--prompt", "How a refrigerator", "--max-tokens", 8, "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert {"text_a", "text_b", "first_divergence", "kld_mean"} <= set(d)
+    assert len(d["tokens_a"]) <= 8 and len(d["kld_per_token"]) == len(d["tokens_a"])
+
+
+# ---------------------------------------------------------------------------------------------------- chat
+
+
+def test_chat_streams_stops_and_keeps_history(gguf_f32):
+    from engine.chat import ChatSettings, Conversation
+
+    conv = Conversation(gguf_f32, ChatSettings(system_prompt="Be brief.", temperature=0.0, max_tokens=40))
+    pieces = []
+
+    def stop_after_three():
+        return len(pieces) >= 3
+
+    reply = conv.send("Tell me about bees.", on_token=pieces.append, cancel=stop_after_three)
+    assert conv.last_finish == "cancelled"
+    assert len(pieces) == 3 and reply == "".join(pieces)
+    assert [m["role"] for m in conv.history] == ["user", "assistant"]
+
+    rendered = gguf_f32.render_chat(conv.messages() + [{"role": "user", "content": "And wasps?"}])
+    assert rendered.startswith("<s><|system|>\nBe brief.</s>")
+    assert f"<|assistant|>\n{reply}</s>" in rendered and rendered.endswith("<|assistant|>\n")
+    conv.send("And wasps?")
+    assert [m["role"] for m in conv.history] == ["user", "assistant", "user", "assistant"]
+    assert conv.last_finish in ("eos", "length", "stop")
+
+
+def test_stop_string_ends_generation(gguf_f32):
+    ids = gguf_f32.tokenize("The lighthouse keeper wrote")
+    full = "".join(gguf_f32.generate(ids, max_tokens=20))
+    assert len(full) > 6
+    stop = full[3:6]
+    cut = "".join(gguf_f32.generate(ids, max_tokens=20, stop=[stop]))
+    assert cut == full[: full.find(stop)] and gguf_f32.last_generation.finish_reason == "stop"
+
+
+def test_chat_template_is_sandboxed():
+    from engine.chat import render_chat_template
+
+    with pytest.raises(NibbleError):
+        render_chat_template("{{ ''.__class__.__mro__[1].__subclasses__() }}", [])
+    with pytest.raises(NibbleError, match="roles must alternate"):
+        render_chat_template("{{ raise_exception('roles must alternate') }}", [])
+    out = render_chat_template("{{ messages[0]['content'] | tojson }}", [{"role": "user", "content": "café"}])
+    assert out == '"café"'
+
+
+def test_chat_cli_keeps_going_through_a_session(tiny_gguf):
+    out = cli("chat", tiny_gguf, "--max-tokens", 5, "--temperature", 0, input="hello\n/system be nice\nagain\n/exit\n")
+    assert out.returncode == 0, out.stderr
+    assert "(system prompt set)" in out.stderr
+    assert len(out.stdout.splitlines()) >= 2
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_reports_speed_and_memory(gguf_q4):
+    from engine.bench import bench
+
+    r = bench(gguf_q4, n_prompt=32, n_gen=8, repetitions=2)
+    assert r.pp_tokens_per_s > 0 and r.tg_tokens_per_s > 0 and r.ttft_s > 0
+    assert r.rss_bytes > 0 and r.peak_rss_bytes >= r.rss_bytes // 2
+    assert r.vram_bytes is None  # CPU run
+
+
+# ---------------------------------------------------------------------------------------------------- stats
+
+
+def test_stats_histograms_and_rmse(tiny_llama_dir, tiny_gguf_q4):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.numpy import load_file
+
+    from engine.stats import compute_stats
+
+    report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=32)
+    assert {t.layer for t in report.tensors} >= {0, 1}
+    assert report.tensors[0].layer == 0  # block tensors first, for a quick first view
+    for t in report.tensors:
+        assert sum(t.weight_hist.counts) == t.n_elements == int(np.prod(t.shape))
+        assert sum(t.error_hist.counts) == t.n_elements
+        assert len(t.weight_hist.edges) == 33
+    by_name = {t.name: t for t in report.tensors}
+    q4 = [t for t in report.tensors if t.qtype == "Q4_0"]
+    assert q4 and all(t.bits_per_weight == pytest.approx(4.5) for t in q4)
+
+    original = load_file(str(tiny_llama_dir / "model.safetensors"))
+    reader = GGUFReader(str(tiny_gguf_q4))
+    t = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+    deq = dequantize(t.data, t.tensor_type).astype(np.float64)
+    w = original["model.layers.1.mlp.down_proj.weight"].astype(np.float64)
+    err = deq - w
+    s = by_name["blk.1.ffn_down.weight"]
+    assert s.rmse == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-6)
+    assert s.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-6)
+    assert s.relative_error == pytest.approx(np.linalg.norm(err) / np.linalg.norm(w), rel=1e-6)
+    assert s.cosine == pytest.approx((deq * w).sum() / np.linalg.norm(deq) / np.linalg.norm(w), rel=1e-6)
+    assert report.worst[0] == max(report.tensors, key=lambda t: t.relative_error).name
+    assert sum(l.n_elements for l in report.layers) == sum(t.n_elements for t in report.tensors)
+
+
+def test_stats_undoes_the_rotary_row_order_of_q_and_k(tiny_llama_dir, tiny_gguf):
+    from engine.stats import iter_stats
+
+    attn = [s for s in iter_stats(tiny_llama_dir, tiny_gguf) if "attn_q" in s.name or "attn_k" in s.name]
+    assert len(attn) == 4 and all(s.rmse == 0.0 for s in attn)
+
+
+def test_awq_unpack_follows_the_gemm_nibble_order():
+    from engine.stats import awq_dequantize
+
+    rng = np.random.default_rng(0)
+    rows, cols, group = 64, 16, 32
+    q = rng.integers(0, 16, size=(rows, cols))
+    z = rng.integers(0, 16, size=(rows // group, cols))
+    s = rng.uniform(0.01, 0.1, size=(rows // group, cols)).astype(np.float16)
+
+    def pack(v):  # AutoAWQ: nibble i of each int32 holds column order[i] of its group of 8
+        order = [0, 2, 4, 6, 1, 3, 5, 7]
+        out = np.zeros((v.shape[0], v.shape[1] // 8), dtype=np.int64)
+        for j in range(v.shape[1] // 8):
+            for i, c in enumerate(order):
+                out[:, j] |= v[:, j * 8 + c] << (4 * i)
+        return out.astype(np.uint32).view(np.int32)
+
+    w = awq_dequantize(pack(q), pack(z), s, group)
+    expected = ((q - np.repeat(z, group, axis=0)) * np.repeat(s.astype(np.float32), group, axis=0)).T
+    np.testing.assert_allclose(w, expected, rtol=1e-6)
