@@ -74,7 +74,7 @@ def build_tokenizer(out_dir: pathlib.Path, vocab_size: int = 640, text: str | No
 
 def build_tiny_llama(out_dir: pathlib.Path, seed: int = 0, vocab_size: int = 640, text: str | None = None, *,
                      hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                     intermediate: int = 128) -> pathlib.Path:
+                     intermediate: int = 128, init_std: float = 0.08) -> pathlib.Path:
     """A random-weight LlamaForCausalLM saved as safetensors (float32) with its tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -90,7 +90,7 @@ def build_tiny_llama(out_dir: pathlib.Path, seed: int = 0, vocab_size: int = 640
     with torch.no_grad():  # larger weights than the default init, so outputs depend on the input
         for p in model.parameters():
             if p.dim() == 2:
-                p.normal_(0.0, 0.08)
+                p.normal_(0.0, init_std)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
