@@ -95,8 +95,8 @@ class SourceModel:
                 raise NibbleError(f"{tj} is not valid JSON ({exc}); download the tokenizer again") from exc
             if model_type == "BPE":
                 # A SentencePiece model converted to tokenizer.json keeps a tokenizer.model beside it.
-                if self.has_file("tokenizer.model") and _is_sentencepiece_bpe(tj):
-                    return "sentencepiece"
+                if _is_sentencepiece_bpe(tj):
+                    return "sentencepiece" if self.has_file("tokenizer.model") else "sentencepiece-json"
                 return "bpe"
             return model_type.lower() or "unknown"
         if self.has_file("tokenizer.model"):
@@ -161,7 +161,8 @@ def _is_sentencepiece_bpe(tokenizer_json: Path) -> bool:
     with open(tokenizer_json, encoding="utf-8") as f:
         tj = json.load(f)
     model = tj.get("model", {})
-    return bool(model.get("byte_fallback")) and "▁" in json.dumps(tj.get("normalizer") or tj.get("pre_tokenizer") or {})
+    blob = json.dumps([tj.get("normalizer"), tj.get("pre_tokenizer")], ensure_ascii=False)
+    return bool(model.get("byte_fallback")) and ("▁" in blob or "Metaspace" in blob)
 
 
 def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
