@@ -246,6 +246,10 @@ def test_gated_model_needs_a_token_and_the_token_is_never_shown(hub_models, caps
     assert status.masked != TOKEN and TOKEN not in repr(status)
     snap = hub.download_model("acme/gated-chat")
     assert (snap / "model.safetensors").exists()
+    # the token goes to the Hub, never to the CDN host the weights are served from
+    assert all(r["authorized"] for r in hub_models.file_requests("model.safetensors", method="HEAD"))
+    cdn = [r for r in hub_models.file_requests("model.safetensors") if r["path"].startswith("/cdn/")]
+    assert [r["authorized"] for r in cdn] == [False]
     out = capsys.readouterr()
     assert TOKEN not in out.out + out.err + caplog.text
 
