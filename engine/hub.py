@@ -95,6 +95,7 @@ class TensorSpec:
     dtype: str
     shape: list[int]
     file: str
+    nbytes: int = 0
 
 
 @dataclass
@@ -446,10 +447,29 @@ def model_details(
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for name, meta in pool.map(header, weights):
                     for tname, t in meta.tensors.items():
-                        model.tensors.append(TensorSpec(tname, t.dtype, list(t.shape), name))
+                        begin, end = t.data_offsets
+                        model.tensors.append(TensorSpec(tname, t.dtype, list(t.shape), name, int(end) - int(begin)))
             if model.params is None:
                 model.params = sum(_numel(t.shape) for t in model.tensors)
     return model
+
+
+def remote_source(repo_id: str, *, revision: str | None = None, token: str | None = None):
+    """A :class:`engine.source.SourceModel` of a Hub model built from its headers only, for memory
+    estimates before a download. Its ``path`` is the cache snapshot the download would fill; tensor
+    offsets are relative to each file's data section, so tensor data cannot be read from it."""
+    from engine.source import SourceModel, TensorInfo
+
+    details = model_details(repo_id, revision=revision, token=token)
+    if details.needs_token:
+        raise NibbleError(f"{repo_id} is gated: give Nibble your Hugging Face token ({_token_hint()}) to read its size")
+    if not details.tensors:
+        raise _explain_no_safetensors(repo_id, [f.name for f in details.files])
+    snap = cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / (details.sha or "main")
+    tensors = {
+        t.name: TensorInfo(t.name, tuple(t.shape), t.dtype, snap / t.file, 0, t.nbytes) for t in details.tensors
+    }
+    return SourceModel(path=snap, config=details.config or {}, tensors=tensors, files=sorted({snap / t.file for t in details.tensors}))
 
 
 def _numel(shape) -> int:
@@ -624,7 +644,8 @@ def _download_file(
             with part.open("rb") as f:
                 for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
                     check.update(chunk)
-        transfer.advance(have, name)
+        if have:
+            transfer.advance(have, name)
         failures = 0
         try:
             while have < size:
@@ -655,7 +676,8 @@ def _download_file(
                                         unreported = 0
                                     transfer.reporter.check_cancel()
                             finally:
-                                transfer.advance(unreported, name)
+                                if unreported:
+                                    transfer.advance(unreported, name)
                     if have < size:
                         raise httpx2.RemoteProtocolError("connection closed before the end of the file")
                 except httpx2.TransportError as exc:

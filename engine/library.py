@@ -197,7 +197,8 @@ class Library:
         """The entry for a model used as a starting point (added if new)."""
         found = self.find_path(path)
         if found is None:
-            return self.add_entry(path, "original", hub_id=hub_id, name=name)
+            size = {"file_size": _size_on_disk(Path(path))} if Path(path).exists() else {}
+            return self.add_entry(path, "original", hub_id=hub_id, name=name, figures=size)
         if hub_id and found.hub_id != hub_id:
             return self.add_entry(path, found.kind, hub_id=hub_id)
         return found

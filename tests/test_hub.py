@@ -147,11 +147,18 @@ def test_model_details_read_only_safetensors_headers(hub_models):
     blobs = list((hub_models.cache / "models--acme--tiny-chat" / "blobs").iterdir())
     assert all(b.stat().st_size < 10_000 for b in blobs)
 
+    # the same view the estimator gets from a downloaded folder, before downloading
+    src = hub.remote_source("acme/tiny-chat")
+    assert src.param_count == m.params == 1024 * 1280 + 640 * 1024 + 256 * 1024
+    assert src.total_bytes == 2 * src.param_count and src.config["hidden_size"] == 64
+
 
 def test_gated_model_details_without_token_still_show_files(hub_models):
     m = hub.model_details("acme/gated-chat")
     assert m.gated and m.needs_token and m.tensors == []
     assert any(f.name == "model.safetensors" for f in m.files)
+    with pytest.raises(NibbleError, match="acme/gated-chat is gated"):
+        hub.remote_source("acme/gated-chat")
 
 
 # --- download ----------------------------------------------------------------------------------------

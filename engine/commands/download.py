@@ -20,12 +20,15 @@ class _ByteReporter(Reporter):
         self.stream = stream or sys.stderr
         self.token = CancelToken()
         self._last = 0.0
+        self._finished = False
         self._tty = self.stream.isatty()
 
     def progress(self, done, total, message="", **extra):
         now = time.monotonic()
-        if done < total and now - self._last < (0.2 if self._tty else 5.0):
+        finished = done >= total
+        if (not finished and now - self._last < (0.2 if self._tty else 5.0)) or (finished and self._finished):
             return
+        self._finished = finished
         self._last = now
         pct = 100.0 * done / total if total else 100.0
         line = f"{pct:5.1f}%  {human_bytes(done)} / {human_bytes(total)}  {message}"
@@ -54,7 +57,11 @@ def run(args) -> int:
 
     reporter = JsonLinesReporter() if args.json_progress else _ByteReporter()
     path = hub.download_model(args.model, revision=args.revision, gguf=args.gguf, reporter=reporter)
-    entry = library.default().record_original(path, hub_id=args.model)
+    lib = library.default()
+    if path.suffix == ".gguf":
+        entry = lib.find_path(path) or lib.add_entry(path, "gguf", hub_id=args.model, figures={"file_size": path.stat().st_size})
+    else:
+        entry = lib.record_original(path, hub_id=args.model)
     if args.json_progress:
         import json
 
