@@ -1,0 +1,1 @@
+"""Live size and memory estimate (filled in below)."""
