@@ -35,6 +35,7 @@ class FileLayout:
     n_params: int
     types: tuple[tuple[str, str], ...]
     type_counts: dict[str, tuple[int, int]]
+    sizes: tuple[int, ...] = ()
 
     @property
     def bits_per_weight(self) -> float:
@@ -61,8 +62,10 @@ def layout(plan: ModelPlan, ft: FT) -> FileLayout:
     total = 0
     counts: Counter = Counter()
     nbytes: Counter = Counter()
+    sizes = []
     for t, qt in zip(plan.tensors, types):
         b = tensor_bytes(qt, t.ne)
+        sizes.append(b)
         total += pad(b)
         counts[qt.name] += 1
         nbytes[qt.name] += b
@@ -74,6 +77,7 @@ def layout(plan: ModelPlan, ft: FT) -> FileLayout:
         n_params=plan.n_params,
         types=tuple((t.name, qt.name) for t, qt in zip(plan.tensors, types)),
         type_counts={k: (counts[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k])},
+        sizes=tuple(sizes),
     )
     plan._cache[key] = result
     return result
