@@ -25,7 +25,7 @@ def _cb(level, text, user_data):
 
 def main() -> None:
     path, n_ctx = sys.argv[1], int(sys.argv[2])
-    type_k = sys.argv[3] if len(sys.argv) > 3 else "f16"
+    type_k = sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("--") else "f16"
     fill = "--short" not in sys.argv
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p())
     proc = psutil.Process()

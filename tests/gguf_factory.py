@@ -65,7 +65,7 @@ def write_llama_gguf(path: Path, *, n_layer: int, n_embd: int, n_head: int, n_he
     if vocab_from is not None:
         _copy_tokenizer(w, vocab_from, n_vocab)
     else:
-        w.add_vocab_size(n_vocab)
+        _byte_vocab(w, n_vocab)
     rng = np.random.default_rng(seed)
     if sparse:
         for name, ne, t in tensors:
@@ -100,6 +100,21 @@ def write_llama_gguf(path: Path, *, n_layer: int, n_embd: int, n_head: int, n_he
 
 def _pad(n: int, align: int = 32) -> int:
     return (n + align - 1) // align * align
+
+
+def _byte_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
+    """A small SentencePiece-style vocabulary: specials, the 256 byte tokens, then filler pieces."""
+    assert n_vocab >= 259 + 1
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - 259)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * n_vocab)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
 
 
 def _copy_tokenizer(w: gguf.GGUFWriter, src: Path, n_vocab: int) -> None:

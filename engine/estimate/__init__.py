@@ -78,7 +78,8 @@ class Estimate:
             "settings": {"ctx": self.ctx, "kv_type": self.kv_type, "gpu_layers": self.gpu_layers},
             "run": {
                 "ram_bytes": self.run.ram_bytes, "vram_bytes": self.run.vram_bytes,
-                "kv_cache_bytes": self.run.kv_cache_bytes, "weights_bytes": self.run.weights_bytes,
+                "kv_cache_bytes": self.run.kv_cache_bytes, "ram_needed_bytes": self.run.ram_needed_bytes,
+                "weights_bytes": self.run.weights_bytes,
                 "compute_bytes": self.run.compute_bytes, "overhead_bytes": self.run.overhead_bytes,
                 "parts": [asdict(p) for p in self.run.parts],
             },
@@ -130,14 +131,14 @@ def estimate_all(plan: ModelPlan, types: list[str] | tuple[str, ...] | None = No
 
 
 def _run_fits(run: RunMemory, m: Machine) -> bool:
-    return run.ram_bytes <= m.free_ram_bytes and run.vram_bytes <= m.free_vram_bytes
+    return run.ram_needed_bytes <= m.free_ram_bytes and run.vram_bytes <= m.free_vram_bytes
 
 
 def _fit(plan, qtype, lay, run, cost, ctx, kv_type, gpu_layers, m: Machine, swa_full) -> Fit:
     problems = []
     gib = 1024 ** 3
-    if run.ram_bytes > m.free_ram_bytes:
-        problems.append(f"running needs {run.ram_bytes / gib:.1f} GiB RAM, {m.free_ram_bytes / gib:.1f} GiB free")
+    if run.ram_needed_bytes > m.free_ram_bytes:
+        problems.append(f"running needs {run.ram_needed_bytes / gib:.1f} GiB RAM, {m.free_ram_bytes / gib:.1f} GiB free")
     if run.vram_bytes > m.free_vram_bytes:
         problems.append(f"running needs {run.vram_bytes / gib:.1f} GiB VRAM, {m.free_vram_bytes / gib:.1f} GiB free")
     disk = cost.temp_disk_bytes + cost.output_disk_bytes
@@ -186,9 +187,10 @@ def _suggest(plan, qtype, lay, ctx, kv_type, gpu_layers, m: Machine, swa_full):
         if KV_TYPES[kv].value != KV_TYPES[kv_type].value and _kv_smaller(kv, kv_type) and \
                 _run_fits(run_memory(plan, lay, ctx, kv, gpu_layers, swa_full), m):
             return {"kv_type": kv}, f"use a {kv} KV cache"
-    smaller = sorted((layout(plan, parse_file_type(t)), t) for t in file_types()
-                     if t not in ("F32",) and not t.startswith(("IQ1", "IQ2", "TQ", "Q1")))
-    for lay2, t in reversed([(l2, t) for l2, t in smaller if l2.file_bytes < lay.file_bytes]):
+    candidates = [(layout(plan, parse_file_type(t)), t) for t in file_types()
+                  if t != "F32" and not t.startswith(("IQ1", "IQ2", "TQ", "Q1"))]
+    candidates.sort(key=lambda c: -c[0].file_bytes)
+    for lay2, t in [(l2, t) for l2, t in candidates if l2.file_bytes < lay.file_bytes]:
         if _run_fits(run_memory(plan, lay2, ctx, kv_type, gpu_layers, swa_full), m):
             return {"type": t}, f"use {t}"
     return None, "nothing fits this machine at any setting"

@@ -71,11 +71,17 @@ class Part:
 
 @dataclass(frozen=True)
 class RunMemory:
-    """Memory to run the quantized model at a given context, KV type and number of GPU layers."""
+    """Memory to run the quantized model at a given context, KV type and number of GPU layers.
+
+    ``ram_bytes`` is the resident set (what a process monitor shows); ``ram_needed_bytes`` leaves out
+    file pages the kernel can reclaim (the on-disk copy of weights that were repacked) and is what the
+    fit verdict uses.
+    """
 
     ram_bytes: int
     vram_bytes: int
     kv_cache_bytes: int
+    ram_needed_bytes: int
     weights_bytes: int
     compute_bytes: int
     overhead_bytes: int
@@ -178,7 +184,9 @@ def run_memory(plan: ModelPlan, lay: FileLayout, ctx: int, kv_type: str = "f16",
     parts = tuple(p for p in parts if p.bytes or p.where == "ram")
     ram = sum(p.bytes for p in parts if p.where == "ram")
     vram = sum(p.bytes for p in parts if p.where == "vram")
-    return RunMemory(ram_bytes=ram, vram_bytes=vram, kv_cache_bytes=kv, weights_bytes=w_ram + w_vram + repack,
+    # File pages of repacked weights count in RSS but are never read again: the kernel can drop them.
+    return RunMemory(ram_bytes=ram, vram_bytes=vram, kv_cache_bytes=kv, ram_needed_bytes=ram - repack,
+                     weights_bytes=w_ram + w_vram + repack,
                      compute_bytes=compute_ram + compute_vram, overhead_bytes=overhead, parts=parts)
 
 
@@ -211,11 +219,13 @@ def quantize_cost(plan: ModelPlan, lay: FileLayout) -> QuantizeCost:
     (exact size; deleted at the end), then llama.cpp quantizes it. Both hold about one tensor at a time:
     the quantizer keeps the source rows, an F32 copy and the quantized rows of the largest tensor.
     """
-    largest = max(plan.tensors, key=lambda t: t.n_elements)
-    n = largest.n_elements
-    src_bytes = n * _type_bytes(largest.src_type)
-    out_bytes = n * 2  # bounded by F16 rows; quantized rows are smaller
-    quant_peak = QUANTIZE_OVERHEAD + src_bytes + n * 4 + out_bytes
+    held, largest, src_bytes = 0, plan.tensors[0], 0
+    for t, b in zip(plan.tensors, lay.sizes):
+        src = int(t.n_elements * _type_bytes(t.src_type))
+        h = src + (0 if t.src_type == "F32" else t.n_elements * 4) + b
+        if h > held:
+            held, largest, src_bytes = h, t, src
+    quant_peak = QUANTIZE_OVERHEAD + held
     parts = []
     temp = 0
     if plan.source_kind != "gguf":

@@ -278,7 +278,7 @@ def plan_from_hf(config: dict, st_tensors: dict[str, dict], *, source: str, sour
     if not out:
         raise NibbleError(f"{source}: no tensor names matched the {arch_name} layout; is this a base checkpoint?")
     names = {t.name for t in out}
-    rope = cfg.get("rope_scaling") or {}
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
     if (rope.get("rope_type") or rope.get("type")) == "llama3" and "rope_freqs.weight" not in names:
         out.append(PlanTensor("rope_freqs.weight", (head_dim // 2,), "F32"))
     if not n_vocab:
