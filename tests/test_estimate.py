@@ -76,8 +76,7 @@ def test_file_size_matches_quantized_file(ggufs, tmp_path, shape, types):
         est = estimate(plan, t)
         assert abs(est.file_bytes - out.stat().st_size) <= 0.002 * out.stat().st_size, t
         # the quantized file itself: its plan reports the same tensor types
-        assert dict(load_plan(out).tensors and ((x.name, x.src_type) for x in load_plan(out).tensors)) == \
-            dict(layout(plan, parse_file_type(t)).types)
+        assert {x.name: x.src_type for x in load_plan(out).tensors} == dict(layout(plan, parse_file_type(t)).types)
 
 
 def test_kv_cache_matches_llama_cpp(ggufs):
@@ -175,22 +174,23 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
 
+    def _missing(self) -> bool:
+        if self._file() is not None:
+            return False
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
     def do_HEAD(self):
-        p = self._file()
-        if p is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self._headers(p, p.stat().st_size)
+        if not self._missing():
+            p = self._file()
+            self._headers(p, p.stat().st_size)
 
     def do_GET(self):
-        p = self._file()
-        if p is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+        if self._missing():
             return
+        p = self._file()
         data = p.read_bytes()
         rng = self.headers.get("Range") or self.headers.get("range")
         if rng:
@@ -260,3 +260,20 @@ def test_every_listed_type_is_estimated(ggufs):
     for t in names:
         est = estimate(plan, t)
         assert est.file_bytes > 0 and est.bits_per_weight > 0
+
+
+@pytest.mark.parametrize("family,types", [("llama3", ["Q4_K_M", "Q8_0", "Q3_K_M"]), ("qwen2", ["Q4_K_S", "Q6_K"])])
+def test_folder_estimate_matches_nibble_quantize(tmp_path, family, types):
+    """From a Hugging Face folder, the size predicted equals the file ``nibble quantize`` writes (0.2%)."""
+    from tinymodels import make_model
+
+    from engine.quantize import quantize
+
+    folder = make_model(tmp_path / family, family)
+    plan = load_plan(folder)
+    for t in types:
+        out = tmp_path / f"{family}-{t}.gguf"
+        quantize(folder, t, out, threads=1)
+        size = out.stat().st_size
+        assert abs(estimate(plan, t).file_bytes - size) <= 0.002 * size, (t, size)
+        assert dict(layout(plan, parse_file_type(t)).types) == {x.name: x.src_type for x in load_plan(out).tensors}

@@ -19,13 +19,14 @@ from engine.errors import NibbleError
 from engine.estimate.file_size import FileLayout, layout, source_gguf_bytes
 from engine.estimate.machine import Machine, probe_machine
 from engine.estimate.memory import KV_TYPES, Part, QuantizeCost, RunMemory, kv_cache_bytes, quantize_cost, run_memory
-from engine.estimate.plan import ModelPlan, PlanTensor, load_plan
+from engine.estimate.plan import ModelPlan, PlanTensor
+from engine.estimate.plan import load_plan as _read_plan
 from engine.estimate.tensor_types import file_types, parse_file_type
 
 __all__ = [
     "AwqCost", "Estimate", "Fit", "FileLayout", "KV_TYPES", "Machine", "ModelPlan", "Part", "PlanTensor",
     "QuantizeCost", "RunMemory", "awq_cost", "estimate", "estimate_all", "file_types", "kv_cache_bytes",
-    "load_plan", "probe_machine", "source_gguf_bytes",
+    "load_plan", "prepare", "probe_machine", "source_gguf_bytes",
 ]
 
 # Types shown by default (``--all`` shows every file type llama.cpp can write).
@@ -94,6 +95,23 @@ class Estimate:
         }
 
 
+def load_plan(model) -> ModelPlan:
+    """Read a model's headers (folder, .gguf or Hub id) and work out every file type's tensor types once,
+    so that :func:`estimate` afterwards is arithmetic only. This is the slow part; call it off the UI thread."""
+    plan = _read_plan(model)
+    prepare(plan)
+    return plan
+
+
+def prepare(plan: ModelPlan) -> None:
+    """Compute and cache the per-tensor types and file layout of every file type for ``plan``."""
+    for t in file_types():
+        try:
+            layout(plan, parse_file_type(t))
+        except NibbleError:  # a type llama.cpp cannot make for these shapes; estimate() says so if asked
+            pass
+
+
 def _check(plan: ModelPlan, ctx: int, kv_type: str, gpu_layers: int) -> None:
     if kv_type not in KV_TYPES:
         raise NibbleError(f"--kv-type {kv_type}: choose one of {', '.join(KV_TYPES)}")
@@ -127,7 +145,14 @@ def estimate(plan: ModelPlan, qtype: str, ctx: int = 4096, kv_type: str = "f16",
 def estimate_all(plan: ModelPlan, types: list[str] | tuple[str, ...] | None = None, **kwargs) -> list[Estimate]:
     """:func:`estimate` for each type (the common ones by default), in order of file size."""
     names = list(types) if types else list(COMMON_TYPES)
-    return sorted((estimate(plan, t, **kwargs) for t in names), key=lambda e: e.file_bytes)
+    out = []
+    for t in names:
+        try:
+            out.append(estimate(plan, t, **kwargs))
+        except NibbleError:
+            if len(names) == 1:
+                raise  # types llama.cpp cannot make for this model are left out of a list
+    return sorted(out, key=lambda e: e.file_bytes)
 
 
 def _run_fits(run: RunMemory, m: Machine) -> bool:
@@ -187,8 +212,9 @@ def _suggest(plan, qtype, lay, ctx, kv_type, gpu_layers, m: Machine, swa_full):
         if KV_TYPES[kv].value != KV_TYPES[kv_type].value and _kv_smaller(kv, kv_type) and \
                 _run_fits(run_memory(plan, lay, ctx, kv, gpu_layers, swa_full), m):
             return {"kv_type": kv}, f"use a {kv} KV cache"
-    candidates = [(layout(plan, parse_file_type(t)), t) for t in file_types()
-                  if t != "F32" and not t.startswith(("IQ1", "IQ2", "TQ", "Q1"))]
+    candidates = [(plan._cache[("layout", parse_file_type(t))], t) for t in file_types()
+                  if t != "F32" and not t.startswith(("IQ1", "IQ2", "TQ", "Q1"))
+                  and ("layout", parse_file_type(t)) in plan._cache]
     candidates.sort(key=lambda c: -c[0].file_bytes)
     for lay2, t in [(l2, t) for l2, t in candidates if l2.file_bytes < lay.file_bytes]:
         if _run_fits(run_memory(plan, lay2, ctx, kv_type, gpu_layers, swa_full), m):

@@ -170,7 +170,15 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
 
 
 def plan_from_folder(folder: Path) -> ModelPlan:
-    """Plan for a Hugging Face model folder: config.json plus safetensors headers (no weights read)."""
+    """Plan for a Hugging Face model folder: config.json plus safetensors headers (no weights read).
+
+    The tensor list and the key/value section come from Nibble's converter itself (its tensor plan and
+    its metadata writer run on a header-only file), so the size matches what ``nibble quantize`` writes.
+    """
+    try:
+        return _plan_via_converter(folder)
+    except Exception:  # no tokenizer yet, or a family the converter does not plan: read headers ourselves
+        pass
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise NibbleError(f"{folder}: no config.json; give a Hugging Face model folder or a .gguf file")
@@ -190,6 +198,42 @@ def plan_from_folder(folder: Path) -> ModelPlan:
                                          _read_json(folder / "tokenizer_config.json"))
     return plan_from_hf(config, tensors, source=str(folder), source_kind="folder",
                         source_bytes=source_bytes, metadata_bytes=meta_bytes, name=folder.name)
+
+
+def _plan_via_converter(folder: Path) -> ModelPlan:
+    import tempfile
+
+    from engine.gguf_convert import plan_tensors, write_metadata
+    from engine.source import open_source
+
+    src = open_source(folder)
+    planned = plan_tensors(src)
+    with tempfile.TemporaryDirectory() as d:
+        head = Path(d) / "header.gguf"
+        w = gguf.GGUFWriter(os.fspath(head), src.gguf_architecture)
+        write_metadata(w, src, planned)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        kv_bytes = _kv_section_bytes(gguf.GGUFReader(head, "r"))
+    tensors = [PlanTensor(t.gguf_name, tuple(reversed(t.shape)), t.ggml_type.name) for t in planned]
+    base = plan_from_hf(src.config, {n: {"dtype": i.dtype, "shape": list(i.shape)} for n, i in src.tensors.items()},
+                        source=str(folder), source_kind="folder", source_bytes=src.total_bytes, metadata_bytes=0,
+                        name=folder.name)
+    base.tensors = tuple(sort_tensors(tensors))
+    base.metadata_bytes = kv_bytes
+    base.metadata_exact = True
+    return base
+
+
+def _kv_section_bytes(reader: gguf.GGUFReader) -> int:
+    """Bytes of a GGUF's key/value section as the quantizer will write it (with its two keys set)."""
+    kv_bytes = sum(int(sum(p.nbytes for p in f.parts)) for f in reader.fields.values()
+                   if not f.name.startswith("GGUF."))
+    for key in ("general.file_type", "general.quantization_version"):
+        if key not in reader.fields:
+            kv_bytes += _u32_kv(key)
+    return kv_bytes
 
 
 def plan_from_hub(repo_id: str) -> ModelPlan:
@@ -458,13 +502,7 @@ def plan_from_gguf(path: Path) -> ModelPlan:
     else:
         window = 0
 
-    # The key/value section: from the end of the fixed header to the first tensor info.
-    kv_bytes = sum(int(sum(p.nbytes for p in f.parts)) for f in reader.fields.values()
-                   if not f.name.startswith("GGUF."))
-    # the quantizer sets these two keys; they add to the header when the input lacks them
-    for key in ("general.file_type", "general.quantization_version"):
-        if key not in reader.fields:
-            kv_bytes += _u32_kv(key)
+    kv_bytes = _kv_section_bytes(reader)
     data_bytes = path.stat().st_size - reader.data_offset
     return ModelPlan(
         source=str(path), source_kind="gguf", arch=arch, name=str(field("general.name", path.stem)),
