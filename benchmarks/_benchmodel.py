@@ -18,8 +18,7 @@ def bench_models(work: pathlib.Path, qtypes=("Q8_0", "Q4_K_M")) -> dict[str, pat
     work.mkdir(parents=True, exist_ok=True)
     hf = work / "hf"
     if not (hf / "model.safetensors").exists():
-        build_tiny_llama(hf, seed=0, hidden=768, layers=8, heads=12, kv_heads=4, intermediate=2048,
-                         init_std=0.03)
+        build_tiny_llama(hf, seed=0, hidden=768, layers=8, heads=12, kv_heads=4, intermediate=2048)
     out = {"hf": hf, "F32": work / "bench-f32.gguf"}
     if not out["F32"].exists():
         convert(hf, out["F32"])

@@ -23,7 +23,8 @@ from engine.errors import NibbleError
 from engine.progress import Reporter
 from engine.runtime import Runtime, check_same_vocab
 
-RESOURCES = pathlib.Path(__file__).resolve().parent.parent / "resources"
+from engine.resources import RESOURCES
+
 DEFAULT_EVAL_TEXT = RESOURCES / "eval.txt"
 
 

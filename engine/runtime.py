@@ -246,26 +246,19 @@ class Runtime(ABC):
 
 def check_gguf(path: pathlib.Path) -> int:
     """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head != GGUF_MAGIC:
-        raise NibbleError(f"{path} is not a GGUF file (it does not start with 'GGUF'); pick a .gguf model")
-    try:
-        from gguf import GGUFReader
+    from engine.inspect import gguf_field, open_gguf
 
-        reader = GGUFReader(str(path))
+    size = path.stat().st_size
+    reader = open_gguf(path)
+    try:
         end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-        arch = reader.get_field("general.architecture")
-        ctx_field = reader.get_field(f"{arch.contents()}.context_length") if arch is not None else None
-        n_ctx_train = int(ctx_field.contents()) if ctx_field is not None else 0
-    except Exception as exc:  # the gguf parser raises many kinds of errors on damaged headers
-        raise NibbleError(f"{path} is a damaged or truncated GGUF file ({type(exc).__name__}: {exc}); "
-                          "download or convert it again") from None
+    except Exception as exc:
+        raise NibbleError(f"{path} is truncated or corrupt ({type(exc).__name__}); download or convert it again") from None
     if end > size:
         raise NibbleError(f"{path} is truncated: its tensors need {end:,} bytes but the file has {size:,}; "
                           "download or convert it again")
-    return n_ctx_train
+    arch = gguf_field(reader, "general.architecture", "")
+    return int(gguf_field(reader, f"{arch}.context_length", 0) or 0)
 
 
 def available_memory(device: str) -> int:
@@ -614,9 +607,7 @@ def open_awq(folder: pathlib.Path, *, device: str = "cpu", n_ctx: int = 2048) ->
 
 
 def model_kind(path: pathlib.Path) -> str:
-    """'gguf', 'hf' or 'awq' for a path, or a NibbleError saying why it is none of them."""
-    if not path.exists():
-        raise NibbleError(f"{path} does not exist")
+    """'gguf', 'hf' or 'awq' for an existing path, or a NibbleError saying why it is none of them."""
     if path.is_file():
         with open(path, "rb") as f:
             head = f.read(4)
@@ -648,7 +639,9 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
     ``device``: "cpu", "cuda" (or "cuda:N"), "mps", or "metal"/"gpu" for GGUF. ``gpu_layers`` applies to GGUF
     (None: all layers when a GPU device is named, none otherwise). ``n_ctx``: the longest sequence.
     """
-    path = pathlib.Path(path).expanduser()
+    from engine.source import resolve_model_path
+
+    path = resolve_model_path(path)
     kind = model_kind(path)
     if kind == "gguf":
         return GGUFRuntime(path, device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)

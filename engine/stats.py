@@ -157,33 +157,20 @@ class OriginalTensors:
     def __init__(self, path: pathlib.Path):
         self.path = path
         self.is_gguf = path.is_file()
-        self.config: dict = {}
+        self.source = None
         if self.is_gguf:
-            from gguf import GGUFReader
+            from engine.inspect import open_gguf
 
-            self._reader = GGUFReader(str(path))
-            self._gguf = {t.name: t for t in self._reader.tensors}
+            self._gguf = {t.name: t for t in open_gguf(path).tensors}
             self.names = list(self._gguf)
             return
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise NibbleError(f"{path} has no .safetensors files; Nibble reads the original weights from "
-                              "safetensors (convert .bin checkpoints with transformers first)")
-        try:
-            self.config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.config = {}
-        from safetensors import safe_open
+        from engine.source import open_source
 
-        self._where: dict[str, pathlib.Path] = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as st:
-                for k in st.keys():
-                    self._where[k] = f
-        self.names = list(self._where)
+        self.source = open_source(path)
+        self.names = list(self.source.tensors)
 
     def __contains__(self, name: str) -> bool:
-        return name in (self._gguf if self.is_gguf else self._where)
+        return name in (self._gguf if self.is_gguf else self.source.tensors)
 
     def get(self, name: str) -> np.ndarray:
         if self.is_gguf:
@@ -191,50 +178,11 @@ class OriginalTensors:
 
             t = self._gguf[name]
             return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        from safetensors import safe_open
-
-        with safe_open(str(self._where[name]), framework="pt") as st:
-            return st.get_tensor(name).float().numpy()
+        return self.source.read_f32(name)
 
 
 # ----------------------------------------------------------------------------------------------------
 # pairing GGUF tensors with the original
-
-
-def _unpermute_candidates(name: str, w: np.ndarray, config: dict) -> list[np.ndarray]:
-    """The original q/k weight as it is, and in the row order llama.cpp's converter writes for rotary
-    attention (rows of each head regrouped from halves to interleaved pairs)."""
-    heads = None
-    if name.endswith("q_proj.weight"):
-        heads = config.get("num_attention_heads")
-    elif name.endswith("k_proj.weight"):
-        heads = config.get("num_key_value_heads") or config.get("num_attention_heads")
-    if not heads or w.ndim != 2 or w.shape[0] % (2 * heads):
-        return [w]
-    rows = w.shape[0] // heads
-    permuted = w.reshape(heads, 2, rows // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
-    return [w, permuted]
-
-
-def _gguf_to_source(reader, original: OriginalTensors) -> dict[str, str]:
-    if original.is_gguf:
-        return {t.name: t.name for t in reader.tensors if t.name in original}
-    import gguf
-
-    arch_field = reader.get_field("general.architecture")
-    arch_name = arch_field.contents() if arch_field is not None else "llama"
-    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name), None)
-    if arch is None:
-        raise NibbleError(f"the GGUF's architecture {arch_name!r} is unknown to the installed gguf package")
-    blocks = reader.get_field(f"{arch_name}.block_count")
-    n_blocks = int(blocks.contents()) if blocks is not None else 512
-    tmap = gguf.get_tensor_name_map(arch, n_blocks)
-    out = {}
-    for src in original.names:
-        g = tmap.get_name(src, try_suffixes=(".weight", ".bias"))
-        if g is not None:
-            out[g] = src
-    return out
 
 
 def _order(names: list[str]) -> list[str]:
@@ -242,41 +190,51 @@ def _order(names: list[str]) -> list[str]:
 
 
 class _GGUFPairs:
+    """GGUF tensors and their originals, paired by Nibble's converter plan: the same name mapping and the
+    same q/k row permutation it applies, so a converted-but-unquantized tensor compares exactly equal."""
+
     format = "gguf"
 
     def __init__(self, original: OriginalTensors, quantized: pathlib.Path):
-        from gguf import GGUFReader, GGMLQuantizationType
+        from gguf import GGMLQuantizationType
 
         from engine.runtime import check_gguf
 
         check_gguf(quantized)
+        from engine.inspect import open_gguf
+
         self.original = original
-        self.reader = GGUFReader(str(quantized))
-        self.tensors = {t.name: t for t in self.reader.tensors}
-        src = _gguf_to_source(self.reader, original)
-        plain = {GGMLQuantizationType.F32}
-        quantized_names = [n for n, t in self.tensors.items() if n in src and t.tensor_type not in plain]
+        self.tensors = {t.name: t for t in open_gguf(quantized).tensors}
+        if original.is_gguf:
+            self.source = {n: n for n in self.tensors if n in original}
+            self.permute: dict[str, int] = {}
+        else:
+            from engine.gguf_convert import plan_tensors
+
+            plan = [t for t in plan_tensors(original.source) if t.hf_name is not None]
+            self.source = {t.gguf_name: t.hf_name for t in plan if t.gguf_name in self.tensors}
+            self.permute = {t.gguf_name: t.permute_heads for t in plan if t.permute_heads}
+        quantized_names = [n for n, t in self.tensors.items()
+                           if n in self.source and t.tensor_type != GGMLQuantizationType.F32]
         if not quantized_names:  # an all-F32 file: compare what there is
-            quantized_names = [n for n in self.tensors if n in src]
+            quantized_names = [n for n in self.tensors if n in self.source]
         if not quantized_names:
             raise NibbleError(f"no tensor of {quantized.name} matches a tensor of {original.path.name}; "
                               "is it a quantization of this model?")
         self.names = _order(quantized_names)
-        self.source = src
 
     def load(self, name: str):
         from gguf.quants import dequantize
 
+        from engine.gguf_convert import permute_qk
+
         t = self.tensors[name]
         deq = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
         w = self.original.get(self.source[name])
+        if name in self.permute:
+            w = permute_qk(w, self.permute[name])
         if w.size == deq.size:
             w = w.reshape(deq.shape)
-        candidates = _unpermute_candidates(self.source[name], w, self.original.config) if not self.original.is_gguf \
-            else [w]
-        if len(candidates) > 1:  # keep the row order that matches
-            errs = [float(np.square(c[:64] - deq[:64]).sum()) for c in candidates]
-            w = candidates[int(np.argmin(errs))]
         return w, deq, t.tensor_type.name, int(t.n_bytes)
 
 
@@ -347,9 +305,10 @@ class _AWQPairs:
 def open_pairs(original, quantized):
     """Pair the tensors of ``quantized`` (a GGUF, or an AWQ folder) with those of ``original``."""
     from engine.runtime import model_kind
+    from engine.source import resolve_model_path
 
-    original = pathlib.Path(original).expanduser()
-    quantized = pathlib.Path(quantized).expanduser()
+    original = resolve_model_path(original)
+    quantized = resolve_model_path(quantized)
     okind = model_kind(original)
     if okind == "awq":
         raise NibbleError(f"{original} is itself an AWQ checkpoint; pass the original model first")

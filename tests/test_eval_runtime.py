@@ -121,14 +121,23 @@ def test_vocabulary_mismatch_is_refused(hf, tmp_path, text):
     from engine.evaluate import evaluate
     from engine.runtime import open_runtime
 
-    other_text = " ".join(reversed(text.split()))[: len(text) // 3]
-    other = build_tiny_llama(tmp_path / "other", seed=1, vocab_size=640, text=other_text.lower())
+    # Qwen2-style tokenizer: as many tokens as the Llama-3-style one, but different ones.
+    other = build_tiny_llama(tmp_path / "qwen", family="qwen2", hidden=64, intermediate=128)
     with open_runtime(other, n_ctx=256) as rt:
+        assert rt.n_vocab == hf.n_vocab
         with pytest.raises(NibbleError, match="different vocabularies"):
             evaluate(hf, rt, text, ctx=CTX)
-    smaller = build_tiny_llama(tmp_path / "smaller", seed=1, vocab_size=520)
-    with open_runtime(smaller, n_ctx=256) as rt:
-        with pytest.raises(NibbleError, match=r"different vocabularies \(640 vs 520 tokens\)"):
+    # The same tokenizer over an output layer padded to more tokens
+    import transformers
+
+    padded = tmp_path / "padded"
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf.path)
+    model.resize_token_embeddings(hf.n_vocab + 64)
+    model.save_pretrained(padded)
+    for f in hf.path.glob("tokenizer*"):
+        (padded / f.name).write_bytes(f.read_bytes())
+    with open_runtime(padded, n_ctx=256) as rt:
+        with pytest.raises(NibbleError, match=rf"different vocabularies \({hf.n_vocab} vs {hf.n_vocab + 64} tokens\)"):
             evaluate(hf, rt, text, ctx=CTX)
 
 
@@ -221,8 +230,9 @@ def test_chat_streams_stops_and_keeps_history(gguf_f32):
     assert [m["role"] for m in conv.history] == ["user", "assistant"]
 
     rendered = gguf_f32.render_chat(conv.messages() + [{"role": "user", "content": "And wasps?"}])
-    assert rendered.startswith("<s><|system|>\nBe brief.</s>")
-    assert f"<|assistant|>\n{reply}</s>" in rendered and rendered.endswith("<|assistant|>\n")
+    assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert f"<|im_start|>assistant\n{reply}<|im_end|>\n" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")
     conv.send("And wasps?")
     assert [m["role"] for m in conv.history] == ["user", "assistant", "user", "assistant"]
     assert conv.last_finish in ("eos", "length", "stop")
