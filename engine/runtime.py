@@ -246,7 +246,16 @@ class Runtime(ABC):
 
 def check_gguf(path: pathlib.Path) -> int:
     """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown)."""
-    from engine.inspect import gguf_field, open_gguf
+    from engine.inspect import gguf_field
+
+    reader = read_whole_gguf(path)
+    arch = gguf_field(reader, "general.architecture", "")
+    return int(gguf_field(reader, f"{arch}.context_length", 0) or 0)
+
+
+def read_whole_gguf(path: pathlib.Path):
+    """A gguf.GGUFReader over ``path``, refusing files that are not GGUFs or whose tensor data is cut short."""
+    from engine.inspect import open_gguf
 
     size = path.stat().st_size
     reader = open_gguf(path)
@@ -257,8 +266,7 @@ def check_gguf(path: pathlib.Path) -> int:
     if end > size:
         raise NibbleError(f"{path} is truncated: its tensors need {end:,} bytes but the file has {size:,}; "
                           "download or convert it again")
-    arch = gguf_field(reader, "general.architecture", "")
-    return int(gguf_field(reader, f"{arch}.context_length", 0) or 0)
+    return reader
 
 
 def available_memory(device: str) -> int:

@@ -198,13 +198,10 @@ class _GGUFPairs:
     def __init__(self, original: OriginalTensors, quantized: pathlib.Path):
         from gguf import GGMLQuantizationType
 
-        from engine.runtime import check_gguf
-
-        check_gguf(quantized)
-        from engine.inspect import open_gguf
+        from engine.runtime import read_whole_gguf
 
         self.original = original
-        self.tensors = {t.name: t for t in open_gguf(quantized).tensors}
+        self.tensors = {t.name: t for t in read_whole_gguf(quantized).tensors}
         if original.is_gguf:
             self.source = {n: n for n in self.tensors if n in original}
             self.permute: dict[str, int] = {}

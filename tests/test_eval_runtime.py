@@ -329,14 +329,79 @@ def test_awq_unpack_follows_the_gemm_nibble_order():
     z = rng.integers(0, 16, size=(rows // group, cols))
     s = rng.uniform(0.01, 0.1, size=(rows // group, cols)).astype(np.float16)
 
-    def pack(v):  # AutoAWQ: nibble i of each int32 holds column order[i] of its group of 8
-        order = [0, 2, 4, 6, 1, 3, 5, 7]
-        out = np.zeros((v.shape[0], v.shape[1] // 8), dtype=np.int64)
-        for j in range(v.shape[1] // 8):
-            for i, c in enumerate(order):
-                out[:, j] |= v[:, j * 8 + c] << (4 * i)
-        return out.astype(np.uint32).view(np.int32)
-
-    w = awq_dequantize(pack(q), pack(z), s, group)
+    w = awq_dequantize(_awq_pack(q), _awq_pack(z), s, group)
     expected = ((q - np.repeat(z, group, axis=0)) * np.repeat(s.astype(np.float32), group, axis=0)).T
     np.testing.assert_allclose(w, expected, rtol=1e-6)
+
+
+def _awq_pack(v: np.ndarray) -> np.ndarray:
+    """AutoAWQ GEMM packing, written out plainly: nibble i of each int32 holds column order[i] of its 8."""
+    order = [0, 2, 4, 6, 1, 3, 5, 7]
+    out = np.zeros((v.shape[0], v.shape[1] // 8), dtype=np.int64)
+    for j in range(v.shape[1] // 8):
+        for i, c in enumerate(order):
+            out[:, j] |= v[:, j * 8 + c].astype(np.int64) << (4 * i)
+    return out.astype(np.uint32).view(np.int32)
+
+
+def test_stats_of_an_awq_checkpoint(tiny_llama_dir, tmp_path):
+    """A 4-bit round-to-nearest AWQ-layout checkpoint of the tiny model: stats against numpy's figures."""
+    import torch
+    from safetensors.numpy import load_file
+    from safetensors.torch import save_file
+
+    from engine.stats import compute_stats
+
+    group = 64
+    original = load_file(str(tiny_llama_dir / "model.safetensors"))
+    out, expected = {}, {}
+    for name, w in original.items():
+        if not (name.endswith("_proj.weight") and w.ndim == 2):
+            out[name] = torch.from_numpy(w.astype(np.float16))
+            continue
+        wt = w.T.astype(np.float64)  # [in, out]
+        g = wt.reshape(-1, group, wt.shape[1])
+        lo, hi = g.min(axis=1), g.max(axis=1)
+        scale = np.maximum(hi - lo, 1e-8) / 15
+        zero = np.clip(np.round(-lo / scale), 0, 15)
+        q = np.clip(np.round(g / scale[:, None]) + zero[:, None], 0, 15).reshape(wt.shape).astype(np.int64)
+        scale16 = scale.astype(np.float16)
+        prefix = name[: -len(".weight")]
+        out[f"{prefix}.qweight"] = torch.from_numpy(np.ascontiguousarray(_awq_pack(q)))
+        out[f"{prefix}.qzeros"] = torch.from_numpy(np.ascontiguousarray(_awq_pack(zero.astype(np.int64))))
+        out[f"{prefix}.scales"] = torch.from_numpy(np.ascontiguousarray(scale16))
+        deq = (q.reshape(g.shape) - zero[:, None]) * scale16.astype(np.float64)[:, None]
+        expected[prefix] = (deq.reshape(wt.shape).T, w.astype(np.float64))
+    awq = tmp_path / "awq"
+    awq.mkdir()
+    save_file(out, str(awq / "model.safetensors"))
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
+                                  "version": "gemm"}
+    (awq / "config.json").write_text(json.dumps(cfg))
+
+    report = compute_stats(tiny_llama_dir, awq)
+    assert report.format == "awq" and len(report.tensors) == len(expected) == 14
+    for t in report.tensors:
+        deq, w = expected[t.name]
+        assert t.rmse == pytest.approx(np.sqrt(np.mean((deq - w) ** 2)), rel=1e-5)
+        assert t.max_abs_error == pytest.approx(np.abs(deq - w).max(), rel=1e-5)
+        assert sum(t.error_hist.counts) == w.size
+        # 4 bits plus an fp16 scale and a 4-bit zero per 64 weights
+        assert t.bits_per_weight == pytest.approx(4 + 16 / group + 4 / group)
+
+
+def test_awq_folder_is_routed_to_the_awq_loader(tmp_path, tiny_llama_dir):
+    import importlib.util
+
+    from engine.runtime import model_kind, open_runtime
+
+    awq = tmp_path / "awq-model"
+    awq.mkdir()
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm"}
+    (awq / "config.json").write_text(json.dumps(cfg))
+    assert model_kind(awq) == "awq"
+    if importlib.util.find_spec("engine.awq") is None:
+        with pytest.raises(NibbleError, match="AWQ"):
+            open_runtime(awq)
