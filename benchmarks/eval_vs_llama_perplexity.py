@@ -38,16 +38,22 @@ def llama_perplexity(bin_dir, ref, cand, ctx, threads, work):
     if not base.exists():
         subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(ref), "--kl-divergence-base", str(base),
                         *common], check=True, capture_output=True, text=True)
-    # Its final statistics reach a redirected stdout only part of the time; its log file always has them.
+    # llama-perplexity logs from a background thread and now and then exits before its final statistics
+    # are written out; read them from its log file or its output, running it again when both lack them.
     log_file = work / f"{cand.stem}-c{ctx}.log"
-    subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(cand), "--kl-divergence-base", str(base),
-                    "--kl-divergence", "--log-file", str(log_file), *common], check=True, capture_output=True)
-    log = log_file.read_text(encoding="utf-8")
+    for _ in range(4):
+        out = subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(cand), "--kl-divergence-base", str(base),
+                              "--kl-divergence", "--log-file", str(log_file), *common], check=True,
+                             capture_output=True, text=True)
+        log = next((t for t in (log_file.read_text(encoding="utf-8"), out.stdout + out.stderr)
+                    if "Same top p:" in t and "Maximum KLD" in t), "")
+        if log:
+            break
     figures = {}
     for key, pat in PATTERNS.items():
         m = re.search(pat, log)
         if m is None:
-            raise SystemExit(f"could not find {key} in llama-perplexity's output:\n{log[-3000:]}")
+            raise SystemExit(f"could not find {key} in llama-perplexity's output (ran it 4 times)")
         figures[key] = float(m.group(1)) / (100.0 if key in PERCENT else 1.0)
     return figures
 

@@ -339,6 +339,7 @@ class GGUFRuntime(Runtime):
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_gpu_layers=gpu_layers,
                 n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+                flash_attn=True,  # what llama.cpp's own tools pick on CPU ("auto"), so figures match theirs
             )
         except (ValueError, RuntimeError) as exc:
             raise NibbleError(f"llama.cpp could not load {path} ({exc}); the file may be damaged, or its "
