@@ -14,11 +14,20 @@ from eval_models import build_tiny_llama, convert, quantize_gguf  # noqa: E402
 LLAMA_BIN = pathlib.Path("/tmp/llamacpp-build/bin")
 
 
-def bench_models(work: pathlib.Path, qtypes=("Q8_0", "Q4_K_M")) -> dict[str, pathlib.Path]:
+SHAPES = {
+    # about 51M parameters: quick; per-token Python time shows at its largest here
+    "small": dict(hidden=768, layers=8, heads=12, kv_heads=4, intermediate=2048),
+    # about 300M parameters: per-token times closer to those of real models
+    "large": dict(hidden=1536, layers=12, heads=12, kv_heads=4, intermediate=4096),
+}
+
+
+def bench_models(work: pathlib.Path, qtypes=("Q8_0", "Q4_K_M"), size: str = "small") -> dict[str, pathlib.Path]:
+    work = work / size if size != "small" else work
     work.mkdir(parents=True, exist_ok=True)
     hf = work / "hf"
-    if not (hf / "model.safetensors").exists():
-        build_tiny_llama(hf, seed=0, hidden=768, layers=8, heads=12, kv_heads=4, intermediate=2048)
+    if not (hf / "model.safetensors").exists() and not (hf / "model.safetensors.index.json").exists():
+        build_tiny_llama(hf, seed=0, **SHAPES[size])
     out = {"hf": hf, "F32": work / "bench-f32.gguf"}
     if not out["F32"].exists():
         convert(hf, out["F32"])

@@ -14,7 +14,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class BenchResult:
     rss_bytes: int
     peak_rss_bytes: int
     vram_bytes: int | None = None
+    pp_samples: list[float] = field(default_factory=list)  # tokens/s of each timed run
+    tg_samples: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -122,5 +124,5 @@ def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: in
         pp_tokens_per_s=statistics.fmean(pp) if pp else 0.0, pp_std=statistics.stdev(pp) if len(pp) > 1 else 0.0,
         tg_tokens_per_s=statistics.fmean(tg) if tg else 0.0, tg_std=statistics.stdev(tg) if len(tg) > 1 else 0.0,
         ttft_s=ttft, rss_bytes=int(psutil.Process().memory_info().rss), peak_rss_bytes=_peak_rss(),
-        vram_bytes=_vram(rt),
+        vram_bytes=_vram(rt), pp_samples=pp, tg_samples=tg,
     )

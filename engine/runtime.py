@@ -13,6 +13,7 @@ and cancel. Evaluation, chat, compare and bench are written once against this in
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pathlib
@@ -376,22 +377,22 @@ class GGUFRuntime(Runtime):
         raw = self._ll.llama_vocab_get_text(self._vocab, token_id)
         return raw.decode("utf-8", errors="replace") if raw is not None else None
 
-    def _decode(self, ids: Sequence[int], pos0: int, want: Callable[[int], bool]) -> np.ndarray:
-        """Decode ``ids`` at positions ``pos0..``; rows of logits for positions where ``want(pos)``."""
+    def _decode(self, ids: Sequence[int], pos0: int, out_from: int) -> np.ndarray:
+        """Decode ``ids`` at positions ``pos0..``; logits rows for the positions ``>= out_from``.
+
+        Kept lean: during generation it runs once a token, and its Python time counts against tokens/s."""
         out = []
         b = self._batch
+        token, pos_arr, n_seq, seq, want = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
         for s in range(0, len(ids), self.n_batch):
             chunk = ids[s:s + self.n_batch]
-            n_out = 0
+            base = pos0 + s
             for k, tok in enumerate(chunk):
-                pos = pos0 + s + k
-                b.token[k] = int(tok)
-                b.pos[k] = pos
-                b.n_seq_id[k] = 1
-                b.seq_id[k][0] = 0
-                flag = want(pos)
-                b.logits[k] = 1 if flag else 0
-                n_out += flag
+                token[k] = tok
+                pos_arr[k] = base + k
+                n_seq[k] = 1
+                seq[k][0] = 0
+                want[k] = base + k >= out_from
             b.n_tokens = len(chunk)
             rc = self._ll.llama_decode(self._ctx, b)
             if rc != 0:
@@ -399,11 +400,12 @@ class GGUFRuntime(Runtime):
                 self._ll.llama_memory_clear(self._mem, True)
                 raise NibbleError(f"llama.cpp could not run {self.name} on {len(ids)} tokens (code {rc}); "
                                   "use a smaller --ctx")
-            self._cached.extend(int(t) for t in chunk)
+            self._cached.extend(chunk)
+            n_out = min(len(chunk), max(0, base + len(chunk) - max(out_from, base)))
             if n_out:
-                ptr = self._ll.llama_get_logits(self._ctx)
-                out.append(np.ctypeslib.as_array(ptr, shape=(n_out * self.n_vocab,)).reshape(n_out, self.n_vocab)
-                           .copy())
+                rows = np.empty((n_out, self.n_vocab), np.float32)
+                ctypes.memmove(rows.ctypes.data, self._ll.llama_get_logits(self._ctx), rows.nbytes)
+                out.append(rows)
         if not out:
             return np.zeros((0, self.n_vocab), np.float32)
         return np.concatenate(out) if len(out) > 1 else out[0]
@@ -413,7 +415,7 @@ class GGUFRuntime(Runtime):
             raise NibbleError(f"{len(ids)} tokens do not fit the context of {self.n_ctx} {self.name} was opened with")
         self._ll.llama_memory_clear(self._mem, True)
         self._cached = []
-        return self._decode(list(ids), 0, lambda pos: pos >= start)
+        return self._decode([int(t) for t in ids], 0, start)
 
     def _prefill(self, ids: Sequence[int]) -> np.ndarray:
         ids = list(ids)
@@ -427,12 +429,11 @@ class GGUFRuntime(Runtime):
             self._ll.llama_memory_clear(self._mem, True)
             common = 0
         self._cached = self._cached[:common]
-        last = len(ids) - 1
-        return self._decode(ids[common:], common, lambda pos: pos == last)[0]
+        return self._decode([int(t) for t in ids[common:]], common, len(ids) - 1)[0]
 
     def _step(self, token_id: int) -> np.ndarray:
         pos = len(self._cached)
-        return self._decode([token_id], pos, lambda p: True)[0]
+        return self._decode([int(token_id)], pos, pos)[0]
 
     def reset(self) -> None:
         self._ll.llama_memory_clear(self._mem, True)
