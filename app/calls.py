@@ -1,0 +1,69 @@
+"""The engine calls the Chat, Compare and Analysis views make, in one place.
+
+Each function here is plain Python, runs in a worker thread (never on the UI thread), and takes the
+engine's reporter where it streams or can be cancelled. A feature this build lacks raises
+:class:`app.features.Missing`, which the view shows as "not available in this build".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.features import Missing, engine_function, require  # noqa: F401  (Missing is re-exported)
+
+
+def runtime_available() -> bool:
+    return engine_function("runtime", "open_runtime") is not None
+
+
+def open_model(path: str, **options: Any):
+    """Load a model for generation (GGUF through llama.cpp, originals and AWQ through transformers)."""
+    return require("runtime", "open_runtime")(path, **options)
+
+
+def close_model(runtime) -> None:
+    close = getattr(runtime, "close", None)
+    if close:
+        close()
+
+
+def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> Any:
+    """Stream a reply to ``messages``; each piece of text goes to ``reporter.emit``. Returns the stats."""
+
+    def on_token(text: str) -> None:
+        reporter.check_cancel()
+        reporter.emit(text)
+
+    return runtime.chat(messages, on_token=on_token, **settings)
+
+
+def compare_available() -> bool:
+    return engine_function("compare", "compare") is not None
+
+
+def compare(original: str, quantized: str, prompt: str, settings: dict, reporter) -> Any:
+    return require("compare", "compare")(original, quantized, prompt, reporter=reporter, **settings)
+
+
+def evaluate_available() -> bool:
+    return engine_function("evaluate", "evaluate") is not None
+
+
+def evaluate(original: str, quantized: str, reporter) -> Any:
+    return require("evaluate", "evaluate")(original, quantized, reporter=reporter)
+
+
+def stats_available() -> bool:
+    return engine_function("stats", "tensor_stats") is not None
+
+
+def list_tensors(original: str, quantized: str | None) -> Any:
+    return require("stats", "list_tensors")(original, quantized)
+
+
+def tensor_stats(original: str, quantized: str | None, tensor: str, bins: int = 100) -> Any:
+    return require("stats", "tensor_stats")(original, quantized, tensor, bins=bins)
+
+
+def layer_errors(original: str, quantized: str, reporter) -> Any:
+    return require("stats", "layer_errors")(original, quantized, reporter=reporter)

@@ -1,0 +1,283 @@
+"""Analysis: a tree of layers and tensors; histograms of weights and quantization error; per-layer errors."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+import re
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import calls, features
+from app.features import field
+from app.jobs import run_in_thread
+from app.state import AppState, ModelEntry, kind_of
+from app.style import plot_colors
+from app.widgets import Banner, ModelPicker
+
+_LAYER = re.compile(r"(?:^|\.)(?:blk|layers|h|block)\.(\d+)\.")
+
+
+def layer_of(name: str) -> str:
+    m = _LAYER.search(name)
+    return f"Layer {int(m.group(1))}" if m else "Other tensors"
+
+
+def _layer_key(label: str) -> tuple[int, int]:
+    m = re.match(r"Layer (\d+)", label)
+    return (0, int(m.group(1))) if m else (1, 0)
+
+
+class AnalysisView(QWidget):
+    stats_shown = Signal(object)
+    layers_shown = Signal(object)
+
+    def __init__(self, state: AppState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.current_stats = None
+        self.layer_rows: list = []
+        self._jobs: list = []
+
+        lay = QVBoxLayout(self)
+        top = QGridLayout()
+        top.addWidget(QLabel("Original:"), 0, 0)
+        self.original = ModelPicker(state, kinds=("original",))
+        top.addWidget(self.original, 0, 1)
+        top.addWidget(QLabel("Quantized:"), 1, 0)
+        self.quantized = ModelPicker(state, kinds=("gguf", "awq"))
+        top.addWidget(self.quantized, 1, 1)
+        self.load_btn = QPushButton("Analyse")
+        top.addWidget(self.load_btn, 0, 2, 2, 1)
+        lay.addLayout(top)
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        lay.addWidget(split, 1)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Tensor", "Shape", "Type"])
+        self.tree.setColumnWidth(0, 220)
+        split.addWidget(self.tree)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        opts = QHBoxLayout()
+        self.log_y = QCheckBox("Log scale")
+        self.export_png = QPushButton("Export PNG…")
+        self.export_csv = QPushButton("Export CSV…")
+        opts.addWidget(self.log_y)
+        opts.addStretch(1)
+        opts.addWidget(self.export_png)
+        opts.addWidget(self.export_csv)
+        rl.addLayout(opts)
+        self.weights_plot = pg.PlotWidget(title="Original weights")
+        self.error_plot = pg.PlotWidget(title="Quantization error")
+        plots = QHBoxLayout()
+        plots.addWidget(self.weights_plot)
+        plots.addWidget(self.error_plot)
+        rl.addLayout(plots, 3)
+        nbox = QGroupBox("Selected tensor")
+        nf = QFormLayout(nbox)
+        self.numbers = {k: QLabel("—") for k in ("name", "rmse", "max_error", "cosine", "bpw")}
+        nf.addRow("Tensor:", self.numbers["name"])
+        nf.addRow("RMSE:", self.numbers["rmse"])
+        nf.addRow("Max error:", self.numbers["max_error"])
+        nf.addRow("Cosine similarity:", self.numbers["cosine"])
+        nf.addRow("Bits per weight:", self.numbers["bpw"])
+        rl.addWidget(nbox)
+        self.layer_plot = pg.PlotWidget(title="RMSE per layer (relative to the weights' RMS)")
+        rl.addWidget(self.layer_plot, 2)
+        split.addWidget(right)
+        split.setSizes([320, 900])
+
+        self.weights_hist = pg.BarGraphItem(x=[], height=[], width=1)
+        self.error_hist = pg.BarGraphItem(x=[], height=[], width=1)
+        self.layer_bars = pg.BarGraphItem(x=[], height=[], width=0.8)
+        self.weights_plot.addItem(self.weights_hist)
+        self.error_plot.addItem(self.error_hist)
+        self.layer_plot.addItem(self.layer_bars)
+        self._apply_colors()
+
+        self.load_btn.clicked.connect(self.load)
+        self.tree.currentItemChanged.connect(self._tensor_selected)
+        self.log_y.toggled.connect(self._redraw_hists)
+        self.export_png.clicked.connect(lambda: self.export_figures())
+        self.export_csv.clicked.connect(lambda: self.export_numbers())
+        if not calls.stats_available():
+            self.banner.show_message(features.not_available_text("Weight and error statistics"), "warn")
+
+    def _apply_colors(self) -> None:
+        c = plot_colors()
+        for p in (self.weights_plot, self.error_plot, self.layer_plot):
+            p.setBackground(c["background"])
+            for axis in ("left", "bottom"):
+                p.getAxis(axis).setPen(c["foreground"])
+                p.getAxis(axis).setTextPen(c["foreground"])
+        self.weights_hist.setOpts(brush=c["original"], pen=None)
+        self.error_hist.setOpts(brush=c["error"], pen=None)
+        self.layer_bars.setOpts(brush=c["bar"], pen=None)
+
+    def changeEvent(self, event) -> None:
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_colors()
+        super().changeEvent(event)
+
+    def open_payload(self, payload: dict) -> None:
+        for key, picker in (("original", self.original), ("quantized", self.quantized)):
+            if payload.get(key):
+                picker.set_model(ModelEntry(payload[key], kind_of(payload[key])))
+        self.load()
+
+    def _paths(self) -> tuple[str, str | None] | None:
+        o, q = self.original.current(), self.quantized.current()
+        if o is None:
+            self.banner.show_message("Pick the original model (and a quantized one to see the error).")
+            return None
+        return o.path, (q.path if q else None)
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        paths = self._paths()
+        if paths is None:
+            return
+        if not calls.stats_available():
+            self.banner.show_message(features.not_available_text("Weight and error statistics"), "warn")
+            return
+        self.banner.clear()
+        self.paths = paths
+        self.tree.clear()
+        self.load_btn.setEnabled(False)
+        self._jobs.append(run_in_thread(calls.list_tensors, *paths, on_result=self._fill_tree,
+                                        on_error=self.banner.show_message, on_end=lambda: self.load_btn.setEnabled(True)))
+        if paths[1]:
+            self._jobs.append(run_in_thread(calls.layer_errors, *paths, pass_reporter=True,
+                                            on_result=self._show_layers, on_error=self.banner.show_message))
+
+    def _fill_tree(self, tensors) -> None:
+        groups: dict[str, QTreeWidgetItem] = {}
+        for t in tensors:
+            name = str(field(t, "name"))
+            label = layer_of(name)
+            if label not in groups:
+                groups[label] = QTreeWidgetItem([label])
+            shape = field(t, "shape", ())
+            item = QTreeWidgetItem([name, "×".join(str(s) for s in shape), str(field(t, "qtype", "") or "")])
+            item.setData(0, Qt.ItemDataRole.UserRole, name)
+            groups[label].addChild(item)
+        for label in sorted(groups, key=_layer_key):
+            self.tree.addTopLevelItem(groups[label])
+        if self.tree.topLevelItemCount():
+            first = self.tree.topLevelItem(0)
+            first.setExpanded(True)
+            if first.childCount():
+                self.tree.setCurrentItem(first.child(0))
+
+    def _tensor_selected(self, item: QTreeWidgetItem | None, _prev=None) -> None:
+        if item is None:
+            return
+        name = item.data(0, Qt.ItemDataRole.UserRole)
+        if not name:
+            return
+        self.numbers["name"].setText(f"{name} (computing…)")
+        self._jobs.append(run_in_thread(calls.tensor_stats, *self.paths, name, on_result=self.show_stats,
+                                        on_error=self.banner.show_message))
+
+    # -- showing -----------------------------------------------------------------------------------
+
+    def show_stats(self, stats) -> None:
+        self.current_stats = stats
+        self.numbers["name"].setText(str(field(stats, "name", "")))
+        for key, fmt in (("rmse", "{:.6g}"), ("max_error", "{:.6g}"), ("cosine", "{:.6f}"), ("bpw", "{:.3f}")):
+            v = field(stats, key, field(stats, {"cosine": "cosine_similarity", "bpw": "bits_per_weight"}.get(key, key)))
+            self.numbers[key].setText(fmt.format(v) if isinstance(v, (int, float)) else "—")
+        self._redraw_hists()
+        self.stats_shown.emit(stats)
+
+    @staticmethod
+    def _bars(edges, counts, log: bool) -> dict:
+        edges = np.asarray(edges, dtype=float)
+        counts = np.asarray(counts, dtype=float)
+        if counts.size == 0:
+            return {"x": [], "height": [], "width": 1}
+        heights = np.log10(counts + 1) if log else counts
+        return {"x": (edges[:-1] + edges[1:]) / 2, "height": heights, "width": float(np.diff(edges).mean())}
+
+    def _redraw_hists(self) -> None:
+        s = self.current_stats
+        if s is None:
+            return
+        log = self.log_y.isChecked()
+        for item, plot, key in ((self.weights_hist, self.weights_plot, "weights"), (self.error_hist, self.error_plot, "error")):
+            h = field(s, f"{key}_hist") or field(s, key)
+            if h is None:
+                item.setOpts(x=[], height=[], width=1)
+                continue
+            item.setOpts(**self._bars(field(h, "edges"), field(h, "counts"), log))
+            plot.setLabel("left", "log10(count + 1)" if log else "count")
+            plot.autoRange()
+
+    def _show_layers(self, rows) -> None:
+        self.layer_rows = list(rows or [])
+        heights = [float(field(r, "relative_rmse", field(r, "rmse", 0.0)) or 0.0) for r in self.layer_rows]
+        self.layer_bars.setOpts(x=list(range(len(heights))), height=heights, width=0.8)
+        self.layer_plot.setLabel("bottom", "layer")
+        self.layer_plot.autoRange()
+        self.layers_shown.emit(self.layer_rows)
+
+    # -- export ------------------------------------------------------------------------------------
+
+    def export_figures(self, folder: str | None = None) -> list[pathlib.Path]:
+        import pyqtgraph.exporters as exporters
+
+        folder = folder or QFileDialog.getExistingDirectory(self, "Export figures to")
+        if not folder:
+            return []
+        out = []
+        for name, plot in (("weights", self.weights_plot), ("error", self.error_plot), ("layers", self.layer_plot)):
+            path = pathlib.Path(folder) / f"nibble-{name}.png"
+            exporters.ImageExporter(plot.getPlotItem()).export(str(path))
+            out.append(path)
+        return out
+
+    def export_numbers(self, path: str | None = None) -> pathlib.Path | None:
+        path = path or QFileDialog.getSaveFileName(self, "Export numbers", "nibble-analysis.csv", "CSV (*.csv)")[0]
+        if not path:
+            return None
+        p = pathlib.Path(path)
+        with p.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["scope", "name", "rmse", "relative_rmse", "max_error", "cosine_similarity", "bits_per_weight"])
+            s = self.current_stats
+            if s is not None:
+                w.writerow(["tensor", field(s, "name"), field(s, "rmse"), field(s, "relative_rmse"), field(s, "max_error"),
+                            field(s, "cosine", field(s, "cosine_similarity")), field(s, "bpw", field(s, "bits_per_weight"))])
+            for r in self.layer_rows:
+                w.writerow(["layer", field(r, "layer", field(r, "name")), field(r, "rmse"), field(r, "relative_rmse"),
+                            field(r, "max_error"), field(r, "cosine", field(r, "cosine_similarity")),
+                            field(r, "bpw", field(r, "bits_per_weight"))])
+        return p
+
+    def is_busy(self) -> bool:
+        return False
