@@ -68,7 +68,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state or AppState()
         self.setWindowTitle("Nibble")
-        self.setMinimumSize(QSize(960, 600))
+        self.setMinimumSize(QSize(760, 520))
 
         central = QWidget()
         row = QHBoxLayout(central)

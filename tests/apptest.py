@@ -1,0 +1,36 @@
+"""Fixtures shared by the app tests: a QApplication with Nibble's names and settings kept in tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QSettings
+
+
+@pytest.fixture
+def settings(tmp_path, qapp):
+    from app.main import create_app
+
+    create_app()
+    s = QSettings(str(tmp_path / "nibble.ini"), QSettings.Format.IniFormat)
+    yield s
+    s.sync()
+
+
+@pytest.fixture
+def state(settings):
+    from app.state import AppState
+
+    return AppState(settings)
+
+
+@pytest.fixture
+def window(qtbot, state):
+    from app.window import MainWindow
+
+    win = MainWindow(state)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    for v in win.views.values():
+        if hasattr(v, "shutdown"):
+            v.shutdown()
