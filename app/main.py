@@ -37,7 +37,11 @@ def run_gui(argv: list[str] | None = None) -> int:
 
     win = MainWindow()
     win.show()
-    return int(app.exec())
+    code = int(app.exec())
+    from PySide6.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(10000)
+    return code
 
 
 if __name__ == "__main__":

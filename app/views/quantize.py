@@ -365,6 +365,7 @@ class FormatPage(QWidget):
         ModelPage._setup_table(self.table)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
         left.addWidget(self.table, 1)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
@@ -431,6 +432,8 @@ class FormatPage(QWidget):
 
         for w in (self.ctx, self.kv, self.device):
             w.currentIndexChanged.connect(self.update_estimates)
+        self.device.currentIndexChanged.connect(self._device_changed)
+        self.gpu_layers.setEnabled(False)
         self.gpu_layers.valueChanged.connect(self.update_estimates)
         self.table.itemSelectionChanged.connect(self._type_changed)
         self.gguf_radio.toggled.connect(self._format_changed)
@@ -548,6 +551,14 @@ class FormatPage(QWidget):
             if d.key == key:
                 return d.free_bytes
         return None
+
+    def _device_changed(self) -> None:
+        gpu = self.device.currentData() not in (None, "cpu")
+        self.gpu_layers.setEnabled(gpu)
+        if gpu and self.gpu_layers.value() == 0:
+            self.gpu_layers.setValue(999)
+        elif not gpu:
+            self.gpu_layers.setValue(0)
 
     def _type_changed(self) -> None:
         t = self.selected_type()
@@ -870,7 +881,7 @@ class DonePage(QWidget):
     def show_result(self, original: ModelEntry, output: ModelEntry, result: dict) -> None:
         self.original, self.output = original, output
         p = pathlib.Path(output.path)
-        size = result.get("size_bytes")
+        size = result.get("file_bytes", result.get("size_bytes"))
         if size is None and p.exists():
             size = path_size(p)
         self.headline.setText(f"<h2>{output.qtype} of {pathlib.Path(original.path).name} is ready</h2>")
