@@ -34,3 +34,11 @@ def window(qtbot, state):
     for v in win.views.values():
         if hasattr(v, "shutdown"):
             v.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama chat model (hidden 256, 2 layers) with a real tokenizer and chat template."""
+    from tinymodels import make_model
+
+    return make_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama3")
