@@ -27,14 +27,34 @@ def close_model(runtime) -> None:
         close()
 
 
-def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> Any:
-    """Stream a reply to ``messages``; each piece of text goes to ``reporter.emit``. Returns the stats."""
+def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> dict:
+    """Stream a reply to ``messages`` with the model's chat template; each piece of text goes to
+    ``reporter.emit``. Stops between tokens when the reporter is cancelled. Returns the figures shown."""
+    import time
 
-    def on_token(text: str) -> None:
-        reporter.check_cancel()
-        reporter.emit(text)
-
-    return runtime.chat(messages, on_token=on_token, **settings)
+    ids = runtime.chat_prompt_ids(messages)
+    started = time.perf_counter()
+    first = None
+    for _tok, piece in runtime.generate_tokens(
+        ids, max_tokens=int(settings.get("max_tokens", 256)), temperature=float(settings.get("temperature", 0.0)),
+        top_p=float(settings.get("top_p", 1.0)), cancel=reporter.is_cancelled,
+    ):
+        if first is None:
+            first = time.perf_counter()
+        reporter.emit(piece)
+    ended = time.perf_counter()
+    res = runtime.last_generation
+    n = len(res.token_ids)
+    gen_time = ended - (first or started)
+    return {
+        "completion_tokens": n,
+        "prompt_tokens": res.prompt_tokens,
+        "tokens_per_second": (n - 1) / gen_time if n > 1 and gen_time > 0 else None,
+        "context_used": res.prompt_tokens + n,
+        "context_size": runtime.n_ctx,
+        "finish_reason": res.finish_reason,
+        "seconds": ended - started,
+    }
 
 
 def compare_available() -> bool:

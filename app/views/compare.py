@@ -237,12 +237,12 @@ class CompareView(QWidget):
         self.eval_progress.setRange(0, 1)
         self.eval_progress.setValue(1)
         r = result.get("result", result)
-        ppl_o, ppl_q = r.get("ppl_original"), r.get("ppl_quantized")
-        if ppl_o is not None and ppl_q is not None:
-            self.eval_labels["ppl"].setText(f"{ppl_o:.3f} → {ppl_q:.3f}")
-        if r.get("kld_mean") is not None:
-            p99 = r.get("kld_p99")
-            self.eval_labels["kld"].setText(f"{r['kld_mean']:.5f}" + (f", {p99:.5f}" if p99 is not None else ""))
+        ref, cand, kld = r.get("reference") or {}, r.get("candidate") or {}, r.get("kld") or {}
+        if ref.get("ppl") is not None and cand.get("ppl") is not None:
+            self.eval_labels["ppl"].setText(f"{ref['ppl']:.3f} → {cand['ppl']:.3f}")
+        if kld.get("mean") is not None:
+            p99 = kld.get("p99")
+            self.eval_labels["kld"].setText(f"{kld['mean']:.5f}" + (f", {p99:.5f}" if p99 is not None else ""))
         if r.get("top1_agreement") is not None:
             self.eval_labels["agree"].setText(f"{100 * r['top1_agreement']:.2f} %")
         self.evaluated.emit(result)
