@@ -9,6 +9,7 @@ import pathlib
 from PySide6.QtCore import QObject, QSettings, Signal
 
 from app import features
+from app.features import field
 
 RECENT_LIMIT = 12
 
@@ -98,12 +99,7 @@ class AppState(QObject):
         items = [i for i in self._recent() if i["path"] != entry.path]
         items.insert(0, dataclasses.asdict(entry))
         self.settings.setValue("models/recent", json.dumps(items[:RECENT_LIMIT]))
-        add = features.engine_function("library", "add_entry")
-        if add is not None and entry.kind != "original":
-            try:
-                add(entry.path, kind=entry.kind, origin=entry.origin or None, qtype=entry.qtype or None)
-            except Exception:
-                pass
+        record_in_library(entry)
         self.models_changed.emit()
 
     def recent_models(self) -> list[ModelEntry]:
@@ -138,20 +134,41 @@ class AppState(QObject):
         self.open_requested.emit(view, payload)
 
 
+def record_in_library(entry: ModelEntry) -> None:
+    """Add a model to the engine's library (outputs with the original they were made from)."""
+    lib = features.engine_function("library", "default")
+    if lib is None:
+        return
+    try:
+        if entry.kind == "original":
+            lib().record_original(entry.path, name=entry.name or None)
+        elif entry.origin:
+            lib().record_output(entry.path, kind=entry.kind, source_path=entry.origin, type=entry.qtype or entry.kind)
+        else:
+            lib().add_entry(entry.path, entry.kind, type=entry.qtype or None)
+    except Exception as exc:  # the library is a convenience: never let it stop the work
+        import logging
+
+        logging.getLogger(__name__).warning("could not record %s in the library: %s", entry.path, exc)
+
+
 def library_entries() -> list[ModelEntry]:
     """The engine library's originals and outputs, when this build has a library."""
     list_entries = features.engine_function("library", "list_entries")
     if list_entries is None:
         return []
-    out = []
     try:
-        for e in list_entries():
-            get = e.get if isinstance(e, dict) else lambda k, d=None, e=e: getattr(e, k, d)
-            path = get("path")
-            if path and pathlib.Path(path).exists():
-                out.append(
-                    ModelEntry(str(path), get("kind") or kind_of(path), get("name") or "", get("origin") or "", get("qtype") or "")
-                )
+        entries = list(list_entries())
     except Exception:
         return []
+    paths = {field(e, "id"): field(e, "path") for e in entries}
+    out = []
+    for e in entries:
+        path = field(e, "path")
+        if not path or field(e, "missing", False) or not pathlib.Path(path).exists():
+            continue
+        out.append(ModelEntry(
+            str(path), field(e, "kind") or kind_of(path), field(e, "name") or "",
+            paths.get(field(e, "source"), "") or "", field(e, "type") or "",
+        ))
     return out

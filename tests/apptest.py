@@ -7,8 +7,10 @@ from PySide6.QtCore import QSettings
 
 
 @pytest.fixture
-def settings(tmp_path, qapp):
+def settings(tmp_path, qapp, monkeypatch):
     from app.main import create_app
+
+    monkeypatch.setenv("NIBBLE_HOME", str(tmp_path / "nibble-home"))  # the engine's library lives here
 
     create_app()
     s = QSettings(str(tmp_path / "nibble.ini"), QSettings.Format.IniFormat)
