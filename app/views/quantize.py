@@ -240,7 +240,7 @@ class ModelPage(QWidget):
         self.results.setRowCount(len(results))
         for r, m in enumerate(results):
             mid = field(m, "id") or field(m, "repo_id") or str(m)
-            size = field(m, "size_bytes", field(m, "size"))
+            size = field(m, "safetensors_bytes", field(m, "size_bytes"))
             gated = field(m, "gated", False)
             cells = [mid, human_bytes(size) if size else "—", f"{field(m, 'downloads', 0) or 0:,}",
                      "gated — needs access" if gated else "open"]
@@ -289,7 +289,7 @@ class ModelPage(QWidget):
         self.cache_table.setRowCount(len(models))
         for r, m in enumerate(models):
             path = str(field(m, "path", ""))
-            name = field(m, "repo_id") or field(m, "id") or pathlib.Path(path).name
+            name = field(m, "id") or pathlib.Path(path).name
             size = field(m, "size_bytes", field(m, "size"))
             for c, text in enumerate((name, human_bytes(size) if size else "—", path)):
                 it = QTableWidgetItem(str(text))
