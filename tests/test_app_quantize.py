@@ -105,15 +105,16 @@ def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
     page = wiz.format_page
     page.select_type("Q4_K_M")
     page.imatrix_mode.setCurrentIndex(1)  # compute an importance matrix from the calibration text: slow enough
-    out = tmp_path / "cancelled-Q4_K_M.gguf"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "cancelled-Q4_K_M.gguf"
     page.output.setText(str(out))
     wiz.next_btn.click()
     job = wiz.run_page.job
     qtbot.waitUntil(lambda: job.pid() > 0, timeout=10000)
-    pid = job.pid()
-    with qtbot.waitSignal(job.progress, timeout=60000):
-        pass
-    proc = psutil.Process(pid)
+    proc = psutil.Process(job.pid())
+    # wait for llama.cpp's worker (a grandchild) to be busy with the importance matrix
+    qtbot.waitUntil(lambda: bool(proc.children(recursive=True)), timeout=60000)
     children = proc.children(recursive=True)
     with qtbot.waitSignal(wiz.run_page.cancelled, timeout=30000):
         wiz.run_page.cancel_btn.click()
@@ -121,7 +122,7 @@ def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
     assert "Cancelled" in wiz.run_page.status.text()
     assert not out.exists()
-    assert sorted(x.name for x in tmp_path.iterdir()) == []  # no temporaries left behind
+    assert sorted(x.name for x in folder.iterdir()) == []  # no temporaries left behind
     assert wiz.back_btn.isEnabled()
 
 
