@@ -52,7 +52,7 @@ def train_bpe_tokenizer(folder: Path, pattern: str, vocab_size: int = 400, style
            "model_max_length": 2048, "clean_up_tokenization_spaces": False}
     if style == "llama3":
         bos = specials[0]
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
                                                            special_tokens=[(bos, tok.token_to_id(bos))])
         cfg.update(bos_token=bos, eos_token="<|im_end|>", add_bos_token=True)
     else:
