@@ -44,3 +44,13 @@ def tiny_model(tmp_path_factory):
     from tinymodels import make_model
 
     return make_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama3")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model, tmp_path_factory):
+    """The tiny model quantized to Q8_0 by the engine."""
+    from engine.quantize import quantize
+
+    out = tmp_path_factory.mktemp("gguf") / "tiny-Q8_0.gguf"
+    quantize(tiny_model, "Q8_0", out)
+    return out
