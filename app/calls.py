@@ -58,11 +58,68 @@ def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> dict
 
 
 def compare_available() -> bool:
-    return engine_function("compare", "compare") is not None
+    return engine_function("compare", "compare") is not None and runtime_available()
 
 
-def compare(original: str, quantized: str, prompt: str, settings: dict, reporter) -> Any:
-    return require("compare", "compare")(original, quantized, prompt, reporter=reporter, **settings)
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def token_pieces(runtime, ids: list[int]) -> list[str]:
+    """The text each generated token added, so the view can mark one token."""
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        text = runtime.detokenize(ids[: i + 1])
+        pieces.append(text[len(prev):])
+        prev = text
+    return pieces
+
+
+def compare(original: str, quantized: str, prompt: str, settings: dict, reporter) -> dict:
+    """Both models answer ``prompt`` (chat template, same settings); streamed pieces go to
+    ``reporter.emit(("original" | "quantized", text))``. Returns both answers token by token, the first
+    divergence, per-side tokens/s and memory, and the KL divergence along the original's answer."""
+    import time
+
+    run = require("compare", "compare")
+    opened = []
+    memory = []
+    try:
+        for i, path in enumerate((original, quantized)):
+            reporter.check_cancel()
+            reporter.progress(i, 3, f"Loading {path}…")
+            before = _rss()
+            opened.append(open_model(path))
+            memory.append(max(0, _rss() - before))
+        a, b = opened
+        stamps: dict[str, list[float]] = {"original": [], "quantized": []}
+
+        def sink(side):
+            def on_token(text: str) -> None:
+                stamps[side].append(time.perf_counter())
+                reporter.emit((side, text))
+
+            return on_token
+
+        reporter.progress(2, 3, "Generating…")
+        res = run(a, b, prompt, max_tokens=int(settings.get("max_tokens", 64)),
+                  temperature=float(settings.get("temperature", 0.0)), chat=True,
+                  system=settings.get("system") or None, on_token_a=sink("original"),
+                  on_token_b=sink("quantized"), cancel=reporter.is_cancelled)
+        sides = {}
+        for side, rt, ids in (("original", a, res.tokens_a), ("quantized", b, res.tokens_b)):
+            t = stamps[side]
+            tps = (len(ids) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] and len(ids) > 1 else None
+            sides[side] = {"pieces": token_pieces(rt, list(ids)), "token_ids": list(ids), "tokens_per_second": tps,
+                           "memory_bytes": memory[0 if side == "original" else 1]}
+        reporter.progress(3, 3, "Done.")
+        return {**sides, "first_divergence": res.first_divergence, "kld_mean": res.kld_mean, "kld_max": res.kld_max,
+                "top1_agreement": res.top1_agreement, "prompt_tokens": res.prompt_tokens}
+    finally:
+        for rt in opened:
+            close_model(rt)
 
 
 def evaluate_available() -> bool:

@@ -35,6 +35,19 @@ def has_command(name: str) -> bool:
     return True
 
 
+def command_options(name: str) -> set[str]:
+    """The option strings ``nibble <name>`` accepts (empty when the command is missing)."""
+    import argparse
+
+    try:
+        mod = importlib.import_module(f"engine.commands.{name}")
+    except ImportError:
+        return set()
+    parser = argparse.ArgumentParser(add_help=False)
+    mod.add_arguments(parser)
+    return set(parser._option_string_actions)
+
+
 def not_available_text(what: str) -> str:
     return f"{what} is not available in this build of Nibble."
 

@@ -29,8 +29,13 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def engine_argv(command: str, *args: str) -> list[str]:
-    """The argument list (program first) that runs one engine command with JSON progress."""
-    return [sys.executable, "-m", "engine", command, *args, "--json-progress"]
+    """The argument list (program first) that runs one engine command with JSON output: progress lines
+    where the command has ``--json-progress``, else its ``--json`` result."""
+    from app.features import command_options
+
+    opts = command_options(command)
+    flags = [f for f in ("--json-progress", "--json") if f in opts][:1] or ["--json-progress"]
+    return [sys.executable, "-m", "engine", command, *args, *flags]
 
 
 def command_line(argv: list[str]) -> str:
@@ -100,6 +105,7 @@ class ProcessJob(QObject):
         self.error: str | None = None
         self._stdout_buf = b""
         self._stderr_lines: list[str] = []
+        self._other_lines: list[str] = []  # stdout that is not one event a line (a --json result)
         self._cancel_requested = False
         self._finished = False
         self.proc = QProcess(self)
@@ -164,9 +170,11 @@ class ProcessJob(QObject):
         try:
             event = json.loads(line)
         except ValueError:
+            self._other_lines.append(line)
             self.log.emit(line)
             return
-        if not isinstance(event, dict):
+        if not isinstance(event, dict) or "event" not in event:
+            self._other_lines.append(line)
             self.log.emit(line)
             return
         kind = event.get("event")
@@ -193,6 +201,13 @@ class ProcessJob(QObject):
             self._handle_line(self._stdout_buf.decode("utf-8", "replace"))
             self._stdout_buf = b""
         self._read_stderr()
+        if self.result is None and self._other_lines:
+            try:
+                whole = json.loads("\n".join(self._other_lines))
+            except ValueError:
+                whole = None
+            if isinstance(whole, dict):
+                self.result = {"event": "done", **whole}
         if self._cancel_requested:
             self.cancelled.emit()
         elif exit_code == 0 and exit_status == QProcess.ExitStatus.NormalExit:

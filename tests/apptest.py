@@ -54,3 +54,13 @@ def tiny_gguf(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("gguf") / "tiny-Q8_0.gguf"
     quantize(tiny_model, "Q8_0", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_q2(tiny_model, tmp_path_factory):
+    """The tiny model at Q2_K: damaged enough that a greedy answer parts from the original's."""
+    from engine.quantize import quantize
+
+    out = tmp_path_factory.mktemp("gguf") / "tiny-Q2_K.gguf"
+    quantize(tiny_model, "Q2_K", out)
+    return out

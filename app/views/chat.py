@@ -39,6 +39,7 @@ def _escape(text: str) -> str:
 
 class ChatView(QWidget):
     reply_finished = Signal(str)  # the whole reply, after a stream ends (done or stopped)
+    piece_shown = Signal(str)  # each streamed piece, once it is on screen
 
     def __init__(self, state: AppState, parent=None):
         super().__init__(parent)
@@ -243,6 +244,7 @@ class ChatView(QWidget):
         if dt > 0:
             self.stats.setText(f"{self._pieces / dt:.1f} tokens/s")
         self._render_reply()
+        self.piece_shown.emit(text)
 
     def _done(self, result) -> None:
         self.messages.append({"role": "assistant", "content": self.reply})

@@ -162,14 +162,20 @@ class CompareView(QWidget):
         self.state.set_value("compare/prompt", prompt)
         self.state.set_value("compare/max_tokens", self.max_tokens.value())
         settings = {"max_tokens": self.max_tokens.value(), "temperature": 0.0 if self.greedy.isChecked() else 0.7}
-        self.left.text.setPlainText("Generating…")
-        self.right.text.setPlainText("Generating…")
+        self.left.text.setPlainText("Loading…")
+        self.right.text.setPlainText("Waiting for the original…")
         self.run_btn.setEnabled(False)
         self.job = run_in_thread(
             calls.compare, paths[0], paths[1], prompt, settings, pass_reporter=True,
             on_result=self.show_result, on_error=self._error, on_end=self._ended,
-            on_progress=lambda d, t, m: self.summary.setText(m),
+            on_progress=lambda d, t, m: self.summary.setText(m), on_item=self._stream_piece,
         )
+        self._streamed = {"original": "", "quantized": ""}
+
+    def _stream_piece(self, item) -> None:
+        side, text = item
+        self._streamed[side] += text
+        (self.left if side == "original" else self.right).text.setPlainText(self._streamed[side])
 
     def _ended(self) -> None:
         self.job = None
@@ -199,12 +205,15 @@ class CompareView(QWidget):
                 if tps else "—"
             )
         kld = field(result, "kld_mean")
-        parts = ["Identical answers." if div is None else f"First divergence at token {div + 1}."]
+        parts = ["Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted)."]
         if kld is not None:
             parts.append(f"KL divergence of the quantized model along the original's answer: mean {kld:.4f}")
             kmax = field(result, "kld_max")
             if kmax is not None:
                 parts[-1] += f", max {kmax:.4f}"
+            agree = field(result, "top1_agreement")
+            if agree is not None:
+                parts[-1] += f"; same top token {100 * agree:.1f} %"
         self.summary.setText(" ".join(parts))
         self.compared.emit(result)
 
