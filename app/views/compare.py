@@ -119,8 +119,13 @@ class CompareView(QWidget):
         self.eval_table.addRow("Perplexity (original → quantized):", self.eval_labels["ppl"])
         self.eval_table.addRow("KL divergence (mean, 99th pct):", self.eval_labels["kld"])
         self.eval_table.addRow("Same top token:", self.eval_labels["agree"])
+        self.eval_chunks = QSpinBox(minimum=0, maximum=10000)
+        self.eval_chunks.setSpecialValueText("all windows")
+        self.eval_chunks.setSuffix(" windows")
+        self.eval_chunks.setToolTip("How many 512-token windows of the text to score (all: the full evaluation)")
         col = QVBoxLayout()
         col.addWidget(self.eval_btn)
+        col.addWidget(self.eval_chunks)
         col.addWidget(self.eval_progress)
         el.addLayout(col)
         el.addLayout(self.eval_table, 1)
@@ -227,7 +232,8 @@ class CompareView(QWidget):
         if paths is None:
             return
         self.banner.clear()
-        self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1]), self)
+        extra = ["--chunks", str(self.eval_chunks.value())] if self.eval_chunks.value() else []
+        self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1], *extra), self)
         self.eval_job.progress.connect(self._eval_progress)
         self.eval_job.succeeded.connect(self._eval_done)
         self.eval_job.failed.connect(lambda m: self.banner.show_message(f"Evaluation failed: {m}"))
