@@ -157,6 +157,43 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
         writer.add_token_scores(scores)
         writer.add_token_types(types)
         special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n)
+    elif kind == "sentencepiece-json":
+        # A SentencePiece BPE model kept only as tokenizer.json: a piece's score is minus the rank of
+        # the merge that makes it, which orders llama.cpp's merges exactly as the merge list does.
+        assert tj is not None
+        model = tj["model"]
+        vocab = dict(model["vocab"])
+        reverse = {i: t for t, i in vocab.items()}
+        for i, t in added.items():
+            reverse[i] = t["content"]
+        n = max(vocab_size or 0, max(reverse) + 1)
+        rank: dict[str, int] = {}
+        for r, m in enumerate(model.get("merges", [])):
+            a, b = m.split(" ", 1) if isinstance(m, str) else m
+            rank.setdefault(a + b, r)
+        unk = model.get("unk_token")
+        tokens, scores, types = [], [], []
+        for i in range(n):
+            tok = reverse.get(i)
+            if tok is None:
+                tokens.append(f"[PAD{i}]"), scores.append(-1000.0), types.append(T.UNUSED)
+                continue
+            tokens.append(tok)
+            scores.append(-float(rank[tok]) if tok in rank else 0.0)
+            if i in added:
+                types.append(T.CONTROL if added[i]["special"] else T.USER_DEFINED)
+            elif tok == unk:
+                types.append(T.UNKNOWN)
+            elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+                types.append(T.BYTE)
+            else:
+                types.append(T.NORMAL)
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n)
     else:
         raise NibbleError(
             f"{model_dir}: no usable tokenizer (found {kind}); a model needs tokenizer.json (BPE) or tokenizer.model (SentencePiece)"
