@@ -131,16 +131,21 @@ def evaluate(original: str, quantized: str, reporter) -> Any:
 
 
 def stats_available() -> bool:
-    return engine_function("stats", "tensor_stats") is not None
+    return engine_function("stats", "compute_stats") is not None
 
 
-def list_tensors(original: str, quantized: str | None) -> Any:
-    return require("stats", "list_tensors")(original, quantized)
+def list_tensors(original: str, quantized: str) -> list[str]:
+    """The quantized model's tensors paired with the original's, in layer order."""
+    return list(require("stats", "tensor_names")(original, quantized))
 
 
-def tensor_stats(original: str, quantized: str | None, tensor: str, bins: int = 100) -> Any:
-    return require("stats", "tensor_stats")(original, quantized, tensor, bins=bins)
+def tensor_stats(original: str, quantized: str, tensor: str, bins: int = 100):
+    """Histograms and error figures of one tensor."""
+    it = require("stats", "iter_stats")(original, quantized, bins=bins, names=[tensor])
+    return next(iter(it))
 
 
-def layer_errors(original: str, quantized: str, reporter) -> Any:
-    return require("stats", "layer_errors")(original, quantized, reporter=reporter)
+def model_stats(original: str, quantized: str, reporter, bins: int = 100):
+    """Every tensor's figures (each handed to ``reporter.emit`` as it is done) and the per-layer summary."""
+    return require("stats", "compute_stats")(original, quantized, bins=bins, reporter=reporter,
+                                             on_tensor=reporter.emit)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTreeWidget,
@@ -54,6 +55,10 @@ class AnalysisView(QWidget):
         self.state = state
         self.current_stats = None
         self.layer_rows: list = []
+        self.computed: dict = {}
+        self.items: dict = {}
+        self.paths: tuple = ()
+        self.job = None
         self._jobs: list = []
 
         lay = QVBoxLayout(self)
@@ -85,6 +90,9 @@ class AnalysisView(QWidget):
         self.export_png = QPushButton("Export PNG…")
         self.export_csv = QPushButton("Export CSV…")
         opts.addWidget(self.log_y)
+        self.progress = QProgressBar()
+        self.progress.hide()
+        opts.addWidget(self.progress, 1)
         opts.addStretch(1)
         opts.addWidget(self.export_png)
         opts.addWidget(self.export_csv)
@@ -104,7 +112,7 @@ class AnalysisView(QWidget):
         nf.addRow("Cosine similarity:", self.numbers["cosine"])
         nf.addRow("Bits per weight:", self.numbers["bpw"])
         rl.addWidget(nbox)
-        self.layer_plot = pg.PlotWidget(title="RMSE per layer (relative to the weights' RMS)")
+        self.layer_plot = pg.PlotWidget(title="Error per layer (RMSE relative to the weights' RMS)")
         rl.addWidget(self.layer_plot, 2)
         split.addWidget(right)
         split.setSizes([320, 900])
@@ -165,34 +173,74 @@ class AnalysisView(QWidget):
         if not calls.stats_available():
             self.banner.show_message(features.not_available_text("Weight and error statistics"), "warn")
             return
+        if paths[1] is None:
+            self.banner.show_message("Pick a quantized model (GGUF or AWQ) to compare with the original.")
+            return
+        if self.job is not None:
+            self.job.cancel()
         self.banner.clear()
         self.paths = paths
         self.tree.clear()
-        self.load_btn.setEnabled(False)
+        self.items = {}
+        self.computed = {}
+        self.layer_rows = []
+        self.current_stats = None
+        self.layer_bars.setOpts(x=[], height=[], width=0.8)
+        self.progress.setRange(0, 0)
+        self.progress.show()
         self._jobs.append(run_in_thread(calls.list_tensors, *paths, on_result=self._fill_tree,
-                                        on_error=self.banner.show_message, on_end=lambda: self.load_btn.setEnabled(True)))
-        if paths[1]:
-            self._jobs.append(run_in_thread(calls.layer_errors, *paths, pass_reporter=True,
-                                            on_result=self._show_layers, on_error=self.banner.show_message))
+                                        on_error=self.banner.show_message))
+        self.job = run_in_thread(calls.model_stats, *paths, pass_reporter=True, on_item=self._tensor_done,
+                                 on_progress=self._progress, on_result=self._model_done,
+                                 on_error=self.banner.show_message, on_end=self._model_ended)
 
-    def _fill_tree(self, tensors) -> None:
+    def _progress(self, done: int, total: int, message: str) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done} / {total} tensors")
+
+    def _model_ended(self) -> None:
+        self.job = None
+        self.progress.hide()
+
+    def _fill_tree(self, names) -> None:
+        if self.items:
+            return
         groups: dict[str, QTreeWidgetItem] = {}
-        for t in tensors:
-            name = str(field(t, "name"))
+        for name in names:
             label = layer_of(name)
             if label not in groups:
                 groups[label] = QTreeWidgetItem([label])
-            shape = field(t, "shape", ())
-            item = QTreeWidgetItem([name, "×".join(str(s) for s in shape), str(field(t, "qtype", "") or "")])
+            item = QTreeWidgetItem([name, "", ""])
             item.setData(0, Qt.ItemDataRole.UserRole, name)
             groups[label].addChild(item)
+            self.items[name] = item
         for label in sorted(groups, key=_layer_key):
             self.tree.addTopLevelItem(groups[label])
+        for name, st in self.computed.items():
+            self._decorate(name, st)
         if self.tree.topLevelItemCount():
             first = self.tree.topLevelItem(0)
             first.setExpanded(True)
             if first.childCount():
                 self.tree.setCurrentItem(first.child(0))
+
+    def _decorate(self, name: str, st) -> None:
+        item = self.items.get(name)
+        if item is not None:
+            item.setText(1, "×".join(str(x) for x in field(st, "shape", ())))
+            item.setText(2, f"{field(st, 'qtype', '')}  rel. error {field(st, 'relative_error', 0):.4f}")
+
+    def _tensor_done(self, st) -> None:
+        name = field(st, "name")
+        self.computed[name] = st
+        self._decorate(name, st)
+        cur = self.tree.currentItem()
+        if cur is not None and cur.data(0, Qt.ItemDataRole.UserRole) == name and self.current_stats is None:
+            self.show_stats(st)
+
+    def _model_done(self, report) -> None:
+        self._show_layers(field(report, "layers", []))
 
     def _tensor_selected(self, item: QTreeWidgetItem | None, _prev=None) -> None:
         if item is None:
@@ -200,18 +248,31 @@ class AnalysisView(QWidget):
         name = item.data(0, Qt.ItemDataRole.UserRole)
         if not name:
             return
+        if name in self.computed:
+            self.show_stats(self.computed[name])
+            return
         self.numbers["name"].setText(f"{name} (computing…)")
-        self._jobs.append(run_in_thread(calls.tensor_stats, *self.paths, name, on_result=self.show_stats,
+        self._jobs.append(run_in_thread(calls.tensor_stats, *self.paths, name, on_result=self._single_done,
                                         on_error=self.banner.show_message))
+
+    def _single_done(self, st) -> None:
+        self.computed.setdefault(field(st, "name"), st)
+        cur = self.tree.currentItem()
+        if cur is not None and cur.data(0, Qt.ItemDataRole.UserRole) == field(st, "name"):
+            self.show_stats(st)
 
     # -- showing -----------------------------------------------------------------------------------
 
     def show_stats(self, stats) -> None:
         self.current_stats = stats
         self.numbers["name"].setText(str(field(stats, "name", "")))
-        for key, fmt in (("rmse", "{:.6g}"), ("max_error", "{:.6g}"), ("cosine", "{:.6f}"), ("bpw", "{:.3f}")):
-            v = field(stats, key, field(stats, {"cosine": "cosine_similarity", "bpw": "bits_per_weight"}.get(key, key)))
+        for key, attr, fmt in (("rmse", "rmse", "{:.6g}"), ("max_error", "max_abs_error", "{:.6g}"),
+                               ("cosine", "cosine", "{:.6f}"), ("bpw", "bits_per_weight", "{:.3f}")):
+            v = field(stats, attr)
             self.numbers[key].setText(fmt.format(v) if isinstance(v, (int, float)) else "—")
+        rel = field(stats, "relative_error")
+        if isinstance(rel, (int, float)):
+            self.numbers["rmse"].setText(self.numbers["rmse"].text() + f"  (relative {rel:.4f})")
         self._redraw_hists()
         self.stats_shown.emit(stats)
 
@@ -230,7 +291,7 @@ class AnalysisView(QWidget):
             return
         log = self.log_y.isChecked()
         for item, plot, key in ((self.weights_hist, self.weights_plot, "weights"), (self.error_hist, self.error_plot, "error")):
-            h = field(s, f"{key}_hist") or field(s, key)
+            h = field(s, "weight_hist" if key == "weights" else "error_hist")
             if h is None:
                 item.setOpts(x=[], height=[], width=1)
                 continue
@@ -239,10 +300,12 @@ class AnalysisView(QWidget):
             plot.autoRange()
 
     def _show_layers(self, rows) -> None:
-        self.layer_rows = list(rows or [])
-        heights = [float(field(r, "relative_rmse", field(r, "rmse", 0.0)) or 0.0) for r in self.layer_rows]
-        self.layer_bars.setOpts(x=list(range(len(heights))), height=heights, width=0.8)
+        self.layer_rows = [r for r in (rows or []) if field(r, "layer") is not None]
+        xs = [int(field(r, "layer")) for r in self.layer_rows]
+        heights = [float(field(r, "relative_error", 0.0) or 0.0) for r in self.layer_rows]
+        self.layer_bars.setOpts(x=xs, height=heights, width=0.8)
         self.layer_plot.setLabel("bottom", "layer")
+        self.layer_plot.setLabel("left", "RMSE / RMS of weights")
         self.layer_plot.autoRange()
         self.layers_shown.emit(self.layer_rows)
 
@@ -268,16 +331,20 @@ class AnalysisView(QWidget):
         p = pathlib.Path(path)
         with p.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["scope", "name", "rmse", "relative_rmse", "max_error", "cosine_similarity", "bits_per_weight"])
-            s = self.current_stats
-            if s is not None:
-                w.writerow(["tensor", field(s, "name"), field(s, "rmse"), field(s, "relative_rmse"), field(s, "max_error"),
-                            field(s, "cosine", field(s, "cosine_similarity")), field(s, "bpw", field(s, "bits_per_weight"))])
+            w.writerow(["scope", "name", "qtype", "n_elements", "bits_per_weight", "rmse", "relative_error",
+                        "max_abs_error", "cosine"])
+            for name in sorted(self.computed, key=lambda n: (layer_of(n) == "Other tensors", n)):
+                t = self.computed[name]
+                w.writerow(["tensor", name, field(t, "qtype"), field(t, "n_elements"), field(t, "bits_per_weight"),
+                            field(t, "rmse"), field(t, "relative_error"), field(t, "max_abs_error"), field(t, "cosine")])
             for r in self.layer_rows:
-                w.writerow(["layer", field(r, "layer", field(r, "name")), field(r, "rmse"), field(r, "relative_rmse"),
-                            field(r, "max_error"), field(r, "cosine", field(r, "cosine_similarity")),
-                            field(r, "bpw", field(r, "bits_per_weight"))])
+                w.writerow(["layer", field(r, "layer"), "", field(r, "n_elements"), field(r, "bits_per_weight"),
+                            field(r, "rmse"), field(r, "relative_error"), "", field(r, "min_cosine")])
         return p
 
     def is_busy(self) -> bool:
-        return False
+        return self.job is not None
+
+    def shutdown(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
