@@ -62,6 +62,9 @@ def test_estimate_updates_with_context(qtbot, window, tiny_model):
     big = _cells(page, "Q4_K_M")
     assert big[2] == small[2] and big[3] != small[3]
     assert _cells(page, "Q8_0")[2] != small[2]
+    qtbot.waitUntil(lambda: page.machine is not None, timeout=30000)
+    assert _cells(page, "Q4_K_M")[4] in ("fits", "tight", "does not fit")
+    assert "this machine" in page.estimate_label.text()
 
 
 def test_wizard_runs_to_the_done_page(qtbot, window, tiny_model, tmp_path):

@@ -312,17 +312,6 @@ class ModelPage(QWidget):
 # -- step 2: format and type -----------------------------------------------------------------------
 
 
-def fit_mark(need: int | None, available: int | None) -> str:
-    """"fits", "tight" or "no": what the memory needed to run leaves on this machine."""
-    if need is None or not available:
-        return ""
-    if need <= 0.8 * available:
-        return "fits"
-    if need <= available:
-        return "tight"
-    return "no"
-
-
 FIT_TEXT = {"fits": "fits", "tight": "tight", "no": "does not fit", "": "—"}
 
 
@@ -444,7 +433,21 @@ class FormatPage(QWidget):
         self._imatrix_mode_changed()
         self._restore_choices()
         self._load_types()
+        self.machine = None
         self._jobs.append(run_in_thread(sysinfo.devices, on_result=self._set_devices))
+        self.probe_machine()
+
+    def probe_machine(self) -> None:
+        """Free RAM, VRAM and disk (at the output folder) for the fit marks; read off the UI thread."""
+        probe = features.engine_function("estimate", "probe_machine")
+        if probe is None:
+            return
+        folder = str(pathlib.Path(self.output.text() or ".").parent)
+        self._jobs.append(run_in_thread(probe, folder, on_result=self._machine_ready))
+
+    def _machine_ready(self, machine) -> None:
+        self.machine = machine
+        self.update_estimates()
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -545,13 +548,6 @@ class FormatPage(QWidget):
     def context(self) -> int:
         return int(self.ctx.currentData())
 
-    def available_memory(self) -> int | None:
-        key = self.device.currentData()
-        for d in self.devices:
-            if d.key == key:
-                return d.free_bytes
-        return None
-
     def _device_changed(self) -> None:
         gpu = self.device.currentData() not in (None, "cpu")
         self.gpu_layers.setEnabled(gpu)
@@ -633,34 +629,49 @@ class FormatPage(QWidget):
             return None
         try:
             return fn(self.plan, qtype, ctx=self.context(), kv_type=self.kv.currentText(),
-                      gpu_layers=self.gpu_layers.value())
-        except Exception as exc:  # an unknown type for this estimate: show it in place
+                      gpu_layers=self.gpu_layers.value(), machine=self.machine)
+        except Exception as exc:  # a type this estimate cannot size: say so in place
             return {"error": str(exc)}
 
+    @staticmethod
+    def run_bytes(est) -> int:
+        run = field(est, "run")
+        return int(field(run, "ram_bytes", 0) + field(run, "vram_bytes", 0))
+
+    def fit_of(self, est) -> str:
+        """"fits", "tight" or "no" on this machine (tight: it fits with under a fifth of the memory to spare)."""
+        fit, m = field(est, "fit"), self.machine
+        if fit is None or m is None:
+            return ""
+        if not field(fit, "run_fits", field(fit, "fits", True)):
+            return "no"
+        run = field(est, "run")
+        ram, vram = field(run, "ram_bytes", 0), field(run, "vram_bytes", 0)
+        if ram > 0.8 * m.free_ram_bytes or (vram and vram > 0.8 * m.free_vram_bytes):
+            return "tight"
+        return "fits"
+
     def update_estimates(self) -> None:
-        """Fill the size / memory / fit columns; cheap enough to run on every change."""
-        avail = self.available_memory()
+        """Fill the size / memory / fit columns; arithmetic only, so it runs on every change."""
         colours = fit_colors()
+        waiting = self.plan is None and not self.plan_error and self.model is not None
         for r in range(self.table.rowCount()):
             name = self.table.item(r, 0).text()
             est = self._estimate(name)
             if est is None or field(est, "error"):
-                text = "…" if (self.plan is None and not self.plan_error) else "—"
                 for c in (2, 3, 4):
-                    self.table.item(r, c).setText(text)
+                    self.table.item(r, c).setText("…" if waiting else "—")
                 continue
-            size = field(est, "file_bytes", field(est, "file_size"))
-            need = field(est, "total_bytes", field(est, "run_bytes", field(est, "memory_bytes")))
-            bpw = field(est, "bits_per_weight")
-            if isinstance(bpw, (int, float)):
-                self.table.item(r, 1).setText(f"{bpw:.2f}")
-            self.table.item(r, 2).setText(human_bytes(size))
-            self.table.item(r, 3).setText(human_bytes(need))
-            mark = field(est, "fit") or fit_mark(need, avail)
+            self.table.item(r, 1).setText(f"{field(est, 'bits_per_weight'):.2f}")
+            self.table.item(r, 2).setText(human_bytes(field(est, "file_bytes")))
+            self.table.item(r, 3).setText(human_bytes(self.run_bytes(est)))
+            mark = self.fit_of(est)
             item = self.table.item(r, 4)
-            item.setText(FIT_TEXT.get(mark, str(mark)))
+            item.setText(FIT_TEXT.get(mark, "—"))
             if mark in colours:
                 item.setForeground(colours[mark])
+            fit = field(est, "fit")
+            item.setToolTip("; ".join(field(fit, "problems", ()) or ()) if fit else "")
         self._summary()
 
     def _summary(self) -> None:
@@ -674,20 +685,32 @@ class FormatPage(QWidget):
             self.estimate_label.setText("Reading the model's tensors to estimate sizes…")
             return
         t = self.selected_type()
+        if t == "AWQ":
+            cost = features.engine_function("estimate", "awq_cost")
+            if cost is not None:
+                c = cost(self.plan)
+                self.estimate_label.setText(
+                    f"<b>AWQ 4-bit</b>: checkpoint about {human_bytes(c['checkpoint_bytes'])}, calibration needs "
+                    f"about {human_bytes(c['calibration_peak_ram_bytes'])} of RAM")
+            return
         est = self._estimate(t) if t else None
         if est is None or field(est, "error"):
             self.estimate_label.setText(field(est, "error", "") if est else "")
             return
-        size = field(est, "file_bytes", field(est, "file_size"))
-        need = field(est, "total_bytes", field(est, "run_bytes", field(est, "memory_bytes")))
-        kv = field(est, "kv_bytes")
-        parts = [f"<b>{t}</b>: file {human_bytes(size)}", f"memory to run at {self.context():,} tokens {human_bytes(need)}"]
-        if kv is not None:
-            parts.append(f"of which KV cache {human_bytes(kv)}")
-        mark = field(est, "fit") or fit_mark(need, self.available_memory())
+        run = field(est, "run")
+        parts = [
+            f"<b>{t}</b>: file {human_bytes(field(est, 'file_bytes'))} ({field(est, 'bits_per_weight'):.2f} bits/weight)",
+            f"to run at {self.context():,} tokens: {human_bytes(self.run_bytes(est))} "
+            f"(KV cache {human_bytes(field(run, 'kv_cache_bytes'))}"
+            + (f", {human_bytes(field(run, 'vram_bytes'))} on the GPU" if field(run, "vram_bytes") else "") + ")",
+        ]
+        mark = self.fit_of(est)
         if mark:
-            parts.append(f"on this machine: {FIT_TEXT.get(mark, mark)}")
-        self.estimate_label.setText(", ".join(parts))
+            parts.append(f"this machine: <b>{FIT_TEXT[mark]}</b>")
+        fit = field(est, "fit")
+        if fit is not None and field(fit, "suggestion_text"):
+            parts.append(f"suggestion: {field(fit, 'suggestion_text')}")
+        self.estimate_label.setText(" · ".join(parts))
 
     # -- the command -------------------------------------------------------------------------------
 
