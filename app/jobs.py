@@ -103,6 +103,7 @@ class ProcessJob(QObject):
         self.clock = EtaClock()
         self.result: dict | None = None
         self.error: str | None = None
+        self.stage = ""  # the job's current stage, where it names one (e.g. "convert", "quantize")
         self._stdout_buf = b""
         self._stderr_lines: list[str] = []
         self._other_lines: list[str] = []  # stdout that is not one event a line (a --json result)
@@ -180,6 +181,10 @@ class ProcessJob(QObject):
         kind = event.get("event")
         if kind == "progress":
             done, total = int(event.get("done", 0)), int(event.get("total", 0))
+            stage = str(event.get("stage", ""))
+            if stage != self.stage:
+                self.stage = stage
+                self.clock = EtaClock()  # each stage has its own pace
             eta = self.clock.update(done, total)
             self.progress.emit(done, total, str(event.get("message", "")), -1.0 if eta is None else eta)
         elif kind == "log":

@@ -83,8 +83,11 @@ def main() -> int:
     page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
     page._output_touched = True
     grab("quantize-2-type")
+    page.imatrix_mode.setCurrentIndex(1)  # with an importance matrix: long enough to catch it running
     wiz.start_run()
-    wait_until(app, lambda: wiz.run_page.bar.maximum() > 0 and wiz.run_page.bar.value() > 0, 120)
+    bar = wiz.run_page.bar
+    wait_until(app, lambda: "imatrix" in wiz.run_page.status.text().lower() and 0 < bar.value() < bar.maximum()
+               or not wiz.run_page.is_running(), 300)
     grab("quantize-3-run")
     wait_until(app, lambda: wiz.step() == 3 or not wiz.run_page.is_running(), 600)
     grab("quantize-4-done")

@@ -123,6 +123,8 @@ class AnalysisView(QWidget):
         self.weights_plot.addItem(self.weights_hist)
         self.error_plot.addItem(self.error_hist)
         self.layer_plot.addItem(self.layer_bars)
+        for p in (self.weights_plot, self.error_plot, self.layer_plot):
+            p.getAxis("left").enableAutoSIPrefix(False)
         self._apply_colors()
 
         self.load_btn.clicked.connect(self.load)
@@ -305,7 +307,7 @@ class AnalysisView(QWidget):
         heights = [float(field(r, "relative_error", 0.0) or 0.0) for r in self.layer_rows]
         self.layer_bars.setOpts(x=xs, height=heights, width=0.8)
         self.layer_plot.setLabel("bottom", "layer")
-        self.layer_plot.setLabel("left", "RMSE / RMS of weights")
+        self.layer_plot.setLabel("left", "relative RMSE")
         self.layer_plot.autoRange()
         self.layers_shown.emit(self.layer_rows)
 

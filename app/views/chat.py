@@ -53,6 +53,7 @@ class ChatView(QWidget):
         self._t0 = 0.0
         self._pieces = 0
         self._base_html = ""
+        self._streaming = False
 
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -228,6 +229,7 @@ class ChatView(QWidget):
         msgs = ([{"role": "system", "content": sysmsg}] if sysmsg else []) + list(self.messages)
         self.reply = ""
         self._pieces = 0
+        self._streaming = True
         self._t0 = time.monotonic()
         self.job = run_in_thread(
             calls.chat_stream, self.runtime, msgs, self.settings(), pass_reporter=True,
@@ -247,6 +249,7 @@ class ChatView(QWidget):
         self.piece_shown.emit(text)
 
     def _done(self, result) -> None:
+        self._streaming = False
         self.messages.append({"role": "assistant", "content": self.reply})
         if result is not None:
             tps = field(result, "tokens_per_second")
@@ -267,6 +270,8 @@ class ChatView(QWidget):
         self._update_buttons()
 
     def _error(self, message: str) -> None:
+        self._streaming = False
+        self._render()
         self.banner.show_message(message)
         self.stats.clear()
 
@@ -280,7 +285,7 @@ class ChatView(QWidget):
 
     def _render_reply(self) -> None:
         html = self._base_html
-        if self.job is not None:
+        if self._streaming:
             html += f"<p><b>Model:</b><br>{_escape(self.reply)}▍</p>"
         self.transcript.setHtml(html)
         self.transcript.moveCursor(QTextCursor.MoveOperation.End)

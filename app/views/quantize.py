@@ -40,6 +40,8 @@ from app.style import fit_colors
 from app.widgets import Banner, human_bytes, path_size
 
 STEPS = ("Model", "Format and type", "Run", "Done")
+STAGE_NAMES = {"convert": "Converting", "imatrix": "Importance matrix", "quantize": "Quantizing",
+               "calibrate": "Calibrating", "awq": "AWQ"}
 CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 KV_TYPES = ("f16", "q8_0", "q4_0")
 
@@ -355,6 +357,7 @@ class FormatPage(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.setWordWrap(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         left.addWidget(self.table, 1)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
@@ -504,7 +507,7 @@ class FormatPage(QWidget):
             self.plan_error = features.not_available_text("The memory estimate")
             self.update_estimates()
             return
-        self.estimate_label.setText("Reading the model's tensors to estimate sizes…")
+        self.update_estimates()
         path = entry.path
         self._jobs.append(run_in_thread(
             fn, path, on_result=lambda plan: self._plan_ready(path, plan),
@@ -812,7 +815,8 @@ class RunPage(QWidget):
             self.bar.setRange(0, total)
             self.bar.setValue(done)
             self.bar.setFormat(f"{done} / {total}")
-        self.status.setText(message)
+        stage = STAGE_NAMES.get(self.job.stage, self.job.stage.capitalize()) if self.job else ""
+        self.status.setText(f"{stage}: {message}" if stage else message)
         self.eta.setText(f"elapsed {format_seconds(time.monotonic() - self.started)}, left {format_seconds(eta if eta >= 0 else None)}")
 
     def _succeeded(self, result: dict) -> None:
