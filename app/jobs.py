@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 import traceback
@@ -26,6 +27,7 @@ from engine.errors import Cancelled, NibbleError
 from engine.progress import CancelToken, Reporter
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+NICE = shutil.which("nice") if sys.platform != "win32" else None
 
 
 def engine_argv(command: str, *args: str) -> list[str]:
@@ -96,9 +98,11 @@ class ProcessJob(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, argv: list[str], parent: QObject | None = None, cwd: str | os.PathLike | None = None):
+    def __init__(self, argv: list[str], parent: QObject | None = None, cwd: str | os.PathLike | None = None,
+                 background: bool = True):
         super().__init__(parent)
         self.argv = list(argv)
+        self.background = background
         self.cwd = str(cwd or REPO_ROOT)
         self.clock = EtaClock()
         self.result: dict | None = None
@@ -128,7 +132,10 @@ class ProcessJob(QObject):
     def start(self) -> None:
         self.clock = EtaClock()
         self.log.emit("$ " + command_line(self.argv))
-        self.proc.start(self.argv[0], self.argv[1:])
+        argv = self.argv
+        if self.background and NICE:
+            argv = [NICE, "-n", "10", *argv]  # the job yields the CPU to the app (and to the user's other work)
+        self.proc.start(argv[0], argv[1:])
 
     def cancel(self) -> None:
         """Ask the child to stop (SIGTERM: it removes its partial output), kill it if it lingers."""

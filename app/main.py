@@ -13,6 +13,9 @@ def create_app(argv: list[str] | None = None):
 
     from app.style import apply_style
 
+    # Worker threads (chat, compare, analysis) hand the interpreter back to the UI thread every
+    # millisecond instead of every five, so a busy worker cannot hold the UI up.
+    sys.setswitchinterval(0.001)
     app = QApplication.instance()
     if app is None:
         QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)

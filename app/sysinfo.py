@@ -48,6 +48,8 @@ def devices() -> list[Device]:
     ]
     offload = _llama_gpu_offload()
     try:
+        if not _may_have_cuda():
+            raise ImportError("no NVIDIA driver")
         import torch
 
         if torch.cuda.is_available():
@@ -64,6 +66,17 @@ def devices() -> list[Device]:
         note = "" if usable else "the installed llama.cpp build has no Metal support"
         out.append(Device("metal", "Metal — Apple GPU (shares system memory)", usable, note, avail, total))
     return out
+
+
+def _may_have_cuda() -> bool:
+    """False where there is certainly no NVIDIA GPU (so torch, slow to import, need not be asked)."""
+    import os
+
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/proc/driver/nvidia/version")
+    return True
 
 
 def llama_cpp_version() -> str:
@@ -101,3 +114,79 @@ def versions() -> dict[str, str]:
         backends.append("GPU offload")
     out["Backends"] = ", ".join(backends) + (" (llama.cpp not loaded)" if offload is None else "")
     return out
+
+
+def probe(out_dir: str = ".") -> dict:
+    """Devices and free resources as plain data (what the child process below prints)."""
+    import pathlib
+    import shutil
+
+    devs = devices()
+    gpu = next((d for d in devs if d.key == "cuda"), None)
+    folder = pathlib.Path(out_dir).expanduser().resolve()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    machine = {
+        "free_ram_bytes": devs[0].free_bytes, "free_vram_bytes": gpu.free_bytes if gpu else 0,
+        "free_disk_bytes": shutil.disk_usage(folder).free, "disk_path": str(folder),
+        "gpu": gpu.label if gpu else "",
+    }
+    return {"devices": [dataclasses.asdict(d) for d in devs], "machine": machine}
+
+
+_probes: set = set()
+
+
+def probe_in_child(out_dir: str, on_result, parent=None):
+    """Run :func:`probe` in a child process and hand its result to ``on_result(devices, machine)``.
+
+    Finding a GPU imports torch, whose start-up holds Python's GIL for a second or more; in a child
+    process that cannot stall the UI thread.
+    """
+    import json as _json
+
+    from PySide6.QtCore import QProcess
+
+    from app.jobs import REPO_ROOT
+
+    proc = QProcess()  # not owned by a widget: it may outlive the page that asked
+    _probes.add(proc)
+    proc.setWorkingDirectory(str(REPO_ROOT))
+    env = proc.processEnvironment()
+    if env.isEmpty():
+        from PySide6.QtCore import QProcessEnvironment
+
+        env = QProcessEnvironment.systemEnvironment()
+    env.insert("PYTHONPATH", str(REPO_ROOT))
+    proc.setProcessEnvironment(env)
+
+    def finished(*_):
+        try:
+            data = _json.loads(bytes(proc.readAllStandardOutput()).decode() or "{}")
+        except (ValueError, RuntimeError):  # RuntimeError: the app is closing
+            data = {}
+        devs = [Device(**d) for d in data.get("devices") or []] or [
+            Device("cpu", "CPU", True)]
+        machine = None
+        if data.get("machine"):
+            try:
+                from engine.estimate import Machine
+
+                machine = Machine(**data["machine"])
+            except (ImportError, TypeError):
+                machine = None
+        _probes.discard(proc)
+        try:
+            on_result(devs, machine)
+        except RuntimeError:  # the page that asked is gone
+            pass
+
+    proc.finished.connect(finished)
+    proc.start(sys.executable, ["-m", "app.sysinfo", out_dir])
+    return proc
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else ".")))

@@ -18,7 +18,9 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 import time
+import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +48,7 @@ def main() -> int:
     ap.add_argument("--model", help="a Hugging Face model folder (default: the demo model)")
     ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--chat-tokens", type=int, default=64)
+    ap.add_argument("--explain", action="store_true", help="print where the UI thread was during stalls over 30 ms")
     args = ap.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="nibble-probe-"))
@@ -69,15 +72,32 @@ def main() -> int:
     win.show()
     wiz, chat = win.views["Quantize"], win.views["Chat"]
 
-    gaps: list[float] = []
+    gaps: list[tuple[float, float]] = []  # (ms since start, gap ms)
     clock = QElapsedTimer()
     clock.start()
     last = [clock.nsecsElapsed()]
+    stacks: dict[str, float] = {}
 
     def tick():
         now = clock.nsecsElapsed()
-        gaps.append((now - last[0]) / 1e6)
+        gaps.append((now / 1e6, (now - last[0]) / 1e6))
         last[0] = now
+
+    watching, stop = threading.Event(), threading.Event()
+    if args.explain:
+        # A watchdog thread samples the UI thread's stack whenever it has not ticked for 30 ms.
+        ui = threading.get_ident()
+
+        def watch():
+            while not stop.is_set():
+                time.sleep(0.005)
+                if watching.is_set() and (clock.nsecsElapsed() - last[0]) / 1e6 > 30:
+                    frame = sys._current_frames().get(ui)
+                    if frame is not None:
+                        where = "".join(traceback.format_stack(frame)[-6:])
+                        stacks[where] = max(stacks.get(where, 0), (clock.nsecsElapsed() - last[0]) / 1e6)
+
+        threading.Thread(target=watch, daemon=True).start()
 
     probe = QTimer(interval=TICK_MS)
     probe.timeout.connect(tick)
@@ -115,21 +135,27 @@ def main() -> int:
     wiz.run_page.finished.connect(finished)
     wiz.run_page.failed.connect(lambda m: (state.update(failed=m), finished()))
 
+    load_before = round(os.getloadavg()[0], 2)
     started = time.monotonic()
-    probe.start()
     last[0] = clock.nsecsElapsed()
-    ask()
-    wiz.start_run()
+    watching.set()
+    probe.start()
+    # the actions are UI-thread work too, so they run inside the measured event loop
+    QTimer.singleShot(200, ask)
+    QTimer.singleShot(250, wiz.start_run)
     while not state["quant_done"] or chat.is_busy():
         app.processEvents()
         time.sleep(0.001)
         if time.monotonic() - started > 600:
             break
     probe.stop()
+    watching.clear()
+    stop.set()
     elapsed = time.monotonic() - started
     win.close()
 
-    stalls = sorted(max(0.0, g - TICK_MS) for g in gaps)
+    stalls = sorted(max(0.0, g - TICK_MS) for _t, g in gaps)
+    worst = sorted(gaps, key=lambda x: -x[1])[:5]
     result = {
         "model": str(model),
         "type": args.type,
@@ -141,7 +167,12 @@ def main() -> int:
         "chat_tokens": state["chat_tokens"],
         "quantization_failed": state["failed"],
         "platform": os.environ.get("QT_QPA_PLATFORM"),
+        "load_average_before": load_before,
+        "cpus": os.cpu_count(),
+        "worst_at_ms": [[round(t), round(g - TICK_MS, 1)] for t, g in worst],
     }
+    for where, ms in sorted(stacks.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"--- UI thread busy {ms:.0f} ms in:\n{where}", file=sys.stderr)
     print(json.dumps(result, indent=1))
     return 0 if stalls and stalls[-1] < 50 and not state["failed"] else 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QTextCursor
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
@@ -54,6 +54,8 @@ class ChatView(QWidget):
         self._pieces = 0
         self._base_html = ""
         self._streaming = False
+        self._redraw = QTimer(self, singleShot=True, interval=33)
+        self._redraw.timeout.connect(self._redraw_now)
 
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -242,14 +244,19 @@ class ChatView(QWidget):
     def _piece(self, text: str) -> None:
         self.reply += text
         self._pieces += 1
+        if not self._redraw.isActive():  # redraw at most ~30 times a second, however fast tokens come
+            self._redraw.start()
+        self.piece_shown.emit(text)
+
+    def _redraw_now(self) -> None:
         dt = time.monotonic() - self._t0
-        if dt > 0:
+        if dt > 0 and self._streaming:
             self.stats.setText(f"{self._pieces / dt:.1f} tokens/s")
         self._render_reply()
-        self.piece_shown.emit(text)
 
     def _done(self, result) -> None:
         self._streaming = False
+        self._redraw.stop()
         self.messages.append({"role": "assistant", "content": self.reply})
         if result is not None:
             tps = field(result, "tokens_per_second")

@@ -314,6 +314,19 @@ class ModelPage(QWidget):
 # -- step 2: format and type -----------------------------------------------------------------------
 
 
+def load_and_warm_plan(load_plan, path: str, types: list[str]):
+    """Read the model's headers, then size every type once (worker thread): the per-type tensor layouts
+    are cached in the plan, so the estimates that follow each change on the UI thread are arithmetic only."""
+    plan = load_plan(path)
+    est = features.engine_function("estimate", "estimate")
+    for t in types:
+        try:
+            est(plan, t)
+        except Exception:
+            pass
+    return plan
+
+
 FIT_TEXT = {"fits": "fits", "tight": "tight", "no": "does not fit", "": "—"}
 
 
@@ -437,20 +450,21 @@ class FormatPage(QWidget):
         self._restore_choices()
         self._load_types()
         self.machine = None
-        self._jobs.append(run_in_thread(sysinfo.devices, on_result=self._set_devices))
-        self.probe_machine()
+        self._probe = None
 
     def probe_machine(self) -> None:
-        """Free RAM, VRAM and disk (at the output folder) for the fit marks; read off the UI thread."""
-        probe = features.engine_function("estimate", "probe_machine")
-        if probe is None:
-            return
+        """Devices and free RAM, VRAM and disk (at the output folder), read in a child process."""
         folder = str(pathlib.Path(self.output.text() or ".").parent)
-        self._jobs.append(run_in_thread(probe, folder, on_result=self._machine_ready))
+        self._probe = sysinfo.probe_in_child(folder, self._probed, self)
 
-    def _machine_ready(self, machine) -> None:
+    def showEvent(self, event) -> None:
+        if self._probe is None:
+            self.probe_machine()
+        super().showEvent(event)
+
+    def _probed(self, devices, machine) -> None:
         self.machine = machine
-        self.update_estimates()
+        self._set_devices(devices)
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -509,8 +523,9 @@ class FormatPage(QWidget):
             return
         self.update_estimates()
         path = entry.path
+        names = [str(field(t, "name")) for t in self.types]
         self._jobs.append(run_in_thread(
-            fn, path, on_result=lambda plan: self._plan_ready(path, plan),
+            load_and_warm_plan, fn, path, names, on_result=lambda plan: self._plan_ready(path, plan),
             on_error=lambda msg: self._plan_failed(path, msg),
         ))
 
