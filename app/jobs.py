@@ -124,7 +124,8 @@ class ProcessJob(QObject):
         self.proc.readyReadStandardError.connect(self._read_stderr)
         self.proc.finished.connect(self._on_finished)
         self.proc.errorOccurred.connect(self._on_error)
-        self._kill_timer = QTimer(self, singleShot=True, interval=5000)
+        self._kill_timer = QTimer(self, singleShot=True, interval=10000)
+        self.leftovers: Callable[[int], list[pathlib.Path]] | None = None  # what a killed job leaves behind
         self._kill_timer.timeout.connect(self._kill)
 
     # -- control -----------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class ProcessJob(QObject):
         self.clock = EtaClock()
         self.log.emit("$ " + command_line(self.argv))
         argv = self.argv
-        if self.background and NICE:
+        if self.background and NICE and shutil.which(argv[0]):
             argv = [NICE, "-n", "10", *argv]  # the job yields the CPU to the app (and to the user's other work)
         self.proc.start(argv[0], argv[1:])
 
@@ -153,9 +154,26 @@ class ProcessJob(QObject):
         return int(self.proc.processId())
 
     def _kill(self) -> None:
-        if self.is_running():
-            self.log.emit("The job did not stop in time; killing it.")
-            self.proc.kill()
+        """The job ignored SIGTERM: kill it and everything it started, and remove what it left."""
+        if not self.is_running():
+            return
+        self.log.emit("The job did not stop in time; killing it.")
+        pid = self.pid()
+        try:
+            import psutil
+
+            for child in psutil.Process(pid).children(recursive=True):
+                child.kill()
+        except Exception:  # psutil missing or the process already gone
+            pass
+        self.proc.kill()
+        if self.leftovers is not None:
+            self.proc.waitForFinished(2000)
+            for path in self.leftovers(pid):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -78,19 +78,28 @@ def test_cancel_stops_the_child_and_it_cleans_up(qtbot, settings, tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_child_that_ignores_terminate_is_killed(qtbot, settings):
-    job = ProcessJob(_child("""
-        import json, signal, time
+def test_child_that_ignores_terminate_is_killed_with_its_children(qtbot, settings, tmp_path):
+    left = tmp_path / ".out.gguf.part.PID.tmp"
+    job = ProcessJob(_child(f"""
+        import json, os, pathlib, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(json.dumps({"event": "progress", "done": 0, "total": 1}), flush=True)
+        pathlib.Path({str(tmp_path)!r}, ".out.gguf.part.%d.tmp" % os.getpid()).write_text("half")
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(json.dumps({{"event": "progress", "done": 0, "total": 1}}), flush=True)
         time.sleep(60)
     """))
     job._kill_timer.setInterval(300)
+    job.leftovers = lambda pid: list(tmp_path.glob(f".out.gguf.*.{pid}.tmp"))
     with qtbot.waitSignal(job.progress, timeout=20000):
         job.start()
+    proc = psutil.Process(job.pid())
+    qtbot.waitUntil(lambda: bool(proc.children()), timeout=10000)
+    grandchild = proc.children()[0]
     with qtbot.waitSignal(job.cancelled, timeout=20000):
         job.cancel()
     assert not job.is_running()
+    grandchild.wait(timeout=10)  # killed too, not left running
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_program_fails_with_a_message(qtbot, settings):

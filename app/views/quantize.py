@@ -318,12 +318,16 @@ def load_and_warm_plan(load_plan, path: str, types: list[str]):
     """Read the model's headers, then size every type once (worker thread): the per-type tensor layouts
     are cached in the plan, so the estimates that follow each change on the UI thread are arithmetic only."""
     plan = load_plan(path)
-    est = features.engine_function("estimate", "estimate")
-    for t in types:
-        try:
-            est(plan, t)
-        except Exception:
-            pass
+    prepare = features.engine_function("estimate", "prepare")
+    if prepare is not None:
+        prepare(plan)
+    else:
+        est = features.engine_function("estimate", "estimate")
+        for t in types:
+            try:
+                est(plan, t)
+            except Exception:
+                pass
     return plan
 
 
@@ -808,6 +812,10 @@ class RunPage(QWidget):
         self.cancel_btn.setEnabled(True)
         self.started = time.monotonic()
         self.job = ProcessJob(argv, self)
+        if "--out" in argv:
+            out = pathlib.Path(argv[argv.index("--out") + 1])
+            # the engine's temporaries are ".NAME.TAG.PID.tmp" next to the output
+            self.job.leftovers = lambda pid: list(out.parent.glob(f".{out.name}.*.{pid}.tmp"))
         self.job.progress.connect(self._progress)
         self.job.log.connect(self.log.appendPlainText)
         self.job.succeeded.connect(self._succeeded)
