@@ -86,7 +86,8 @@ def main() -> int:
     page.imatrix_mode.setCurrentIndex(1)  # with an importance matrix: long enough to catch it running
     wiz.start_run()
     bar = wiz.run_page.bar
-    wait_until(app, lambda: "imatrix" in wiz.run_page.status.text().lower() and 0 < bar.value() < bar.maximum()
+    job = wiz.run_page.job
+    wait_until(app, lambda: job.stage == "imatrix" and bar.maximum() > 0 and bar.value() > bar.maximum() // 4
                or not wiz.run_page.is_running(), 300)
     grab("quantize-3-run")
     wait_until(app, lambda: wiz.step() == 3 or not wiz.run_page.is_running(), 600)
@@ -116,6 +117,7 @@ def main() -> int:
     cmp_view.run_compare()
     wait_until(app, lambda: cmp_view.job is None, 300)
     if cmp_view.eval_btn.isEnabled():
+        cmp_view.eval_chunks.setValue(8)
         cmp_view.run_eval()
         wait_until(app, lambda: not cmp_view.is_busy(), 600)
     grab("compare")

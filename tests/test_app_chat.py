@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
+
 from apptest import settings, state, tiny_gguf, tiny_model, window  # noqa: F401  (fixtures)
 
 from app.state import ModelEntry

@@ -839,7 +839,8 @@ class RunPage(QWidget):
             self.bar.setValue(done)
             self.bar.setFormat(f"{done} / {total}")
         stage = STAGE_NAMES.get(self.job.stage, self.job.stage.capitalize()) if self.job else ""
-        self.status.setText(f"{stage}: {message}" if stage else message)
+        same = stage and message.lower().startswith(stage.lower())
+        self.status.setText(f"{stage}: {message}" if stage and not same else message)
         self.eta.setText(f"elapsed {format_seconds(time.monotonic() - self.started)}, left {format_seconds(eta if eta >= 0 else None)}")
 
     def _succeeded(self, result: dict) -> None:
