@@ -42,6 +42,7 @@ def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> dict
         if first is None:
             first = time.perf_counter()
         reporter.emit(piece)
+        time.sleep(0)  # let the UI thread take the interpreter between tokens
     ended = time.perf_counter()
     res = runtime.last_generation
     n = len(res.token_ids)

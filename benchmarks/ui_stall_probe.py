@@ -110,7 +110,10 @@ def main() -> int:
     chat.temperature.setValue(0.8)
 
     def ask():
-        if state["quant_done"] or chat.is_busy():
+        if state["quant_done"]:
+            return
+        if chat.is_busy():  # the last reply is still being wound up
+            QTimer.singleShot(10, ask)
             return
         chat.messages.clear()
         chat.input.setPlainText("Tell me about the weather.")
@@ -143,11 +146,16 @@ def main() -> int:
     # the actions are UI-thread work too, so they run inside the measured event loop
     QTimer.singleShot(200, ask)
     QTimer.singleShot(250, wiz.start_run)
-    while not state["quant_done"] or chat.is_busy():
-        app.processEvents()
-        time.sleep(0.001)
-        if time.monotonic() - started > 600:
-            break
+    # the app's own event loop, left when both the quantization and the last reply are over
+    from PySide6.QtCore import QEventLoop
+
+    loop = QEventLoop()
+    check = QTimer(interval=20)
+    check.timeout.connect(lambda: (state["quant_done"] and not chat.is_busy()) and loop.quit())
+    check.start()
+    QTimer.singleShot(600_000, loop.quit)
+    loop.exec()
+    check.stop()
     probe.stop()
     watching.clear()
     stop.set()
