@@ -4,9 +4,9 @@ The demo is a small Llama-architecture chat model trained by ``benchmarks/demo_m
 dialogues generated here: arithmetic, unit conversions, counting and facts from a table this module
 holds. Every question has one checkable answer, so quantization damage shows as wrong answers.
 
-Questions fall into a training split or a held-out split by a hash of their *split key*. For sums and
-differences the key is the pair of operands, so a held-out sum was never seen in any wording; for
-the other kinds (which are recalled, not computed) the key is the question's exact text, so a
+Questions fall into a training split or a held-out split by a hash of their *split key*. For sums,
+differences and products the key is the pair of operands, so a held-out sum was never seen in any
+wording; for the other kinds (which are recalled, not computed) the key is the question's exact text, so a
 held-out question is a wording of a fact the model never saw in that wording. Training dialogues
 only ever contain training-split questions.
 
@@ -112,20 +112,21 @@ OPPOSITES = {
     "above": "below",
 }
 
-# (from singular, from plural, to plural, factor, largest amount asked)
+# (from singular, from plural, to plural, factor, largest amount asked). The metric ones shift
+# digits; the others are products the model has to have learned, which quantization can damage.
 UNITS = (
-    ("kilometer", "kilometers", "meters", 1000, 50),
-    ("meter", "meters", "centimeters", 100, 50),
-    ("centimeter", "centimeters", "millimeters", 10, 99),
-    ("kilogram", "kilograms", "grams", 1000, 50),
-    ("liter", "liters", "milliliters", 1000, 50),
-    ("hour", "hours", "minutes", 60, 12),
-    ("minute", "minutes", "seconds", 60, 12),
-    ("day", "days", "hours", 24, 10),
-    ("week", "weeks", "days", 7, 12),
-    ("foot", "feet", "inches", 12, 12),
-    ("year", "years", "months", 12, 12),
-    ("dozen", "dozen", "items", 12, 12),
+    ("kilometer", "kilometers", "meters", 1000, 999),
+    ("meter", "meters", "centimeters", 100, 999),
+    ("centimeter", "centimeters", "millimeters", 10, 999),
+    ("kilogram", "kilograms", "grams", 1000, 999),
+    ("liter", "liters", "milliliters", 1000, 999),
+    ("hour", "hours", "minutes", 60, 99),
+    ("minute", "minutes", "seconds", 60, 99),
+    ("day", "days", "hours", 24, 99),
+    ("week", "weeks", "days", 7, 99),
+    ("foot", "feet", "inches", 12, 99),
+    ("year", "years", "months", 12, 99),
+    ("dozen", "dozen", "items", 12, 99),
 )
 
 COUNT_ITEMS = ("apple", "pear", "plum", "lemon", "grape", "peach", "melon", "cherry", "mango", "kiwi")
@@ -210,19 +211,18 @@ def _article(word: str) -> str:
 
 def _arith(rng: random.Random, kind: str) -> Question:
     if kind == "mul":
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        a, b = rng.randint(2, 99), rng.randint(2, 9)
         c = a * b
     elif kind == "add":
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
         c = a + b
     else:
-        a = rng.randint(0, 99)
+        a = rng.randint(0, 999)
         b = rng.randint(0, a)
         c = a - b
     text = rng.choice(ARITH_TEMPLATES[kind]).format(a=a, b=b)
     reply = f"{a} {ARITH_SIGN[kind]} {b} = {c}."
-    key = f"{kind}:{a}:{b}" if kind in ("add", "sub") else text
-    return Question("arithmetic", kind, text, str(c), reply, key)
+    return Question("arithmetic", kind, text, str(c), reply, f"{kind}:{a}:{b}")
 
 
 def _conversion(rng: random.Random) -> Question:
@@ -236,13 +236,13 @@ def _conversion(rng: random.Random) -> Question:
 
 def _counting(rng: random.Random) -> Question:
     if rng.random() < 0.5:
-        k = rng.randint(1, 9)
+        k = rng.randint(1, 12)
         items = [rng.choice(COUNT_ITEMS) for _ in range(k)]
         text = rng.choice(COUNT_LIST_TEMPLATES).format(s=", ".join(items))
         reply = f"There {'is 1 item' if k == 1 else f'are {k} items'}."
         return Question("counting", "count_list", text, str(k), reply, text)
     w = rng.choice(COUNT_WORDS)
-    k = rng.randint(3, 9)
+    k = rng.randint(3, 12)
     seq = [rng.choice(COUNT_WORDS) for _ in range(k)]
     c = seq.count(w)
     text = rng.choice(COUNT_WORD_TEMPLATES).format(w=w, s=" ".join(seq))

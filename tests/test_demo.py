@@ -86,19 +86,19 @@ def test_heldout_questions_never_appear_in_training_data():
     held = demo.heldout_questions(400, seed=0) + demo.heldout_questions(400, seed=9)
     assert all(demo.is_heldout(q) for q in held)
     held_texts = {q.text for q in held}
-    held_pairs = {q.split_key for q in held if q.kind in ("add", "sub")}
+    held_pairs = {q.split_key for q in held if q.kind in ("add", "sub", "mul")}
     assert len(held_pairs) > 50
     seen_texts, seen_pairs = set(), set()
-    rng_text = demo.re.compile(r"(\d+) ([+-]) (\d+) = ")
+    reply_re = demo.re.compile(r"(\d+) ([-+*]) (\d+) = ")
+    kinds = {"+": "add", "-": "sub", "*": "mul"}
     for dialogue in demo.training_dialogues(30000, seed=0):
         for m in dialogue:
             if m["role"] == "user":
                 seen_texts.add(m["content"])
             else:
-                hit = rng_text.match(m["content"])
+                hit = reply_re.match(m["content"])
                 if hit:
-                    kind = "add" if hit.group(2) == "+" else "sub"
-                    seen_pairs.add(f"{kind}:{hit.group(1)}:{hit.group(3)}")
+                    seen_pairs.add(f"{kinds[hit.group(2)]}:{hit.group(1)}:{hit.group(3)}")
     assert len(seen_pairs) > 3000
     assert not held_texts & seen_texts
     assert not held_pairs & seen_pairs
