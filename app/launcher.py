@@ -16,7 +16,7 @@ def _run_module(module: str, args: list[str]) -> int:
     """
     import runpy
 
-    if not module.startswith("engine."):
+    if module != "engine" and not module.startswith("engine."):
         print(f"nibble: -m {module}: only Nibble's own engine modules can be run", file=sys.stderr)
         return 2
     sys.argv = [module, *args]

@@ -76,7 +76,6 @@ def run(args) -> int:
     from engine.source import resolve_model_path
 
     started = time.perf_counter()
-    print("\n".join(format_build_info(build_info())), flush=True)
     try:
         model = resolve_model_path(args.model)
     except NibbleError as exc:
@@ -85,6 +84,7 @@ def run(args) -> int:
         raise
     if args.tokens < 1:
         raise NibbleError("--tokens must be at least 1")
+    print("\n".join(format_build_info(build_info())), flush=True)
     print(f"model: {model}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="nibble-selftest-") as tmp:
