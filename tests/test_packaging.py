@@ -126,10 +126,18 @@ def _run_spec():
     """Execute packaging/nibble.spec with PyInstaller's build classes recorded instead of run."""
     calls: dict[str, tuple] = {}
 
+    collected = [  # what PyInstaller's torch and Qt hooks collect, as (destination, source, kind)
+        ("torch/lib/libtorch_cpu.so", "/x", "BINARY"), ("torch/bin/torch_shm_manager", "/x", "BINARY"),
+        ("torch/bin/test_jit", "/x", "BINARY"), ("torch/test/Dict_test", "/x", "BINARY"),
+        ("PySide6/Qt/lib/libQt6Widgets.so.6", "/x", "BINARY"), ("PySide6/Qt/lib/libQt6Quick.so.6", "/x", "BINARY"),
+        ("PySide6/Qt/plugins/platforms/libqxcb.so", "/x", "BINARY"),
+        ("PySide6/Qt/plugins/platforminputcontexts/libqtvirtualkeyboardplugin.so", "/x", "BINARY"),
+    ]
+
     def recorder(name):
         def record(*args, **kwargs):
             calls[name] = (args, kwargs)
-            return types.SimpleNamespace(pure=[], scripts=[], binaries=[], datas=[])
+            return types.SimpleNamespace(pure=[], scripts=[], binaries=list(collected), datas=[])
         return record
 
     hooks = types.ModuleType("PyInstaller.utils.hooks")
@@ -167,6 +175,9 @@ def test_spec_bundles_resources_llama_libraries_and_the_entry_point():
         assert module in kw["hiddenimports"]
     assert "PySide6.QtWebEngineCore" in kw["excludes"] and "torch.testing._internal" in kw["excludes"]
     assert calls["EXE"][1]["name"] == "nibble" and calls["COLLECT"][1]["name"] == "nibble"
+    bundled = [dest for dest, _, _ in calls["COLLECT"][0][1]]
+    assert bundled == ["torch/lib/libtorch_cpu.so", "torch/bin/torch_shm_manager", "PySide6/Qt/lib/libQt6Widgets.so.6",
+                       "PySide6/Qt/plugins/platforms/libqxcb.so"]
 
 
 def _png_size(path: Path) -> tuple[int, int]:
