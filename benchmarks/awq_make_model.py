@@ -4,7 +4,7 @@ Text: the Vim user manual shipped with Debian's vim (/usr/share/vim/vim*/doc/usr
 train (most files), calibration and held-out evaluation text. Writes a Hugging Face folder with a
 byte-level BPE tokenizer.
 
-    python3 benchmarks/awq_make_model.py OUT_DIR [--minutes 8]
+    python3 benchmarks/awq_make_model.py OUT_DIR [--minutes 15]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--minutes", type=float, default=8.0)
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
     out = Path(args.out)
@@ -43,7 +43,7 @@ def main() -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator([train_text], trainers.BpeTrainer(
-        vocab_size=4096, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        vocab_size=2048, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.save_pretrained(out)
 
@@ -54,7 +54,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     ids = torch.tensor(fast(train_text, add_special_tokens=False)["input_ids"])
-    seq, batch = 256, 16
+    seq, batch = 128, 8
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.95))
     t0, step = time.time(), 0
     rng = random.Random(0)
