@@ -1,0 +1,358 @@
+"""GGUF conversion and quantization, checked the way a user would: llama.cpp loads the file, gives the
+same token ids as the model's own tokenizer, and the same logits as transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import Cancelled, NibbleError
+from engine.progress import Reporter
+from tinymodels import make_model
+
+ROOT = Path(__file__).resolve().parent.parent
+FAMILIES = ["llama3", "llama2", "mistral", "qwen2", "qwen3"]
+
+STRINGS = [
+    "Hello world",
+    " leading space and trailing ",
+    "Whitespace   runs\t\ttabs\n\n\nand newlines  ",
+    "Digits 1234567890 and 3.14159, 42nd",
+    "Ünïcödé façade — “quotes” 🙂 日本語 中文 한국어",
+    "It's, I'm, we'll, they've: contractions",
+    "code: def f(x):\n    return x ** 2",
+]
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models")
+    return {fam: make_model(base / fam, fam) for fam in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def f32_ggufs(models, tmp_path_factory):
+    from engine.quantize import quantize
+
+    out = tmp_path_factory.mktemp("f32")
+    return {fam: quantize(path, "F32", out / f"{fam}.gguf").output for fam, path in models.items()}
+
+
+def _llama(path, **kw):
+    import llama_cpp
+
+    return llama_cpp.Llama(str(path), verbose=False, n_ctx=256, **kw)
+
+
+def _reference_ids(model_dir: Path, text: str) -> list[int]:
+    """Token ids from the model's own tokenizer: sentencepiece itself, or tokenizer.json via tokenizers."""
+    if (model_dir / "tokenizer.model").is_file():
+        import sentencepiece as spm
+
+        return [1] + spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model")).encode(text)
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(text).ids
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_f32_gguf_matches_transformers(family, models, f32_ggufs):
+    import torch
+    import transformers
+
+    llm = _llama(f32_ggufs[family], logits_all=True)
+    ids = _reference_ids(models[family], "The quick brown fox, it's 1234 apples!")
+    llm.eval(ids)
+    ours = np.array(llm.scores[: len(ids)])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(models[family], dtype=torch.float32)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() < 0.02 * np.abs(ref).max()
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() > 0.95
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_llama_cpp_tokenizes_like_the_model_tokenizer(family, models, f32_ggufs):
+    llm = _llama(f32_ggufs[family], vocab_only=True)
+    for text in STRINGS:
+        ours = llm.tokenize(text.encode(), add_bos=family in ("llama3", "llama2", "mistral"), special=False)
+        assert ours == _reference_ids(models[family], text), text
+
+
+def test_special_tokens_and_chat_template_metadata(models, f32_ggufs):
+    import gguf
+
+    r = gguf.GGUFReader(f32_ggufs["llama3"])
+    assert r.get_field("tokenizer.ggml.pre").contents() == "llama-bpe"
+    assert r.get_field("tokenizer.ggml.model").contents() == "gpt2"
+    tokens = r.get_field("tokenizer.ggml.tokens").contents()
+    assert tokens[r.get_field("tokenizer.ggml.bos_token_id").contents()] == "<|begin_of_text|>"
+    assert tokens[r.get_field("tokenizer.ggml.eos_token_id").contents()] == "<|im_end|>"
+    assert r.get_field("tokenizer.ggml.add_bos_token").contents() is True
+    assert "<|im_start|>" in r.get_field("tokenizer.chat_template").contents()
+    types = r.get_field("tokenizer.ggml.token_type").contents()
+    assert types[tokens.index("<|im_start|>")] == gguf.TokenType.CONTROL
+    q = gguf.GGUFReader(f32_ggufs["qwen2"])
+    assert q.get_field("tokenizer.ggml.pre").contents() == "qwen2"
+    llm = _llama(f32_ggufs["llama3"], vocab_only=True)
+    ids = llm.tokenize(b"<|im_start|>user", add_bos=False, special=True)
+    assert ids[0] == tokens.index("<|im_start|>")
+
+
+def test_changed_vocabulary_still_converts(tmp_path):
+    """A fine-tune with a different vocabulary is recognised by its pre-tokenizer pattern, not a hash."""
+    from engine.quantize import quantize
+
+    import torch
+    import transformers
+
+    model = make_model(tmp_path / "ft", "qwen2")
+    tj = json.loads((model / "tokenizer.json").read_text())
+    new_id = max(tj["model"]["vocab"].values()) + 1
+    for t in tj["added_tokens"]:
+        new_id = max(new_id, t["id"] + 1)
+    tj["model"]["vocab"]["zzzz_new_token"] = new_id  # a vocabulary entry the base model never had
+    (model / "tokenizer.json").write_text(json.dumps(tj))
+    m = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16)
+    m.resize_token_embeddings(new_id + 1)
+    m.save_pretrained(model)
+    cfg = json.loads((model / "config.json").read_text())
+    out = quantize(model, "Q8_0", tmp_path / "ft.gguf").output
+    llm = _llama(out, vocab_only=True)
+    assert llm.n_vocab() == cfg["vocab_size"]
+
+
+def test_sharded_tied_and_fp16_fp32_sources(tmp_path):
+    from engine.inspect import inspect_model
+    from engine.quantize import quantize
+
+    for dtype, tied, shards in (("float16", True, 3), ("float32", False, 2)):
+        model = make_model(tmp_path / dtype, "llama3", dtype=dtype, tied=tied, shards=shards)
+        assert (model / "model.safetensors.index.json").is_file()
+        info = inspect_model(model)
+        out = quantize(model, "Q4_K_M", tmp_path / f"{dtype}.gguf").output
+        g = inspect_model(out)
+        assert g.parameters <= info.parameters
+        names = {t.name for t in g.tensors}
+        assert ("output.weight" in names) is (not tied)
+        llm = _llama(out)
+        assert llm("Hello", max_tokens=4, temperature=0)["choices"][0]["text"] is not None
+
+
+def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
+    from engine.inspect import inspect_model
+    from engine.quantize import quantize
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 1024}
+    model = make_model(tmp_path / "l31", "llama3", rope_scaling=scaling)
+    out = quantize(model, "F32", tmp_path / "l31.gguf").output
+    info = inspect_model(out)
+    rope = [t for t in info.tensors if t.name == "rope_freqs.weight"]
+    assert rope and rope[0].shape == [32]  # head_dim / 2
+    import torch
+    import transformers
+
+    llm = _llama(out, logits_all=True)
+    ids = _reference_ids(model, "Scaled rope, long context models.")
+    llm.eval(ids)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(np.array(llm.scores[: len(ids)]) - ref).max() < 0.02 * np.abs(ref).max()
+
+
+REPRESENTATIVE = ["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0", "IQ4_XS",
+                  "IQ4_NL", "Q3_K_L", "Q3_K_S", "IQ3_S", "Q2_K", "IQ2_XXS", "IQ1_M", "TQ2_0"]
+
+
+def test_type_list_comes_from_the_library():
+    import llama_cpp
+
+    from engine.quantize import find_type, quant_types
+
+    names = {t.name for t in quant_types()}
+    lib = {a.split("_", 3)[-1] for a in dir(llama_cpp) if a.startswith("LLAMA_FTYPE_MOSTLY_")}
+    assert set(REPRESENTATIVE) <= names
+    assert {n for n in lib if "MOE" not in n and "FP4" not in n and n != "Q4_1_SOME_F16"} <= names
+    assert find_type("q4_k").name == "Q4_K_M"
+    with pytest.raises(NibbleError, match="unknown quantization type"):
+        find_type("Q9_9")
+
+
+def test_every_representative_type_loads_and_generates(models, tmp_path):
+    from engine.imatrix import load_imatrix
+    from engine.quantize import quantize
+
+    imatrix = tmp_path / "imatrix.gguf"
+    sizes = {}
+    for i, qtype in enumerate(REPRESENTATIVE):
+        kw = {}
+        if qtype in ("IQ2_XXS", "IQ1_M"):
+            if imatrix.exists():
+                kw["imatrix"] = imatrix
+            else:
+                kw.update(calibration="default", imatrix_chunks=4, save_imatrix=imatrix)
+        res = quantize(models["llama3"], qtype, tmp_path / f"{qtype}.gguf", threads=2, **kw)
+        sizes[qtype] = res.file_bytes
+        llm = _llama(res.output)
+        out = llm("The", max_tokens=3, temperature=0)
+        assert out["usage"]["completion_tokens"] >= 1, qtype
+        del llm
+    assert sizes["Q8_0"] > sizes["Q6_K"] > sizes["Q4_K_M"] > sizes["Q2_K"] > sizes["IQ2_XXS"]
+    assert load_imatrix(imatrix).sums, "the saved importance matrix is readable"
+
+
+def test_needs_imatrix_types_refuse_without_one(models, tmp_path):
+    from engine.quantize import quantize
+
+    with pytest.raises(NibbleError, match="needs an importance matrix"):
+        quantize(models["llama3"], "IQ2_XXS", tmp_path / "x.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _CancelAfter(Reporter):
+    def __init__(self, n):
+        self.n, self.seen = n, 0
+
+    def progress(self, done, total, message="", **extra):
+        self.seen += 1
+
+    def is_cancelled(self):
+        return self.seen >= self.n
+
+
+@pytest.mark.parametrize("after", [3, 30])
+def test_cancel_leaves_nothing_behind(models, tmp_path, after):
+    """after=3 cancels during conversion, after=30 during llama.cpp's quantization."""
+    from engine.quantize import quantize
+
+    with pytest.raises(Cancelled):
+        quantize(models["qwen2"], "Q4_K_M", tmp_path / "out.gguf", reporter=_CancelAfter(after))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, **kw)
+
+
+def test_cli_json_progress_and_ctrl_c(models, tmp_path):
+    out = tmp_path / "q.gguf"
+    r = _cli("quantize", str(models["qwen3"]), "--type", "Q5_K_M", "--out", str(out), "--json-progress")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    quant = [e for e in events if e.get("stage") == "quantize"]
+    assert quant and quant[-1]["done"] == quant[-1]["total"]
+    assert all(" -> " in e["message"] for e in quant)
+    assert events[-1]["event"] == "done" and events[-1]["file_bytes"] == out.stat().st_size
+
+    # Ctrl-C while the importance matrix is being computed: exit 2, one line, nothing left behind.
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "engine", "quantize", str(models["llama3"]), "--type", "IQ2_XS",
+                          "--calibration", "default", "--out", str(slow / "x.gguf"), "--json-progress"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if json.loads(line).get("stage") == "imatrix":
+            break
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(timeout=10)
+    assert time.monotonic() - t0 < 2.5
+    assert rc == 2
+    assert "cancelled" in p.stderr.read()
+    assert list(slow.iterdir()) == []
+
+
+def test_bad_inputs_give_one_clear_line(models, tmp_path):
+    # missing config.json
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _cli("quantize", str(empty), "--type", "Q4_K_M", "--out", str(tmp_path / "a.gguf"))
+    assert r.returncode == 2 and "config.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+    # unsupported architecture: named, and the supported ones listed
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(models["llama3"], odd)
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg["architectures"] = ["GPTNeoXForCausalLM"]
+    (odd / "config.json").write_text(json.dumps(cfg))
+    r = _cli("quantize", str(odd), "--type", "Q4_K_M", "--out", str(tmp_path / "b.gguf"))
+    assert r.returncode == 2 and "GPTNeoXForCausalLM" in r.stderr and "LlamaForCausalLM" in r.stderr
+
+    # truncated safetensors: the file is named
+    trunc = tmp_path / "trunc"
+    shutil.copytree(models["llama3"], trunc)
+    st = trunc / "model.safetensors"
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    r = _cli("quantize", str(trunc), "--type", "Q8_0", "--out", str(tmp_path / "c.gguf"))
+    assert r.returncode == 2 and "model.safetensors" in r.stderr and "truncated" in r.stderr
+
+    # no tokenizer
+    notok = tmp_path / "notok"
+    shutil.copytree(models["llama3"], notok)
+    (notok / "tokenizer.json").unlink()
+    r = _cli("quantize", str(notok), "--type", "Q8_0", "--out", str(tmp_path / "d.gguf"))
+    assert r.returncode == 2 and "tokenizer" in r.stderr
+
+    # unwritable / missing output folder
+    r = _cli("quantize", str(models["llama3"]), "--type", "Q8_0", "--out", str(tmp_path / "nope" / "e.gguf"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+    # not a GGUF, and a truncated GGUF
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a model at all")
+    r = _cli("inspect", str(bogus))
+    assert r.returncode == 2 and "not a GGUF" in r.stderr
+    good = tmp_path / "good.gguf"
+    from engine.quantize import quantize
+
+    quantize(models["qwen2"], "Q8_0", good)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    r = _cli("inspect", str(cut))
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr
+    # nothing half-written anywhere
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_disk_space_checked_before_writing(models, tmp_path, monkeypatch):
+    import shutil as sh
+
+    from engine.quantize import quantize
+
+    real = sh.disk_usage
+    monkeypatch.setattr(sh, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(NibbleError, match="not enough disk space"):
+        quantize(models["qwen2"], "Q4_K_M", tmp_path / "x.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_reads_headers_only(models, f32_ggufs):
+    from engine.inspect import inspect_model
+
+    hf = inspect_model(models["qwen3"])
+    assert hf.architecture == "Qwen3ForCausalLM" and hf.tokenizer == "bpe" and hf.chat_template
+    assert hf.parameters == sum(int(np.prod(t.shape)) for t in hf.tensors)
+    assert any(t.name.endswith("q_norm.weight") for t in hf.tensors)
+    g = inspect_model(f32_ggufs["llama2"])
+    assert g.format == "gguf" and g.tokenizer == "sentencepiece" and g.file_type == "F32"
+    assert g.vocab_size == hf.vocab_size or g.vocab_size > 0
+    r = _cli("inspect", str(models["qwen2"]), "--json")
+    data = json.loads(r.stdout)
+    assert data["architecture"] == "Qwen2ForCausalLM" and any(t["name"].endswith("q_proj.bias") for t in data["tensors"])
