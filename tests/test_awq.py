@@ -282,3 +282,20 @@ def test_cancel_leaves_nothing(llama, tmp_path):
                      reporter=rep)
     assert rep.seen[:2] == [0, 1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_quantize_awq_with_shipped_calibration(llama, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cli-awq"
+    cmd = [sys.executable, "-m", "engine", "quantize", str(llama), "--type", "AWQ", "--group-size", "32",
+           "--samples", "4", "--seqlen", "64", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "layer 2/2" in done.stderr and (out / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["group_size"] == 32
+    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "other"), "--group-size", "48"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("nibble: error: --group-size 48 does not divide")

@@ -8,17 +8,11 @@ import torch
 
 from engine.errors import NibbleError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def default_calibration_path() -> Path:
     """The calibration text shipped with Nibble."""
-    try:
-        from engine import resources  # type: ignore[attr-defined]
+    from engine.resources import RESOURCES
 
-        return Path(resources.calibration_path())
-    except (ImportError, AttributeError):
-        return REPO_ROOT / "resources" / "calibration.txt"
+    return RESOURCES / "calibration.txt"
 
 
 def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int) -> torch.Tensor:
@@ -29,6 +23,8 @@ def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen:
     """
     if samples < 1 or seqlen < 2:
         raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")
+    if path is not None and str(path) == "default":
+        path = None
     p = Path(path) if path is not None else default_calibration_path()
     if not p.is_file():
         where = "pass --calibration FILE with plain text" if path is None else "check the --calibration path"

@@ -63,6 +63,16 @@ class AwqResult:
     peak_memory_bytes: int | None = None
     files: list[str] = field(default_factory=list)
 
+    @property
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.out_dir.iterdir() if p.is_file())
+
+    def to_json(self) -> dict:
+        return {"output": str(self.out_dir), "type": f"AWQ W{self.bits} g{self.group_size}",
+                "file_bytes": self.file_bytes, "seconds": round(self.seconds, 3), "layers": self.layers,
+                "samples": self.samples, "seqlen": self.seqlen, "device": self.device,
+                "peak_memory_bytes": self.peak_memory_bytes}
+
 
 # ----------------------------------------------------------------------------- checks
 
@@ -356,7 +366,9 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
          search_samples, overwrite, clip) -> AwqResult:
     t0 = time.perf_counter()
     reporter = reporter or Reporter()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    from engine.source import resolve_model_path
+
+    model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir)
     raw_cfg = read_config(model_dir)
     dev = resolve_device(device)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
