@@ -83,7 +83,7 @@ def write_random_llama(folder: Path, config: dict, seed: int = 0, dtype: str = "
             if len(shape) == 1:
                 w = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
             else:
-                w = rng.standard_normal(shape, dtype=np.float32) * (1.0 / np.sqrt(shape[1]))
-            out.write((w.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+                w = rng.standard_normal(shape, dtype=np.float32) * np.float32(1.0 / np.sqrt(shape[1]))
+            out.write((np.asarray(w, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes())
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     return folder
