@@ -194,6 +194,14 @@ def _run_worker(job: dict, reporter: Reporter, cleanup: list[Path]) -> dict:
     return result
 
 
+def _raise_if_disk_full(out: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(out.parent).free
+    if free < 64 * 2**20:
+        raise NibbleError(f"disk full while writing {out} ({free / 2**20:.0f} MiB free); free some space in {out.parent} and try again")
+
+
 def quantize(
     model: str | Path,
     qtype: str,
@@ -259,7 +267,11 @@ def quantize(
             "calibration_name": cal_path.name if cal_path else None,
             "imatrix_chunks": imatrix_chunks, "save_imatrix": str(save_imatrix) if save_imatrix else None,
         }
-        res = _run_worker(job, reporter, cleanup)
+        try:
+            res = _run_worker(job, reporter, cleanup)
+        except NibbleError:
+            _raise_if_disk_full(out)
+            raise
         os.replace(part, out)
     finally:
         for p in cleanup:

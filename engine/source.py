@@ -7,7 +7,6 @@ bounded by the largest tensor whatever the model's size.
 from __future__ import annotations
 
 import json
-import mmap
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +56,6 @@ class SourceModel:
     config: dict
     tensors: dict[str, TensorInfo]
     files: list[Path] = field(default_factory=list)
-    _maps: dict = field(default_factory=dict, repr=False)
 
     @property
     def hf_architecture(self) -> str:
@@ -118,20 +116,24 @@ class SourceModel:
             return tmpl
         return None
 
-    def _buffer(self, file: Path) -> mmap.mmap:
-        buf = self._maps.get(file)
-        if buf is None:
-            with open(file, "rb") as f:
-                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self._maps[file] = buf
-        return buf
-
     def read_raw(self, name: str) -> np.ndarray:
-        """The tensor in its stored dtype (BF16 as uint16 words), backed by the memory map."""
+        """The tensor in its stored dtype (BF16 as uint16 words), read into memory.
+
+        A plain read rather than a memory map: mapped pages of a multi-gigabyte file would stay
+        resident and count against the process, while this keeps memory at one tensor.
+        """
         info = self.tensors[name]
         np_dtype, _ = SAFETENSORS_DTYPES[info.dtype]
-        buf = self._buffer(info.file)
-        arr = np.frombuffer(buf, dtype=np_dtype, count=info.nbytes // np.dtype(np_dtype).itemsize, offset=info.offset)
+        arr = np.empty(info.nbytes // np.dtype(np_dtype).itemsize, dtype=np_dtype)
+        with open(info.file, "rb", buffering=0) as f:
+            f.seek(info.offset)
+            view = memoryview(arr.view(np.uint8))
+            got = 0
+            while got < info.nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise NibbleError(f"{info.file} ended early while reading {name}; download it again")
+                got += n
         return arr.reshape(info.shape)
 
     def read_f32(self, name: str) -> np.ndarray:
@@ -142,12 +144,7 @@ class SourceModel:
         return raw.astype(np.float32)
 
     def close(self) -> None:
-        for buf in self._maps.values():
-            try:
-                buf.close()
-            except BufferError:
-                pass  # a numpy view still uses it; the map closes when collected
-        self._maps.clear()
+        """Nothing stays open between reads; kept so callers can use ``with``."""
 
     def __enter__(self):
         return self

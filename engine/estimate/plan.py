@@ -1,0 +1,516 @@
+"""The model plan: everything the estimate needs, read once from headers.
+
+A :class:`ModelPlan` holds the hyperparameters that size the KV cache and compute buffers and the list of
+tensors the GGUF quantizer will see (GGUF names, GGUF shapes, the type each has in the intermediate GGUF).
+It is built from a Hugging Face folder (config.json + safetensors headers), a GGUF file (headers only) or a
+Hub model id (safetensors headers fetched by huggingface_hub, no weights downloaded). Building it is the slow
+part; every estimate after that is arithmetic on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+
+from engine.errors import NibbleError
+
+# Hugging Face architecture class -> GGUF architecture, for the families Nibble converts.
+HF_ARCHES: dict[str, gguf.MODEL_ARCH] = {
+    "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA,
+    "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
+    "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA,
+    "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
+    "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE,
+    "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3,
+    "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE,
+    "GemmaForCausalLM": gguf.MODEL_ARCH.GEMMA,
+    "Gemma2ForCausalLM": gguf.MODEL_ARCH.GEMMA2,
+    "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3,
+    "Phi3ForCausalLM": gguf.MODEL_ARCH.PHI3,
+    "OlmoForCausalLM": gguf.MODEL_ARCH.OLMO,
+    "Olmo2ForCausalLM": gguf.MODEL_ARCH.OLMO2,
+    "StableLmForCausalLM": gguf.MODEL_ARCH.STABLELM,
+    "GraniteForCausalLM": gguf.MODEL_ARCH.GRANITE,
+}
+
+# Every n-th layer attends globally, the others through a sliding window (llama.cpp's SWA pattern).
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
+
+# Tensors the converter always stores as F32 whatever the source dtype (besides 1-D tensors and norms).
+_F32_TENSORS = (
+    gguf.MODEL_TENSOR.FFN_GATE_INP,
+    gguf.MODEL_TENSOR.FFN_GATE_INP_SHEXP,
+    gguf.MODEL_TENSOR.POS_EMBD,
+    gguf.MODEL_TENSOR.TOKEN_TYPES,
+    gguf.MODEL_TENSOR.SSM_CONV1D,
+)
+
+_SAFETENSORS_DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F32"}
+
+
+@dataclass(frozen=True)
+class PlanTensor:
+    """One tensor as the quantizer sees it.
+
+    ``ne`` is in GGUF order: ``ne[0]`` is the row length (the HF shape reversed). ``src_type`` is the
+    ggml type name it has in the GGUF the quantizer reads (F32, F16, BF16, or already quantized).
+    """
+
+    name: str
+    ne: tuple[int, ...]
+    src_type: str
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.ne:
+            n *= d
+        return n
+
+    @property
+    def layer(self) -> int:
+        """Block index for ``blk.N.*`` tensors, -1 for the rest (embeddings, output, norms)."""
+        m = re.match(r"blk\.(\d+)\.", self.name)
+        return int(m.group(1)) if m else -1
+
+
+@dataclass
+class ModelPlan:
+    """What a model is, for sizing: hyperparameters plus the GGUF tensor list.
+
+    Attributes:
+        source: the path or Hub id the plan was read from; ``source_kind`` is "folder", "gguf" or "hub".
+        arch: GGUF architecture name (``llama``, ``qwen2``, ``gemma2``...).
+        n_layer, n_embd, n_head, n_head_kv, head_dim_k, head_dim_v, n_ff, n_vocab, n_ctx_train:
+            the transformer's shape; per-layer head counts are taken as uniform.
+        n_expert, n_expert_used: mixture-of-experts counts (0 for dense models).
+        sliding_window: window length of sliding-window layers (0 if none); ``swa_layers`` flags them.
+        is_70b_class: llama.cpp's "70B" size class, which gives attn_v more bits in some mixtures.
+        tensors: the tensors in the order the quantizer processes them.
+        metadata_bytes: size of the GGUF key/value section; ``metadata_exact`` says whether it was read
+            from a GGUF header (exact) or predicted from the tokenizer files (estimated).
+        source_bytes: bytes of weights at the source (safetensors or GGUF data); ``source_dtype`` their type.
+    """
+
+    source: str
+    source_kind: str
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    n_vocab: int
+    n_ctx_train: int
+    tensors: tuple[PlanTensor, ...]
+    metadata_bytes: int
+    metadata_exact: bool
+    source_bytes: int
+    source_dtype: str = "BF16"
+    n_expert: int = 0
+    n_expert_used: int = 0
+    sliding_window: int = 0
+    swa_layers: tuple[bool, ...] = ()
+    is_70b_class: bool = False
+    name: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+
+
+def load_plan(model: str | os.PathLike) -> ModelPlan:
+    """Read a model's headers once: a local folder, a ``.gguf`` file, or a Hub id (``owner/name``)."""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise NibbleError(f"{path}: not a GGUF file; give a .gguf file, a model folder or a Hub model id")
+        return plan_from_gguf(path)
+    if path.is_dir():
+        return plan_from_folder(path)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
+        return plan_from_hub(text)
+    raise NibbleError(f"{text}: no such file or folder, and not a Hub model id (owner/name)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face checkpoints (folder or Hub)
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor name -> {"dtype", "shape"} from one safetensors file, reading only its header."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error) as exc:
+        raise NibbleError(f"{path}: not a readable safetensors file ({exc}); re-download it") from exc
+    header.pop("__metadata__", None)
+    return header
+
+
+def plan_from_folder(folder: Path) -> ModelPlan:
+    """Plan for a Hugging Face model folder: config.json plus safetensors headers (no weights read).
+
+    The tensor list and the key/value section come from Nibble's converter itself (its tensor plan and
+    its metadata writer run on a header-only file), so the size matches what ``nibble quantize`` writes.
+    """
+    try:
+        return _plan_via_converter(folder)
+    except Exception:  # no tokenizer yet, or a family the converter does not plan: read headers ourselves
+        pass
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise NibbleError(f"{folder}: no config.json; give a Hugging Face model folder or a .gguf file")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise NibbleError(f"{config_path}: not valid JSON ({exc})") from exc
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise NibbleError(f"{folder}: no .safetensors files; Nibble reads safetensors checkpoints only")
+    tensors: dict[str, dict] = {}
+    source_bytes = 0
+    for f in files:
+        tensors.update(read_safetensors_header(f))
+        source_bytes += f.stat().st_size
+    meta_bytes = _predict_metadata_bytes(config, folder.name, _read_json(folder / "tokenizer.json"),
+                                         _read_json(folder / "tokenizer_config.json"))
+    return plan_from_hf(config, tensors, source=str(folder), source_kind="folder",
+                        source_bytes=source_bytes, metadata_bytes=meta_bytes, name=folder.name)
+
+
+def _plan_via_converter(folder: Path) -> ModelPlan:
+    import tempfile
+
+    from engine.gguf_convert import plan_tensors, write_metadata
+    from engine.source import open_source
+
+    src = open_source(folder)
+    planned = plan_tensors(src)
+    with tempfile.TemporaryDirectory() as d:
+        head = Path(d) / "header.gguf"
+        w = gguf.GGUFWriter(os.fspath(head), src.gguf_architecture)
+        write_metadata(w, src, planned)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        kv_bytes = _kv_section_bytes(gguf.GGUFReader(head, "r"))
+    tensors = [PlanTensor(t.gguf_name, tuple(reversed(t.shape)), t.ggml_type.name) for t in planned]
+    base = plan_from_hf(src.config, {n: {"dtype": i.dtype, "shape": list(i.shape)} for n, i in src.tensors.items()},
+                        source=str(folder), source_kind="folder", source_bytes=src.total_bytes, metadata_bytes=0,
+                        name=folder.name)
+    base.tensors = tuple(sort_tensors(tensors))
+    base.metadata_bytes = kv_bytes
+    base.metadata_exact = True
+    return base
+
+
+def _kv_section_bytes(reader: gguf.GGUFReader) -> int:
+    """Bytes of a GGUF's key/value section as the quantizer will write it (with its two keys set)."""
+    kv_bytes = sum(int(sum(p.nbytes for p in f.parts)) for f in reader.fields.values()
+                   if not f.name.startswith("GGUF."))
+    for key in ("general.file_type", "general.quantization_version"):
+        if key not in reader.fields:
+            kv_bytes += _u32_kv(key)
+    return kv_bytes
+
+
+def plan_from_hub(repo_id: str) -> ModelPlan:
+    """Plan for a Hub model: config.json (one small download) and safetensors headers (range requests)."""
+    try:
+        from huggingface_hub import get_safetensors_metadata, hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, NotASafetensorsRepoError
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise NibbleError("huggingface_hub is not installed; pip install huggingface-hub") from exc
+    try:
+        config = json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
+        meta = get_safetensors_metadata(repo_id)
+    except NotASafetensorsRepoError as exc:
+        raise NibbleError(f"{repo_id}: has no safetensors weights on the Hub; Nibble reads safetensors only") from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise NibbleError(f"{repo_id}: could not read it from the Hub ({str(exc).splitlines()[0]}); "
+                          "check the id, your network or HF_TOKEN") from exc
+    tensors: dict[str, dict] = {}
+    source_bytes = 0
+    for fmeta in meta.files_metadata.values():
+        for name, info in fmeta.tensors.items():
+            tensors[name] = {"dtype": info.dtype, "shape": list(info.shape)}
+            source_bytes += info.data_offsets[1] - info.data_offsets[0]
+    tok = tok_cfg = None
+    for fname in ("tokenizer.json", "tokenizer_config.json"):
+        try:
+            data = _read_json(Path(hf_hub_download(repo_id, fname)))
+        except Exception:  # the tokenizer only refines the metadata size; a missing one is fine
+            data = None
+        if fname == "tokenizer.json":
+            tok = data
+        else:
+            tok_cfg = data
+    meta_bytes = _predict_metadata_bytes(config, repo_id.split("/")[-1], tok, tok_cfg)
+    return plan_from_hf(config, tensors, source=repo_id, source_kind="hub", source_bytes=source_bytes,
+                        metadata_bytes=meta_bytes, name=repo_id.split("/")[-1])
+
+
+def _text_config(config: dict) -> dict:
+    return config.get("text_config") or config
+
+
+def plan_from_hf(config: dict, st_tensors: dict[str, dict], *, source: str, source_kind: str,
+                 source_bytes: int, metadata_bytes: int, name: str = "") -> ModelPlan:
+    """Build a plan from a parsed config.json and the safetensors tensor table (name -> dtype, shape)."""
+    archs = config.get("architectures") or []
+    arch = next((HF_ARCHES[a] for a in archs if a in HF_ARCHES), None)
+    if arch is None:
+        raise NibbleError(f"{source}: architecture {archs or 'unknown'} is not supported; "
+                          f"supported: {', '.join(sorted(HF_ARCHES))}")
+    arch_name = gguf.MODEL_ARCH_NAMES[arch]
+    cfg = _text_config(config)
+    n_layer = int(cfg["num_hidden_layers"])
+    n_embd = int(cfg["hidden_size"])
+    n_head = int(cfg["num_attention_heads"])
+    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+    head_dim = int(cfg.get("head_dim") or n_embd // n_head)
+    n_ff = int(cfg.get("intermediate_size") or 4 * n_embd)
+    n_vocab = int(cfg.get("vocab_size") or 0)
+    n_expert = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+    n_expert_used = int(cfg.get("num_experts_per_tok") or 0)
+    n_ctx_train = int(cfg.get("max_position_embeddings") or 4096)
+
+    name_map = gguf.get_tensor_name_map(arch, n_layer)
+    dtypes: dict[str, int] = {}
+    out: list[PlanTensor] = []
+    experts: dict[str, list[tuple[int, list[int], str]]] = {}
+    for hf_name, info in st_tensors.items():
+        shape = [int(d) for d in info["shape"]]
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "F16")
+        m = re.match(r"(.*\.experts)\.(\d+)\.(.*)$", hf_name)
+        if m:  # per-expert matrices are stacked into one 3-D tensor
+            experts.setdefault(f"{m.group(1)}.{m.group(3)}", []).append((int(m.group(2)), shape, dtype))
+            continue
+        gname = _gguf_name(name_map, hf_name)
+        if gname is None:
+            continue
+        dtypes[dtype] = dtypes.get(dtype, 0) + 1
+        out.append(PlanTensor(gname, tuple(reversed(shape)), _intermediate_type(gname, len(shape), dtype)))
+    for merged, parts in experts.items():
+        gname = _gguf_name(name_map, merged)
+        if gname is None:
+            continue
+        shape = [len(parts), *parts[0][1]]
+        out.append(PlanTensor(gname, tuple(reversed(shape)), _intermediate_type(gname, len(shape), parts[0][2])))
+    if not out:
+        raise NibbleError(f"{source}: no tensor names matched the {arch_name} layout; is this a base checkpoint?")
+    names = {t.name for t in out}
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if (rope.get("rope_type") or rope.get("type")) == "llama3" and "rope_freqs.weight" not in names:
+        out.append(PlanTensor("rope_freqs.weight", (head_dim // 2,), "F32"))
+    if not n_vocab:
+        emb = next((t for t in out if t.name == "token_embd.weight"), None)
+        n_vocab = emb.ne[1] if emb else 0
+
+    window, swa = _sliding_window(arch_name, cfg, n_layer)
+    source_dtype = max(dtypes, key=dtypes.get) if dtypes else "F16"
+    return ModelPlan(
+        source=source, source_kind=source_kind, arch=arch_name, name=name,
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
+        head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff, n_vocab=n_vocab, n_ctx_train=n_ctx_train,
+        n_expert=n_expert, n_expert_used=n_expert_used, sliding_window=window, swa_layers=swa,
+        is_70b_class=_is_70b_class(arch_name, n_layer, n_head, n_head_kv, n_expert),
+        tensors=tuple(sort_tensors(out)), metadata_bytes=metadata_bytes, metadata_exact=False,
+        source_bytes=source_bytes, source_dtype=source_dtype,
+    )
+
+
+def _gguf_name(name_map: gguf.TensorNameMap, hf_name: str) -> str | None:
+    for suffix in (".weight", ".bias"):
+        if hf_name.endswith(suffix):
+            base = name_map.get_name(hf_name[: -len(suffix)])
+            return None if base is None else base + suffix
+    base = name_map.get_name(hf_name)
+    return None if base is None else base + ".weight"
+
+
+def _intermediate_type(gguf_name: str, n_dims: int, dtype: str) -> str:
+    """The type the converter gives a tensor in the intermediate GGUF (source dtype, F32 for small ones)."""
+    if n_dims <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return "F32"
+    stem = re.sub(r"^blk\.\d+\.", "", gguf_name.rsplit(".", 1)[0])
+    for key in _F32_TENSORS:
+        if gguf.TENSOR_NAMES[key].replace("blk.{bid}.", "") == stem:
+            return "F32"
+    return dtype
+
+
+def _sliding_window(arch: str, cfg: dict, n_layer: int) -> tuple[int, tuple[bool, ...]]:
+    window = int(cfg.get("sliding_window") or 0)
+    if not window or cfg.get("use_sliding_window") is False:
+        return 0, ()
+    layer_types = cfg.get("layer_types")
+    if isinstance(layer_types, list) and len(layer_types) == n_layer:
+        flags = tuple(t == "sliding_attention" for t in layer_types)
+    elif arch in SWA_PATTERN:
+        n = SWA_PATTERN[arch]
+        flags = tuple(il % n < n - 1 for il in range(n_layer))
+    else:  # llama.cpp runs these families with full attention
+        return 0, ()
+    return (window, flags) if any(flags) else (0, ())
+
+
+def _is_70b_class(arch: str, n_layer: int, n_head: int, n_head_kv: int, n_expert: int) -> bool:
+    if arch == "llama":
+        return n_expert != 8 and n_layer == 80 and n_head != n_head_kv
+    return (arch in ("qwen2", "deci", "olmo") and n_layer == 80) or (arch == "jais2" and n_layer == 68)
+
+
+def sort_tensors(tensors: list[PlanTensor]) -> list[PlanTensor]:
+    """The quantizer's processing order: non-block tensors first, then by block number, then by name."""
+    return sorted(tensors, key=lambda t: (t.layer, t.name))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _u32_kv(key: str) -> int:
+    return 8 + len(key.encode()) + 4 + 4
+
+
+def _kv_string(key: str, value: str) -> int:
+    return 8 + len(key.encode()) + 4 + 8 + len(value.encode())
+
+
+def _kv_array_header(key: str) -> int:
+    return 8 + len(key.encode()) + 4 + 4 + 8
+
+
+def _predict_metadata_bytes(config: dict, name: str, tokenizer: dict | None, tok_config: dict | None) -> int:
+    """Predict the GGUF key/value section the converter writes: hyperparameters plus the tokenizer.
+
+    The tokenizer dominates (one string per token, a type per token, merges); it is sized from
+    tokenizer.json. Hyperparameter keys are a few dozen small values.
+    """
+    total = 24 * 60 + _kv_string("general.name", name)  # ~24 scalar keys of ~60 bytes
+    total += _u32_kv("general.file_type") + _u32_kv("general.quantization_version")
+    cfg = _text_config(config)
+    n_vocab = int(cfg.get("vocab_size") or 0)
+    if tokenizer:
+        model = tokenizer.get("model") or {}
+        vocab = model.get("vocab") or {}
+        if isinstance(vocab, list):  # unigram: [piece, score]
+            pieces = [p[0] for p in vocab]
+        else:
+            pieces = list(vocab)
+        added = [t.get("content", "") for t in tokenizer.get("added_tokens") or []]
+        known = set(pieces)
+        pieces += [a for a in added if a not in known]
+        n_tok = max(len(pieces), n_vocab)
+        pad = n_tok - len(pieces)
+        total += _kv_array_header("tokenizer.ggml.tokens")
+        total += sum(8 + len(p.encode()) for p in pieces) + pad * (8 + len("[PAD00000]"))
+        total += _kv_array_header("tokenizer.ggml.token_type") + 4 * n_tok
+        if model.get("type") in ("Unigram",) or model.get("byte_fallback"):
+            total += _kv_array_header("tokenizer.ggml.scores") + 4 * n_tok
+        merges = model.get("merges") or []
+        if merges:
+            total += _kv_array_header("tokenizer.ggml.merges")
+            total += sum(8 + len((m if isinstance(m, str) else " ".join(m)).encode()) for m in merges)
+        total += _kv_string("tokenizer.ggml.pre", "default") + _kv_string("tokenizer.ggml.model", "gpt2")
+    if tok_config and isinstance(tok_config.get("chat_template"), str):
+        total += _kv_string("tokenizer.chat_template", tok_config["chat_template"])
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# GGUF files
+
+
+def plan_from_gguf(path: Path) -> ModelPlan:
+    """Plan for a GGUF file, from its header; the key/value size is exact."""
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as exc:
+        raise NibbleError(f"{path}: not a readable GGUF file ({exc})") from exc
+
+    def field(key, default=None):
+        f = reader.fields.get(key)
+        if f is None or not f.types:
+            return default
+        v = f.contents()
+        return v
+
+    arch = field("general.architecture")
+    if not arch:
+        raise NibbleError(f"{path}: GGUF has no general.architecture key")
+
+    def hp(key, default=0):
+        v = field(f"{arch}.{key}", default)
+        if isinstance(v, list):  # per-layer arrays: take the first layer
+            v = v[0] if v else default
+        return int(v) if v is not None else default
+
+    n_layer = hp("block_count")
+    n_embd = hp("embedding_length")
+    n_head = hp("attention.head_count")
+    n_head_kv = hp("attention.head_count_kv", n_head) or n_head
+    head_k = hp("attention.key_length", n_embd // max(n_head, 1))
+    head_v = hp("attention.value_length", head_k)
+    n_expert = hp("expert_count")
+
+    tensors = []
+    dtypes: dict[str, int] = {}
+    for t in reader.tensors:
+        tname = t.tensor_type.name
+        ne = tuple(int(d) for d in t.shape)  # the reader gives ne order (ne[0] first)
+        tensors.append(PlanTensor(t.name, ne, tname))
+        if len(ne) >= 2:
+            dtypes[tname] = dtypes.get(tname, 0) + 1
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    n_vocab = hp("vocab_size") or (len(tokens.data) if tokens is not None else 0)
+    if not n_vocab:
+        emb = next((t for t in tensors if t.name == "token_embd.weight"), None)
+        n_vocab = emb.ne[1] if emb else 0
+
+    window = hp("attention.sliding_window")
+    swa: tuple[bool, ...] = ()
+    if window and arch in SWA_PATTERN:
+        n = SWA_PATTERN[arch]
+        swa = tuple(il % n < n - 1 for il in range(n_layer))
+    else:
+        window = 0
+
+    kv_bytes = _kv_section_bytes(reader)
+    data_bytes = path.stat().st_size - reader.data_offset
+    return ModelPlan(
+        source=str(path), source_kind="gguf", arch=arch, name=str(field("general.name", path.stem)),
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=head_k,
+        head_dim_v=head_v, n_ff=hp("feed_forward_length"), n_vocab=n_vocab,
+        n_ctx_train=hp("context_length", 4096), n_expert=n_expert, n_expert_used=hp("expert_used_count"),
+        sliding_window=window, swa_layers=swa,
+        is_70b_class=_is_70b_class(arch, n_layer, n_head, n_head_kv, n_expert),
+        tensors=tuple(sort_tensors(tensors)), metadata_bytes=kv_bytes, metadata_exact=True,
+        source_bytes=data_bytes, source_dtype=max(dtypes, key=dtypes.get) if dtypes else "F16",
+    )
