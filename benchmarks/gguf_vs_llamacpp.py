@@ -46,6 +46,16 @@ def main() -> int:
         write_random_llama(model, LLAMA_32_1B)
         tok = AutoTokenizer.from_pretrained(VENDOR / "models", gguf_file="ggml-vocab-llama-bpe.gguf")
         tok.save_pretrained(model)
+        tj_path = model / "tokenizer.json"  # keep exactly the 128256 tokens the embedding has
+        tj = json.loads(tj_path.read_text())
+        tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < LLAMA_32_1B["vocab_size"]]
+        tj_path.write_text(json.dumps(tj))
+        tc_path = model / "tokenizer_config.json"
+        tc = json.loads(tc_path.read_text())
+        tc["added_tokens_decoder"] = {k: v for k, v in tc.get("added_tokens_decoder", {}).items()
+                                      if int(k) < LLAMA_32_1B["vocab_size"]}
+        tc.pop("pad_token", None)
+        tc_path.write_text(json.dumps(tc))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     ours = run_measured([sys.executable, "-m", "engine", "quantize", str(model), "--type", args.type,
                          "--out", str(work / "nibble.gguf"), "--threads", str(args.threads)], env=env, cwd=ROOT)

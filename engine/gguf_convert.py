@@ -101,7 +101,8 @@ def llama3_rope_factors(cfg: dict, hp: Hparams) -> np.ndarray | None:
     low = float(rp.get("low_freq_factor", 1.0))
     high = float(rp.get("high_freq_factor", 4.0))
     old_ctx = float(rp.get("original_max_position_embeddings", 8192))
-    freqs = 1.0 / (hp.rope_theta ** (np.arange(0, hp.head_dim, 2, dtype=np.float64) / hp.head_dim))
+    # float32, as transformers computes its inverse frequencies
+    freqs = (1.0 / (np.float32(hp.rope_theta) ** (np.arange(0, hp.head_dim, 2, dtype=np.float32) / np.float32(hp.head_dim)))).astype(np.float32)
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
     out = []
     for f in freqs:
@@ -199,7 +200,7 @@ def write_metadata(writer: gguf.GGUFWriter, src: SourceModel, planned: list[Plan
     writer.add_file_type(_intermediate_file_type(planned))
     if arch == "llama":
         writer.add_rope_dimension_count(hp.head_dim)
-    if hp.head_dim != hp.n_embd // hp.n_head or arch == "qwen3":
+    if hp.head_dim != hp.n_embd // hp.n_head or arch == "qwen3" or "head_dim" in cfg:
         writer.add_key_length(hp.head_dim)
         writer.add_value_length(hp.head_dim)
     rp = _rope_params(cfg)

@@ -198,5 +198,10 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
         raise NibbleError(
             f"{model_dir}: no usable tokenizer (found {kind}); a model needs tokenizer.json (BPE) or tokenizer.model (SentencePiece)"
         )
+    if vocab_size and n > vocab_size:
+        raise NibbleError(
+            f"{model_dir}: the tokenizer has {n} tokens but config.json's vocab_size is {vocab_size}; "
+            "the tokenizer files do not belong to these weights"
+        )
     special.add_to_gguf(writer, quiet=True)
     return n
