@@ -89,32 +89,48 @@ def llama_cpp_version() -> str:
 
 
 def versions() -> dict[str, str]:
-    import engine
+    """What the About dialog lists: Nibble, llama.cpp and its backends, torch, Qt and the rest."""
     from PySide6 import __version__ as pyside_version
     from PySide6.QtCore import qVersion
 
-    out = {"Nibble": engine.__version__, "llama.cpp (llama-cpp-python)": llama_cpp_version()}
-    try:
-        import torch
+    from app import features
 
-        out["PyTorch"] = torch.__version__
-    except Exception:
-        out["PyTorch"] = "not installed"
-    out["Qt"] = f"{qVersion()} (PySide6 {pyside_version})"
+    build_info = features.engine_function("about", "build_info")
+    info = build_info(load_torch=False) if build_info else {}
+    import engine
+
+    llama = info.get("llama_cpp_python") or llama_cpp_version()
+    if info.get("ggml"):
+        llama += f" (ggml {info['ggml']})"
+    backends = ", ".join(info.get("llama_backends") or ["CPU"])
+    if info.get("gpu_offload"):
+        backends += " (GPU offload available)"
+    out = {
+        "Nibble": engine.__version__,
+        "llama.cpp (llama-cpp-python)": llama,
+        "Backends": backends,
+        "PyTorch": info.get("torch") or _dist("torch"),
+        "Qt": f"{qVersion()} (PySide6 {pyside_version})",
+        "transformers": info.get("transformers") or _dist("transformers"),
+        "gguf": info.get("gguf") or _dist("gguf"),
+        "Python": platform.python_version(),
+    }
     try:
         import pyqtgraph
 
         out["pyqtgraph"] = pyqtgraph.__version__
-    except Exception:
+    except ImportError:
         pass
-    out["Python"] = platform.python_version()
-    offload = _llama_gpu_offload()
-    backends = ["CPU"]
-    if offload:
-        backends.append("GPU offload")
-    out["Backends"] = ", ".join(backends) + (" (llama.cpp not loaded)" if offload is None else "")
     return out
 
+
+def _dist(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 def probe(out_dir: str = ".") -> dict:
     """Devices and free resources as plain data (what the child process below prints)."""

@@ -136,3 +136,23 @@ def test_failure_shows_the_engines_words(qtbot, window, tiny_model, tmp_path):
     assert wiz.run_page.banner.isVisible()
     assert "no-such-folder" in wiz.run_page.banner.label.text()
     assert "Traceback" not in blocker.args[0]
+
+
+def test_wizard_makes_an_awq_model(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.awq_radio.setChecked(True)
+    assert page.selected_type() == "AWQ" and not page.table.isEnabled()
+    assert page.output.text().endswith("-AWQ")
+    out = tmp_path / "tiny-AWQ"
+    page.output.setText(str(out))
+    with qtbot.waitSignal(wiz.run_page.finished, timeout=180000):
+        wiz.next_btn.click()
+    assert wiz.step() == 3
+    import json
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "awq"
+    assert wiz.done_page.output.kind == "awq"
+    assert "vllm serve" in wiz.done_page.commands["vLLM"]
+    assert any(e.path == str(out) and e.kind == "awq" for e in window.state.models())

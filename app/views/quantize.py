@@ -753,6 +753,10 @@ class FormatPage(QWidget):
         args = [self.model.path, "--type", t, "--out", out, "--threads", str(self.threads.value())]
         mode = self.imatrix_mode.currentData()
         path = self.imatrix_path.text().strip()
+        if t == "AWQ":  # AWQ always calibrates: on the given text, else on Nibble's own
+            if path and mode == "calibration":
+                args += ["--calibration", path]
+            return engine_argv("quantize", *args)
         if mode == "imatrix":
             if not path:
                 self.banner.show_message("Choose the imatrix file, or pick another importance matrix source.")
