@@ -26,12 +26,25 @@ def _command_modules():
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: Nibble's version and those of its native parts (read only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from engine.about import build_info, format_build_info
+
+        print("\n".join(format_build_info(build_info(load_torch=False))))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nibble",
         description="Quantize Hugging Face models to GGUF or AWQ, chat with them, and measure what it cost.",
     )
-    parser.add_argument("--version", action="version", version=f"nibble {engine.__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of Nibble, llama.cpp, torch and Qt")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)

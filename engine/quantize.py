@@ -126,21 +126,44 @@ def _is_gguf(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
+def _block_cancel_signals():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _restore_signals(old) -> None:
+    import signal
+
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _run_worker(job: dict, reporter: Reporter, cleanup: list[Path]) -> dict:
     """Run the native job in a child process; forward its progress; terminate it on cancel."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.llama_worker", json.dumps(job)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root,
-    )
+    proc: subprocess.Popen | None = None
     result: dict | None = None
     error: str | None = None
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
     buf = b""
     try:
+        # A cancel (SIGINT/SIGTERM) that lands while the worker is being started waits until it is
+        # started, so the cleanup below always knows about the child it must stop.
+        blocked = _block_cancel_signals()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.llama_worker", json.dumps(job)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root,
+            )
+        finally:
+            _restore_signals(blocked)
+        sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
             if reporter.is_cancelled():
                 raise Cancelled()
@@ -172,12 +195,13 @@ def _run_worker(job: dict, reporter: Reporter, cleanup: list[Path]) -> dict:
                         error += "\n" + ev["traceback"]
         rc = proc.wait()
     except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         for p in cleanup:
             p.unlink(missing_ok=True)
         raise

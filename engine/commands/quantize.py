@@ -52,11 +52,32 @@ def run(args) -> int:
     else:
         from engine.quantize import quantize
 
-        result = quantize(
-            args.model, args.type, args.out, imatrix=args.imatrix, calibration=args.calibration,
-            imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads,
-            reporter=reporter,
-        )
+        source = args.model
+        scaled_dir = None
+        if args.awq:  # AWQ's scales and clipping first, then GGUF quantization of the scaled weights
+            import shutil
+            import tempfile
+            from pathlib import Path
+
+            from engine.awq import apply_awq_to_weights
+
+            out_parent = Path(args.out).expanduser().resolve().parent
+            out_parent.mkdir(parents=True, exist_ok=True)
+            scaled_dir = Path(tempfile.mkdtemp(prefix=".awq-scaled-", dir=out_parent))
+            source = scaled_dir
+        try:
+            if scaled_dir is not None:
+                apply_awq_to_weights(args.model, scaled_dir, group_size=args.group_size,
+                                     calibration=args.calibration, samples=args.samples, seqlen=args.seqlen,
+                                     device=args.device, reporter=reporter, overwrite=True)
+            result = quantize(
+                source, args.type, args.out, imatrix=args.imatrix, calibration=args.calibration,
+                imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads,
+                reporter=reporter,
+            )
+        finally:
+            if scaled_dir is not None:
+                shutil.rmtree(scaled_dir, ignore_errors=True)
     summary = result.to_json()
     if args.json_progress:
         print(json.dumps({"event": "done", **summary}), flush=True)

@@ -1,0 +1,273 @@
+"""Compare: one prompt, original and quantized side by side, first diverging token highlighted, KLD."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import calls, features
+from app.features import field
+from app.jobs import ProcessJob, engine_argv, run_in_thread
+from app.state import AppState, ModelEntry, kind_of
+from app.style import plot_colors
+from app.widgets import Banner, ModelPicker, human_bytes
+
+DEFAULT_PROMPT = "Write two sentences about why the sky is blue."
+
+
+def highlight_pieces(pieces: list[str], diverge_at: int | None, colour: str) -> str:
+    """HTML of the generated pieces, the first diverging one marked."""
+    out = []
+    for i, p in enumerate(pieces):
+        text = html.escape(p).replace("\n", "<br>")
+        if diverge_at is not None and i == diverge_at:
+            out.append(f'<span style="background-color:{colour}; font-weight:bold" title="first divergence">{text}</span>')
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def first_divergence(a: list, b: list) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+class SidePanel(QGroupBox):
+    def __init__(self, title: str, parent=None):
+        super().__init__(title, parent)
+        lay = QVBoxLayout(self)
+        self.text = QTextBrowser()
+        lay.addWidget(self.text, 1)
+        self.stats = QLabel("—")
+        lay.addWidget(self.stats)
+
+
+class CompareView(QWidget):
+    compared = Signal(object)
+    evaluated = Signal(object)
+
+    def __init__(self, state: AppState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.job = None
+        self.eval_job: ProcessJob | None = None
+        self.result = None
+        self.eval_result: dict | None = None
+
+        lay = QVBoxLayout(self)
+        grid = QGridLayout()
+        grid.addWidget(QLabel("Original:"), 0, 0)
+        self.original = ModelPicker(state, kinds=("original", "gguf"))
+        grid.addWidget(self.original, 0, 1)
+        grid.addWidget(QLabel("Quantized:"), 1, 0)
+        self.quantized = ModelPicker(state, kinds=("gguf", "awq"))
+        grid.addWidget(self.quantized, 1, 1)
+        lay.addLayout(grid)
+        self.prompt = QPlainTextEdit(state.value("compare/prompt", DEFAULT_PROMPT))
+        self.prompt.setMaximumHeight(70)
+        lay.addWidget(self.prompt)
+        row = QHBoxLayout()
+        self.greedy = QCheckBox("Greedy (same tokens if nothing changed)")
+        self.greedy.setChecked(True)
+        self.max_tokens = QSpinBox(minimum=1, maximum=4096)
+        self.max_tokens.setValue(state.value("compare/max_tokens", 64, int))
+        self.run_btn = QPushButton("Compare")
+        self.run_btn.setShortcut("Ctrl+Return")
+        row.addWidget(self.greedy)
+        row.addWidget(QLabel("Max tokens:"))
+        row.addWidget(self.max_tokens)
+        row.addStretch(1)
+        row.addWidget(self.run_btn)
+        lay.addLayout(row)
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        sides = QHBoxLayout()
+        self.left = SidePanel("Original")
+        self.right = SidePanel("Quantized")
+        sides.addWidget(self.left)
+        sides.addWidget(self.right)
+        lay.addLayout(sides, 1)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+
+        ebox = QGroupBox("Full evaluation on the default text")
+        el = QHBoxLayout(ebox)
+        self.eval_btn = QPushButton("Run eval")
+        self.eval_progress = QProgressBar()
+        self.eval_progress.setValue(0)
+        self.eval_table = QFormLayout()
+        self.eval_labels = {k: QLabel("—") for k in ("ppl", "kld", "agree")}
+        self.eval_table.addRow("Perplexity (original → quantized):", self.eval_labels["ppl"])
+        self.eval_table.addRow("KL divergence (mean, 99th pct):", self.eval_labels["kld"])
+        self.eval_table.addRow("Same top token:", self.eval_labels["agree"])
+        self.eval_chunks = QSpinBox(minimum=0, maximum=10000)
+        self.eval_chunks.setSpecialValueText("all windows")
+        self.eval_chunks.setSuffix(" windows")
+        self.eval_chunks.setToolTip("How many 512-token windows of the text to score (all: the full evaluation)")
+        col = QVBoxLayout()
+        col.addWidget(self.eval_btn)
+        col.addWidget(self.eval_chunks)
+        col.addWidget(self.eval_progress)
+        el.addLayout(col)
+        el.addLayout(self.eval_table, 1)
+        lay.addWidget(ebox)
+
+        self.run_btn.clicked.connect(self.run_compare)
+        self.eval_btn.clicked.connect(self.run_eval)
+        if not calls.compare_available():
+            self.banner.show_message(features.not_available_text("Side-by-side compare"), "warn")
+        if not features.has_command("eval"):
+            self.eval_btn.setEnabled(False)
+            self.eval_btn.setToolTip(features.not_available_text("Evaluation"))
+
+    def open_payload(self, payload: dict) -> None:
+        for key, picker in (("original", self.original), ("quantized", self.quantized)):
+            if payload.get(key):
+                picker.set_model(ModelEntry(payload[key], kind_of(payload[key])))
+
+    def _paths(self) -> tuple[str, str] | None:
+        o, q = self.original.current(), self.quantized.current()
+        if o is None or q is None:
+            self.banner.show_message("Pick an original and a quantized model.")
+            return None
+        return o.path, q.path
+
+    # -- side by side ------------------------------------------------------------------------------
+
+    def run_compare(self) -> None:
+        if self.job is not None:
+            return
+        paths = self._paths()
+        if paths is None:
+            return
+        if not calls.compare_available():
+            self.banner.show_message(features.not_available_text("Side-by-side compare"), "warn")
+            return
+        self.banner.clear()
+        prompt = self.prompt.toPlainText().strip() or DEFAULT_PROMPT
+        self.state.set_value("compare/prompt", prompt)
+        self.state.set_value("compare/max_tokens", self.max_tokens.value())
+        settings = {"max_tokens": self.max_tokens.value(), "temperature": 0.0 if self.greedy.isChecked() else 0.7}
+        self.left.text.setPlainText("Loading…")
+        self.right.text.setPlainText("Waiting for the original…")
+        self.run_btn.setEnabled(False)
+        self.job = run_in_thread(
+            calls.compare, paths[0], paths[1], prompt, settings, pass_reporter=True,
+            on_result=self.show_result, on_error=self._error, on_end=self._ended,
+            on_progress=lambda d, t, m: self.summary.setText(m), on_item=self._stream_piece,
+        )
+        self._streamed = {"original": "", "quantized": ""}
+
+    def _stream_piece(self, item) -> None:
+        side, text = item
+        self._streamed[side] += text
+        (self.left if side == "original" else self.right).text.setPlainText(self._streamed[side])
+
+    def _ended(self) -> None:
+        self.job = None
+        self.run_btn.setEnabled(True)
+
+    def _error(self, message: str) -> None:
+        self.banner.show_message(message)
+        self.left.text.clear()
+        self.right.text.clear()
+
+    def show_result(self, result) -> None:
+        self.result = result
+        colour = plot_colors()["highlight"].name()
+        o, q = field(result, "original"), field(result, "quantized")
+        po, pq = list(field(o, "pieces", [])), list(field(q, "pieces", []))
+        div = field(result, "first_divergence", None)
+        if div is None:
+            div = first_divergence(list(field(o, "token_ids", po)), list(field(q, "token_ids", pq)))
+        self.divergence = div
+        self.left.text.setHtml(highlight_pieces(po, div, colour))
+        self.right.text.setHtml(highlight_pieces(pq, div, colour))
+        for panel, side in ((self.left, o), (self.right, q)):
+            tps = field(side, "tokens_per_second")
+            mem = field(side, "memory_bytes")
+            panel.stats.setText(
+                f"{len(field(side, 'pieces', []))} tokens · {tps:.1f} tokens/s · memory {human_bytes(mem)}"
+                if tps else "—"
+            )
+        kld = field(result, "kld_mean")
+        parts = ["Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted)."]
+        if kld is not None:
+            parts.append(f"KL divergence of the quantized model along the original's answer: mean {kld:.4f}")
+            kmax = field(result, "kld_max")
+            if kmax is not None:
+                parts[-1] += f", max {kmax:.4f}"
+            agree = field(result, "top1_agreement")
+            if agree is not None:
+                parts[-1] += f"; same top token {100 * agree:.1f} %"
+        self.summary.setText(" ".join(parts))
+        self.compared.emit(result)
+
+    # -- full eval ---------------------------------------------------------------------------------
+
+    def run_eval(self) -> None:
+        if self.eval_job is not None and self.eval_job.is_running():
+            self.eval_job.cancel()
+            return
+        paths = self._paths()
+        if paths is None:
+            return
+        self.banner.clear()
+        extra = ["--chunks", str(self.eval_chunks.value())] if self.eval_chunks.value() else []
+        self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1], *extra), self)
+        self.eval_job.progress.connect(self._eval_progress)
+        self.eval_job.succeeded.connect(self._eval_done)
+        self.eval_job.failed.connect(lambda m: self.banner.show_message(f"Evaluation failed: {m}"))
+        self.eval_job.ended.connect(lambda: self.eval_btn.setText("Run eval"))
+        self.eval_btn.setText("Cancel eval")
+        self.eval_progress.setRange(0, 0)
+        self.eval_job.start()
+
+    def _eval_progress(self, done: int, total: int, message: str, eta: float) -> None:
+        if total:
+            self.eval_progress.setRange(0, total)
+            self.eval_progress.setValue(done)
+
+    def _eval_done(self, result: dict) -> None:
+        self.eval_result = result
+        self.eval_progress.setRange(0, 1)
+        self.eval_progress.setValue(1)
+        r = result.get("result", result)
+        ref, cand, kld = r.get("reference") or {}, r.get("candidate") or {}, r.get("kld") or {}
+        if ref.get("ppl") is not None and cand.get("ppl") is not None:
+            self.eval_labels["ppl"].setText(f"{ref['ppl']:.3f} → {cand['ppl']:.3f}")
+        if kld.get("mean") is not None:
+            p99 = kld.get("p99")
+            self.eval_labels["kld"].setText(f"{kld['mean']:.5f}" + (f", {p99:.5f}" if p99 is not None else ""))
+        if r.get("top1_agreement") is not None:
+            self.eval_labels["agree"].setText(f"{100 * r['top1_agreement']:.2f} %")
+        self.evaluated.emit(result)
+
+    # -- window hooks ------------------------------------------------------------------------------
+
+    def is_busy(self) -> bool:
+        return self.job is not None or (self.eval_job is not None and self.eval_job.is_running())
+
+    def shutdown(self) -> None:
+        if self.eval_job is not None and self.eval_job.is_running():
+            self.eval_job.cancel()
+            self.eval_job.proc.waitForFinished(5000)

@@ -1,0 +1,133 @@
+"""What quantization costs the demo model: held-out accuracy and KL divergence for each GGUF type.
+
+    python3 benchmarks/demo_model/quant_quality.py [--n 200] [--types Q8_0,Q6_K,...]
+
+Quantizes resources/demo with Nibble's GGUF quantizer, asks each file the same held-out questions
+through llama.cpp (greedy), and measures mean KL divergence from the unquantized model (transformers,
+float32) over demo dialogues. Prints a Markdown table for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engine import demo  # noqa: E402
+
+TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+
+
+def kld_tokens(n_windows: int = 2, ctx: int = 512) -> list[list[int]]:
+    """Windows of demo dialogues (each starting with BOS), tokenized by the demo's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(demo.DEMO_DIR))
+    text = "".join(demo.render_chat(d) for d in demo.training_dialogues(40 * n_windows, seed=1000))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    windows = []
+    for i in range(n_windows):
+        w = ids[i * ctx:(i + 1) * ctx]
+        windows.append(w if w[0] == tok.bos_token_id else [tok.bos_token_id] + w[:-1])
+    return windows
+
+
+def reference_logprobs(windows: list[list[int]]) -> list[np.ndarray]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(demo.DEMO_DIR), dtype=torch.float32)
+    with torch.no_grad():
+        return [torch.log_softmax(model(torch.tensor([w])).logits[0].float(), -1).double().numpy() for w in windows]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def open_gguf(path: Path, n_ctx: int = 512, logits_all: bool = False):
+    from llama_cpp import Llama
+
+    return Llama(str(path), n_ctx=n_ctx, n_threads=2, verbose=False, logits_all=logits_all)
+
+
+def gguf_kld(path: Path, windows: list[list[int]], ref: list[np.ndarray]) -> dict:
+    """Mean and 99th-percentile KL(reference || candidate) and how often the top token agrees."""
+    llm = open_gguf(path, n_ctx=max(len(w) for w in windows), logits_all=True)
+    klds, same = [], []
+    for w, lp in zip(windows, ref):
+        llm.reset()
+        llm.eval(w)
+        lq = _log_softmax(np.asarray(llm.scores[:len(w)], dtype=np.float64))
+        klds.append((np.exp(lp) * (lp - lq)).sum(-1))
+        same.append(lp.argmax(-1) == lq.argmax(-1))
+    k = np.concatenate(klds)
+    return {"kld": float(k.mean()), "kld_p99": float(np.percentile(k, 99)), "same_top": float(np.concatenate(same).mean())}
+
+
+def gguf_chat(path: Path, max_new_tokens: int = 32):
+    """A greedy chat callable over a GGUF file (llama.cpp), for ``demo.score_task``."""
+    llm = open_gguf(path)
+    eos = llm.token_eos()
+
+    def generate(messages: list[dict]) -> str:
+        prompt = demo.render_chat(messages, add_generation_prompt=True)
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        out: list[int] = []
+        llm.reset()
+        for t in llm.generate(tokens, temp=0.0, top_k=1):
+            if t == eos or len(out) >= max_new_tokens:
+                break
+            out.append(t)
+        return llm.detokenize(out).decode("utf-8", "replace").strip()
+
+    return generate
+
+
+def main(argv=None) -> int:
+    from engine.quantize import quantize
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200, help="held-out questions per type")
+    ap.add_argument("--types", default=",".join(TYPES))
+    args = ap.parse_args(argv)
+
+    windows = kld_tokens()
+    ref = reference_logprobs(windows)
+    questions = demo.heldout_questions(args.n)
+    chat = demo.TransformersChat(demo.DEMO_DIR)
+    base = demo.score_answers(questions, chat.batch([demo.question_messages(q) for q in questions]))
+    rows = [("bf16 (transformers)", demo.DEMO_DIR / "model.safetensors", base, None)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in args.types.split(","):
+            path = Path(tmp) / f"demo-{t}.gguf"
+            quantize("demo", t, path)
+            t0 = time.time()
+            score = demo.score_task(gguf_chat(path), n=args.n)
+            q = gguf_kld(path, windows, ref)
+            rows.append((t, path, score, q))
+            print(f"{t}: {score.summary()}; KLD {q['kld']:.4f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            rows[-1] = (t, path.stat().st_size, score, q)
+        rows[0] = (rows[0][0], rows[0][1].stat().st_size, base, None)
+
+    cats = demo.CATEGORIES
+    print("| type | size | " + " | ".join(demo.CATEGORY_LABELS[c] for c in cats)
+          + " | overall | mean KLD | KLD p99 | same top |")
+    print("|---|---|" + "---|" * (len(cats) + 4))
+    for name, size, score, q in rows:
+        accs = " | ".join(f"{score.per_category[c].accuracy:.0%}" for c in cats)
+        kq = f"{q['kld']:.4f} | {q['kld_p99']:.3f} | {q['same_top']:.1%}" if q else "0 | 0 | 100%"
+        print(f"| {name} | {size / 2**20:.1f} MiB | {accs} | {score.overall:.1%} | {kq} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Calibration text: where it comes from and how it becomes blocks of token ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from engine.errors import NibbleError
+
+def default_calibration_path() -> Path:
+    """The calibration text shipped with Nibble."""
+    from engine.resources import RESOURCES
+
+    return RESOURCES / "calibration.txt"
+
+
+def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int) -> torch.Tensor:
+    """``samples`` consecutive blocks of ``seqlen`` token ids [samples, seqlen] from a text file.
+
+    The whole file is tokenized once and cut into blocks; documents run into each other as in
+    AutoAWQ's calibration set.
+    """
+    if samples < 1 or seqlen < 2:
+        raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")
+    if path is not None and str(path) == "default":
+        path = None
+    p = Path(path) if path is not None else default_calibration_path()
+    if not p.is_file():
+        where = "pass --calibration FILE with plain text" if path is None else "check the --calibration path"
+        raise NibbleError(f"calibration text {p} not found; {where}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise NibbleError(f"calibration file {p} is not UTF-8 text") from exc
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    need = samples * seqlen
+    if len(ids) < need:
+        fit = len(ids) // seqlen
+        raise NibbleError(
+            f"calibration file {p} gave {len(ids)} tokens, enough for {fit} samples of {seqlen} tokens; "
+            f"{samples} samples need {need}. Use --samples {max(fit, 1)}, a shorter --seqlen or a longer file"
+        )
+    return torch.tensor(ids[:need], dtype=torch.long).reshape(samples, seqlen)

@@ -1,0 +1,508 @@
+"""AWQ quantization of a Hugging Face causal LM, one decoder layer at a time.
+
+For each decoder layer, with the calibration hidden states that the already-quantized layers
+before it produce:
+
+1. q/k/v: search scales against the attention block's output, fold them into ``input_layernorm``,
+   clip v, quantize q, k, v;
+2. o: with the quantized q/k/v feeding it, search scales (folded into ``v_proj`` where shapes
+   allow), clip, quantize;
+3. gate/up: with the quantized attention feeding the MLP, search scales against the MLP's output,
+   fold into ``post_attention_layernorm``, clip, quantize;
+4. down: with the quantized gate/up feeding it, search scales (folded into ``up_proj``), clip,
+   quantize;
+5. run the quantized layer on all calibration tokens to make the next layer's inputs.
+
+Only one layer's weights are materialised at a time; the rest of the model stays on the meta
+device. The output is written under a temporary name next to the target and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.awq import search
+from engine.awq.calibration import calibration_blocks
+from engine.awq.io import ShardWriter, WeightReader, copy_side_files
+from engine.awq.pack import pack_gemm
+from engine.errors import NibbleError
+from engine.progress import Reporter
+
+SUPPORTED_MODEL_TYPES = {
+    "llama": "Llama",
+    "mistral": "Mistral",
+    "qwen2": "Qwen2/2.5",
+    "qwen3": "Qwen3",
+}
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # as AutoAWQ: clipping q/k hurts attention scores
+
+
+@dataclass
+class AwqResult:
+    """What a quantization run produced."""
+
+    out_dir: Path
+    seconds: float
+    layers: int
+    bits: int
+    group_size: int
+    samples: int
+    seqlen: int
+    device: str
+    peak_memory_bytes: int | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.out_dir.iterdir() if p.is_file())
+
+    def to_json(self) -> dict:
+        return {"output": str(self.out_dir), "type": f"AWQ W{self.bits} g{self.group_size}",
+                "file_bytes": self.file_bytes, "seconds": round(self.seconds, 3), "layers": self.layers,
+                "samples": self.samples, "seqlen": self.seqlen, "device": self.device,
+                "peak_memory_bytes": self.peak_memory_bytes}
+
+
+# ----------------------------------------------------------------------------- checks
+
+def resolve_device(device: str) -> torch.device:
+    device = (device or "cpu").lower()
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NibbleError(f"--device {device} asked for, but this machine has no usable CUDA GPU; use --device cpu")
+        return torch.device(device)
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise NibbleError("--device mps asked for, but this machine has no Apple Metal (mps) support; use --device cpu")
+        return torch.device("mps")
+    raise NibbleError(f"--device {device!r} is not one of cpu, cuda, mps")
+
+
+def read_config(model_dir: Path) -> dict:
+    cfg_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise NibbleError(f"{model_dir}: model folder not found")
+    if not cfg_path.is_file():
+        raise NibbleError(f"{model_dir}: no config.json; point at a Hugging Face model folder")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise NibbleError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        names = ", ".join(SUPPORTED_MODEL_TYPES.values())
+        arch = ",".join(cfg.get("architectures") or []) or model_type
+        raise NibbleError(f"{cfg_path}: architecture {arch!r} (model_type {model_type!r}) is not supported "
+                          f"for AWQ; supported: {names}")
+    if cfg.get("quantization_config"):
+        raise NibbleError(f"{cfg_path}: the model is already quantized "
+                          f"({cfg['quantization_config'].get('quant_method', '?')}); start from the original weights")
+    return cfg
+
+
+def check_group_size(config, bits: int, group_size: int) -> None:
+    if bits != 4:
+        raise NibbleError(f"--bits {bits}: AWQ in the GEMM layout stores 4-bit weights only; use --bits 4")
+    if group_size < 8 or group_size % 8:
+        raise NibbleError(f"--group-size {group_size} must be a positive multiple of 8 (128 is usual)")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    widths = {"hidden size (q/k/v/gate/up inputs)": config.hidden_size,
+              "attention width (o_proj input)": config.num_attention_heads * head_dim,
+              "intermediate size (down_proj input)": config.intermediate_size}
+    for what, w in widths.items():
+        if w % group_size:
+            divisors = [g for g in (32, 64, 128) if all(v % g == 0 for v in widths.values())]
+            hint = f"use --group-size {max(divisors)}" if divisors else "choose a group size dividing it"
+            raise NibbleError(f"--group-size {group_size} does not divide the {what} {w}; {hint}")
+    out_widths = [config.num_key_value_heads * head_dim, config.hidden_size, config.intermediate_size,
+                  config.num_attention_heads * head_dim]
+    if any(w % 8 for w in out_widths):
+        raise NibbleError("a linear's output width is not a multiple of 8; the AWQ GEMM layout cannot store it")
+
+
+def _available_bytes(dev: torch.device) -> int | None:
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return free
+    if dev.type == "mps":
+        return None
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return None
+
+
+def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_samples: int, chunk: int) -> None:
+    """Refuse up front when the calibration activations cannot fit, and say how to shrink them."""
+    d, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    attn = config.num_attention_heads * head_dim
+    tokens = samples * seqlen
+    layer_params = 2 * d * attn + 2 * d * config.num_key_value_heads * head_dim + 3 * d * inter
+    need = 4 * (2 * tokens * d                       # layer inputs and outputs
+                + 4 * search_samples * seqlen * d    # search inputs and reference outputs
+                + 3 * layer_params                   # layer, kept fp copies, scratch
+                + d * d + attn * attn + inter * inter  # Gram matrices
+                + chunk * seqlen * (4 * inter + 4 * d)   # one chunk's forward
+                + chunk * config.num_attention_heads * seqlen * seqlen)
+    avail = _available_bytes(dev)
+    if avail is not None and need > 0.9 * avail:
+        gib = 1 << 30
+        raise NibbleError(
+            f"the calibration batch needs about {need / gib:.1f} GiB on {dev.type} but {avail / gib:.1f} GiB is free; "
+            f"lower --samples (now {samples}) or --seqlen (now {seqlen}), or use another --device")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class _Stats:
+    """Mean |x| per channel and the Gram matrix X^T X of a linear's inputs, accumulated over batches."""
+
+    def __init__(self, width: int, dev: torch.device):
+        self.abs_sum = torch.zeros(width, device=dev)
+        self.gram = torch.zeros(width, width, device=dev)
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        self.abs_sum += x.abs().sum(0)
+        self.gram.addmm_(x.t(), x)
+        self.count += x.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.abs_sum / max(self.count, 1)
+
+
+def _batches(n: int, chunk: int):
+    for i in range(0, n, chunk):
+        yield slice(i, min(i + chunk, n))
+
+
+def _build_model_skeleton(model_dir: Path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="sdpa")
+    return config, model
+
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except Exception as exc:
+        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
+
+
+def _materialise_layer(layer: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
+    layer.to_empty(device=dev)
+    layer.float()
+    state = {}
+    for name, t in layer.state_dict().items():
+        state[name] = reader.get(prefix + name).to(device=dev, dtype=torch.float32)
+    layer.load_state_dict(state, strict=True)
+    layer.requires_grad_(False)
+    return layer
+
+
+def _sub(layer: nn.Module, path: str) -> nn.Module:
+    m = layer
+    for part in path.split("."):
+        m = getattr(m, part)
+    return m
+
+
+# ----------------------------------------------------------------------------- the layer
+
+class _LayerQuantizer:
+    """Searches, folds, clips and quantizes one decoder layer in place."""
+
+    def __init__(self, layer, pos, group_size, bits, chunk, reporter, clip=True):
+        self.layer, self.pos, self.g, self.bits = layer, pos, group_size, bits
+        self.chunk, self.reporter, self.clip = chunk, reporter, clip
+        self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
+
+    def check(self):
+        self.reporter.check_cancel()
+
+    def attn(self, x):
+        out = self.layer.self_attn(hidden_states=x, position_embeddings=self.pos, attention_mask=None)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _block_error_fn(self, fn, xs, ref):
+        def err():
+            total = torch.zeros((), device=xs.device, dtype=torch.float64)
+            for b in _batches(xs.shape[0], self.chunk):
+                total += (fn(xs[b]) - ref[b]).pow(2).sum(dtype=torch.float64)
+            return total
+        return err
+
+    def _set_fn(self, names):
+        def set_weights(ws):
+            for n, w in zip(names, ws):
+                _sub(self.layer, n).weight.data = w
+        return set_weights
+
+    def _finish_linear(self, name, h):
+        """Clip (unless q/k) against inputs with Gram ``h``, keep the fp weight, install its fake quantization."""
+        lin = _sub(self.layer, name)
+        w = lin.weight.data
+        if self.clip and name not in NO_CLIP:
+            max_val = search.search_clip(w, h, self.g, self.bits, check=self.check)
+            w = search.apply_clip(w, max_val, self.g)
+        self.fp[name] = w
+        lin.weight.data = search.fake_quantize(w, self.g, self.bits)
+
+    def run(self, x: torch.Tensor, out: torch.Tensor, search_idx: torch.Tensor) -> None:
+        """Quantize the layer for inputs ``x`` [N, L, d]; write its quantized outputs to ``out``."""
+        L = self.layer
+        attn, mlp = L.self_attn, L.mlp
+        n = x.shape[0]
+        dev = x.device
+        qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+
+        # 1. q, k, v
+        st = _Stats(x.shape[-1], dev)
+        for b in _batches(n, self.chunk):
+            st.add(L.input_layernorm(x[b]))
+        xs = L.input_layernorm(x[search_idx])
+        ref = torch.cat([self.attn(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
+        ws = [_sub(L, k).weight.data for k in qkv]
+        s = search.search_scale_block(ws, self._set_fn(qkv), self._block_error_fn(self.attn, xs, ref),
+                                      st.mean, self.g, self.bits, check=self.check)
+        L.input_layernorm.weight.data /= s
+        for k in qkv:
+            _sub(L, k).weight.data = _sub(L, k).weight.data * s
+        h = st.gram / torch.outer(s, s)
+        for k in qkv:
+            self._finish_linear(k, h)
+        del xs, ref, st, h
+        self.check()
+
+        # 2. o, fed by the quantized q/k/v
+        st = _Stats(attn.o_proj.in_features, dev)
+        hook = attn.o_proj.register_forward_pre_hook(lambda m, a: st.add(a[0]))
+        try:
+            for b in _batches(n, self.chunk):
+                self.attn(L.input_layernorm(x[b]))
+        finally:
+            hook.remove()
+        v, o = attn.v_proj, attn.o_proj
+        s = search.search_scale_linear(o.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
+        if v.out_features == o.in_features:
+            self.fp["self_attn.v_proj"] = self.fp["self_attn.v_proj"] / s[:, None]
+            v.weight.data = search.fake_quantize(self.fp["self_attn.v_proj"], self.g, self.bits)
+            if v.bias is not None:
+                v.bias.data /= s
+            o.weight.data = o.weight.data * s
+            h = st.gram / torch.outer(s, s)
+        else:  # grouped-query attention: v's outputs are shared by several heads, no fold possible
+            h = st.gram
+        self._finish_linear("self_attn.o_proj", h)
+        del st, h
+        self.check()
+
+        # 3. gate, up, fed by the quantized attention; out holds the residual stream after attention
+        st = _Stats(x.shape[-1], dev)
+        for b in _batches(n, self.chunk):
+            out[b] = x[b] + self.attn(L.input_layernorm(x[b]))
+            st.add(L.post_attention_layernorm(out[b]))
+        xs = L.post_attention_layernorm(out[search_idx])
+        ref = torch.cat([mlp(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
+        gu = ["mlp.gate_proj", "mlp.up_proj"]
+        ws = [_sub(L, k).weight.data for k in gu]
+        s = search.search_scale_block(ws, self._set_fn(gu), self._block_error_fn(mlp, xs, ref),
+                                      st.mean, self.g, self.bits, check=self.check)
+        L.post_attention_layernorm.weight.data /= s
+        for k in gu:
+            _sub(L, k).weight.data = _sub(L, k).weight.data * s
+        h = st.gram / torch.outer(s, s)
+        for k in gu:
+            self._finish_linear(k, h)
+        del xs, ref, st, h
+        self.check()
+
+        # 4. down, fed by the quantized gate/up
+        st = _Stats(mlp.down_proj.in_features, dev)
+        for b in _batches(n, self.chunk):
+            y = L.post_attention_layernorm(out[b])
+            st.add(mlp.act_fn(mlp.gate_proj(y)) * mlp.up_proj(y))
+        up, down = mlp.up_proj, mlp.down_proj
+        s = search.search_scale_linear(down.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
+        self.fp["mlp.up_proj"] = self.fp["mlp.up_proj"] / s[:, None]
+        up.weight.data = search.fake_quantize(self.fp["mlp.up_proj"], self.g, self.bits)
+        down.weight.data = down.weight.data * s
+        self._finish_linear("mlp.down_proj", st.gram / torch.outer(s, s))
+        del st
+        self.check()
+
+        # 5. the quantized layer's outputs feed the next layer
+        for b in _batches(n, self.chunk):
+            out[b] = out[b] + mlp(L.post_attention_layernorm(out[b]))
+
+
+# ----------------------------------------------------------------------------- the job
+
+def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, seqlen, device, reporter,
+         search_samples, overwrite, clip) -> AwqResult:
+    t0 = time.perf_counter()
+    reporter = reporter or Reporter()
+    from engine.source import resolve_model_path
+
+    model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir)
+    raw_cfg = read_config(model_dir)
+    dev = resolve_device(device)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise NibbleError(f"{out_dir} already exists and is not empty; choose another --out or remove it")
+    config, model = _build_model_skeleton(model_dir)
+    check_group_size(config, bits, group_size)
+    search_samples = min(samples, search_samples or samples)
+    chunk = max(1, 8192 // seqlen)
+    check_memory(config, dev, samples, seqlen, search_samples, chunk)
+    reader = WeightReader(model_dir)
+    tokenizer = _load_tokenizer(model_dir)
+    ids = calibration_blocks(tokenizer, calibration, samples, seqlen)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        writer = ShardWriter(tmp)
+        n_layers = config.num_hidden_layers
+        reporter.progress(0, n_layers, "embedding calibration tokens")
+        with torch.inference_mode():
+            emb = reader.get("model.embed_tokens.weight")
+            x = emb[ids].to(device=dev, dtype=torch.float32)
+            rotary = type(model.model.rotary_emb)(config=config).to(dev)
+            pos_ids = torch.arange(seqlen, device=dev)[None]
+            cos, sin = rotary(x[:1], pos_ids)
+            pos = (cos.float(), sin.float())
+            out = torch.empty_like(x)
+            gen = torch.Generator().manual_seed(0)
+            search_idx = torch.randperm(samples, generator=gen)[:search_samples].sort().values.to(dev)
+            for i in range(n_layers):
+                reporter.check_cancel()
+                prefix = f"model.layers.{i}."
+                layer = _materialise_layer(model.model.layers[i], prefix, reader, dev)
+                src_dtype = reader.get(prefix + LINEARS[0] + ".weight").dtype
+                lq = _LayerQuantizer(layer, pos, group_size, bits, chunk, reporter, clip=clip)
+                lq.run(x, out, search_idx)
+                _write_layer(writer, layer, lq.fp, prefix, mode, group_size, bits, src_dtype)
+                layer.to_empty(device="meta")
+                x, out = out, x
+                reporter.progress(i + 1, n_layers, f"layer {i + 1}/{n_layers} quantized")
+            del x, out
+            reporter.check_cancel()
+            for name in reader.names():
+                if not name.startswith("model.layers."):
+                    t = reader.get(name)
+                    writer.add(name, t.to(torch.float16) if mode == "awq" and t.is_floating_point() else t)
+        files = writer.finish()
+        new_cfg = dict(raw_cfg)
+        if mode == "awq":
+            new_cfg["quantization_config"] = {"quant_method": "awq", "bits": bits, "group_size": group_size,
+                                              "zero_point": True, "version": "gemm",
+                                              "modules_to_not_convert": None}
+            for key in ("torch_dtype", "dtype"):
+                if key in new_cfg or key == "dtype":
+                    new_cfg[key] = "float16"
+        (tmp / "config.json").write_text(json.dumps(new_cfg, indent=2) + "\n")
+        copy_side_files(model_dir, tmp)
+        reporter.check_cancel()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    return AwqResult(out_dir=out_dir, seconds=time.perf_counter() - t0, layers=config.num_hidden_layers, bits=bits,
+                     group_size=group_size, samples=samples, seqlen=seqlen, device=str(dev),
+                     peak_memory_bytes=peak, files=sorted(p.name for p in out_dir.iterdir()))
+
+
+def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):
+    state = layer.state_dict()
+    for name, t in state.items():
+        mod = name.rsplit(".", 1)[0]
+        if mod in fp and name.endswith(".weight"):
+            w = fp[mod]
+            if mode == "awq":
+                iw, sc, zr = search.quantize_int(w, group_size, bits)
+                qweight, qzeros, scales = pack_gemm(iw, zr, sc)
+                writer.add(prefix + mod + ".qweight", qweight)
+                writer.add(prefix + mod + ".qzeros", qzeros)
+                writer.add(prefix + mod + ".scales", scales)
+            else:
+                writer.add(prefix + name, w.to(src_dtype))
+        else:
+            writer.add(prefix + name, t.to(torch.float16 if mode == "awq" else src_dtype))
+
+
+def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
+                 samples: int = 128, seqlen: int = 512, device: str = "cpu", reporter: Reporter | None = None,
+                 search_samples: int | None = 32, overwrite: bool = False) -> AwqResult:
+    """Quantize a Llama/Mistral/Qwen2/Qwen3 folder to AWQ (GEMM layout) in ``out_dir``.
+
+    ``search_samples`` of the ``samples`` calibration blocks are used where the scale search has to
+    run the attention or MLP block (all samples feed every statistic and the clipping search).
+    """
+    return _run(model_dir, out_dir, mode="awq", bits=bits, group_size=group_size, calibration=calibration,
+                samples=samples, seqlen=seqlen, device=device, reporter=reporter,
+                search_samples=search_samples, overwrite=overwrite, clip=True)
+
+
+def apply_awq_to_weights(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
+                         samples: int = 128, seqlen: int = 512, device: str = "cpu",
+                         reporter: Reporter | None = None, search_samples: int | None = 32,
+                         clip: bool = True, overwrite: bool = False) -> AwqResult:
+    """Write a full-precision Hugging Face folder whose weights carry AWQ's scales (and clipping).
+
+    The model computes the same function as the original (scales are folded, not added); its
+    weights are easier to quantize, which is what ``--awq`` feeds to GGUF quantization.
+    """
+    return _run(model_dir, out_dir, mode="scaled", bits=bits, group_size=group_size, calibration=calibration,
+                samples=samples, seqlen=seqlen, device=device, reporter=reporter,
+                search_samples=search_samples, overwrite=overwrite, clip=clip)
+
+
+def read_awq_config_errors(model_dir: Path, raw: dict | None) -> dict:
+    """The ``quantization_config`` of an AWQ folder Nibble can run, or a NibbleError saying why not."""
+    if raw is None:
+        raise NibbleError(f"{model_dir}: no config.json; point at an AWQ model folder")
+    qc = raw.get("quantization_config") or {}
+    if qc.get("quant_method") != "awq":
+        raise NibbleError(f"{model_dir}: not an AWQ checkpoint (quantization_config.quant_method is "
+                          f"{qc.get('quant_method')!r})")
+    if int(qc.get("bits", qc.get("w_bit", 4))) != 4 or str(qc.get("version", "gemm")).lower() != "gemm":
+        raise NibbleError(f"{model_dir}: only 4-bit AWQ in the GEMM layout is supported "
+                          f"(found bits={qc.get('bits')}, version={qc.get('version')})")
+    if not qc.get("zero_point", True):
+        raise NibbleError(f"{model_dir}: AWQ without zero points is not supported")
+    if "group_size" not in qc and "q_group_size" in qc:
+        qc = dict(qc, group_size=qc["q_group_size"])
+    if read_model_type := raw.get("model_type"):
+        if read_model_type not in SUPPORTED_MODEL_TYPES:
+            raise NibbleError(f"{model_dir}: model_type {read_model_type!r} is not supported; supported: "
+                              + ", ".join(SUPPORTED_MODEL_TYPES.values()))
+    return qc

@@ -1,0 +1,142 @@
+"""Screenshots of every view for docs/screenshots/, taken on the demo model.
+
+    xvfb-run -s "-screen 0 1280x800x24" python3 packaging/screenshots.py [--model DIR] [--out docs/screenshots]
+
+Drives the real app: quantizes the model to Q4_K_M through the wizard, chats with the result, compares
+it with the original, opens the analysis of one tensor, and grabs each view at 1280×720.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def wait_until(app, cond, timeout=300.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def settle(app, seconds=0.3) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="model folder (default: the demo model)")
+    ap.add_argument("--type", default="Q4_K_M")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="nibble-shots-"))
+    os.environ.setdefault("NIBBLE_HOME", str(work / "home"))
+
+    from PySide6.QtCore import QSettings
+
+    from app.main import create_app
+    from app.state import AppState, ModelEntry, demo_dir
+    from app.window import MainWindow
+
+    app = create_app()
+    model = pathlib.Path(args.model) if args.model else demo_dir()
+    if model is None:
+        print("no demo model in this build; pass --model DIR", file=sys.stderr)
+        return 2
+    win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))
+    win.resize(1280, 720)
+    win.show()
+    shots = []
+
+    def grab(name: str) -> None:
+        settle(app)
+        path = out / f"{name}.png"
+        win.grab().save(str(path))
+        shots.append(path)
+
+    # Quantize: model, format and type, run, done
+    wiz = win.views["Quantize"]
+    win.show_view("Quantize")
+    wiz.model_page.tabs.setCurrentIndex(3)
+    wiz.model_page.choose(ModelEntry(str(model), "original", name=model.name))
+    grab("quantize-1-model")
+    wiz.next()
+    page = wiz.format_page
+    page.select_type(args.type)
+    wait_until(app, lambda: page.plan is not None or bool(page.plan_error), 120)
+    wait_until(app, lambda: bool(page.devices), 60)
+    page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
+    page._output_touched = True
+    grab("quantize-2-type")
+    page.imatrix_mode.setCurrentIndex(1)  # with an importance matrix: long enough to catch it running
+    wiz.start_run()
+    bar = wiz.run_page.bar
+    job = wiz.run_page.job
+    wait_until(app, lambda: job.stage == "imatrix" and bar.maximum() > 0 and bar.value() > bar.maximum() // 4
+               or not wiz.run_page.is_running(), 300)
+    grab("quantize-3-run")
+    wait_until(app, lambda: wiz.step() == 3 or not wiz.run_page.is_running(), 600)
+    grab("quantize-4-done")
+    quantized = wiz.done_page.output.path if wiz.done_page.output else None
+
+    # Chat with the quantized model
+    chat = win.views["Chat"]
+    win.show_view("Chat")
+    if quantized:
+        chat.picker.set_model(ModelEntry(quantized, "gguf"))
+    chat.temperature.setValue(0.0)
+    chat.input.setPlainText("What is 17 plus 25?")
+    chat.send()
+    wait_until(app, lambda: not chat.is_busy(), 120)
+    chat.input.setPlainText("How many grams are in 3 kilograms?")
+    chat.send()
+    wait_until(app, lambda: not chat.is_busy(), 120)
+    grab("chat")
+
+    # Compare original and quantized
+    cmp_view = win.views["Compare"]
+    win.show_view("Compare")
+    if quantized:
+        cmp_view.open_payload({"original": str(model), "quantized": quantized})
+    cmp_view.prompt.setPlainText("What is the capital of France?")
+    cmp_view.run_compare()
+    wait_until(app, lambda: cmp_view.job is None, 300)
+    if cmp_view.eval_btn.isEnabled():
+        cmp_view.eval_chunks.setValue(8)
+        cmp_view.run_eval()
+        wait_until(app, lambda: not cmp_view.is_busy(), 600)
+    grab("compare")
+
+    # Analysis of one tensor
+    an = win.views["Analysis"]
+    win.show_view("Analysis")
+    if quantized:
+        an.open_payload({"original": str(model), "quantized": quantized})
+        wait_until(app, lambda: an.current_stats is not None and bool(an.layer_rows), 300)
+    grab("analysis")
+
+    win.show_view("Library")
+    grab("library")
+    for s in shots:
+        print(s)
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

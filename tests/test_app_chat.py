@@ -1,0 +1,67 @@
+"""Chat: a real GGUF streams into the transcript; Stop ends the stream; Regenerate and Clear."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
+
+from apptest import settings, state, tiny_gguf, tiny_model, window  # noqa: F401  (fixtures)
+
+from app.state import ModelEntry
+
+
+def _chat(window, gguf):
+    window.show_view("Chat")
+    chat = window.views["Chat"]
+    chat.picker.set_model(ModelEntry(str(gguf), "gguf"))
+    assert chat.picker.current().path == str(gguf)
+    chat.temperature.setValue(0.0)  # greedy: the same reply every time
+    return chat
+
+
+def test_chat_streams_a_reply(qtbot, window, tiny_gguf):
+    chat = _chat(window, tiny_gguf)
+    chat.max_tokens.setValue(24)
+    pieces, busy = [], []
+    chat.piece_shown.connect(pieces.append)
+    chat.piece_shown.connect(lambda _p: busy.append(chat.send_btn.isEnabled() or not chat.stop_btn.isEnabled()))
+    chat.input.setPlainText("Hello there")
+    with qtbot.waitSignal(chat.reply_finished, timeout=60000) as blocker:
+        chat.send_btn.click()
+    reply = blocker.args[0]
+    assert len(pieces) > 1 and "".join(pieces) == reply  # it arrived piece by piece
+    assert not any(busy)  # while streaming: Send disabled, Stop enabled
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"]
+    assert chat.messages[1]["content"] == reply
+    assert "Hello there" in chat.transcript.toPlainText()
+    assert reply.strip()[:10] in chat.transcript.toPlainText()
+    assert "tokens/s" in chat.stats.text()
+    assert chat.fill.value() > 0
+    assert "im_start" in chat.template.toPlainText()  # the model's own chat template
+    qtbot.waitUntil(lambda: chat.send_btn.isEnabled())
+
+    # Regenerate replaces the reply (greedy: the same text again); Clear empties the conversation
+    with qtbot.waitSignal(chat.reply_finished, timeout=60000) as again:
+        chat.regen_btn.click()
+    assert again.args[0] == reply
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"]
+    qtbot.waitUntil(lambda: chat.send_btn.isEnabled())
+    chat.clear_btn.click()
+    assert chat.messages == [] and chat.transcript.toPlainText().strip() == ""
+
+
+def test_stop_ends_the_stream(qtbot, window, tiny_gguf):
+    chat = _chat(window, tiny_gguf)
+    chat.max_tokens.setValue(4000)  # far more than it would produce before the stop
+    chat.input.setPlainText("Tell me a long story")
+    chat.send()
+    qtbot.waitUntil(lambda: chat.job is not None and len(chat.reply) > 0, timeout=60000)
+    with qtbot.waitSignal(chat.reply_finished, timeout=30000):
+        chat.stop_btn.click()
+    qtbot.waitUntil(lambda: chat.job is None, timeout=10000)
+    gen = chat.runtime.last_generation
+    assert gen.finish_reason == "cancelled"
+    assert 0 < len(gen.token_ids) < 4000
+    assert "stopped" in chat.stats.text()
+    assert chat.send_btn.isEnabled() and not chat.stop_btn.isEnabled()

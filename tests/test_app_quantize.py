@@ -1,0 +1,158 @@
+"""The Quantize wizard end to end on a tiny model: type chosen, estimate shown, run, cancel, done page."""
+
+from __future__ import annotations
+
+import pathlib
+
+import psutil
+from PySide6.QtGui import QGuiApplication
+
+from apptest import settings, state, tiny_model, window  # noqa: F401  (fixtures)
+
+from app.state import ModelEntry
+
+
+def _to_format_page(qtbot, window, model: pathlib.Path):
+    window.show_view("Quantize")
+    wiz = window.views["Quantize"]
+    assert wiz.step() == 0 and not wiz.next_btn.isEnabled()
+    wiz.model_page.folder_edit.setText(str(model))
+    wiz.model_page.use_path(str(model))
+    assert wiz.next_btn.isEnabled()
+    wiz.next_btn.click()
+    assert wiz.step() == 1
+    return wiz
+
+
+def _cells(page, name: str) -> list[str]:
+    for r in range(page.table.rowCount()):
+        if page.table.item(r, 0).text() == name:
+            return [page.table.item(r, c).text() for c in range(page.table.columnCount())]
+    raise AssertionError(f"{name} not in the type table")
+
+
+def test_type_table_lists_llama_cpp_types(qtbot, window, tiny_model):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    names = [page.table.item(r, 0).text() for r in range(page.table.rowCount())]
+    for t in ("Q8_0", "Q6_K", "Q4_K_M", "IQ4_XS", "Q2_K"):
+        assert t in names
+    assert page.select_type("IQ2_XXS")
+    assert page.imatrix_mode.currentData() == "calibration"  # that type needs an importance matrix
+    assert "importance matrix" in _cells(page, "IQ2_XXS")[5]
+    assert page.select_type("Q4_K_M")
+    assert page.selected_type() == "Q4_K_M"
+    assert page.output.text().endswith("-Q4_K_M.gguf")
+
+
+def test_estimate_updates_with_context(qtbot, window, tiny_model):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.select_type("Q4_K_M")
+    qtbot.waitUntil(lambda: page.plan is not None, timeout=30000)
+    small = _cells(page, "Q4_K_M")
+    assert small[2] not in ("—", "…") and small[3] not in ("—", "…")
+    assert "Q4_K_M" in page.estimate_label.text()
+    page.ctx.setCurrentIndex(page.ctx.count() - 1)  # the largest context: more KV cache
+    big = _cells(page, "Q4_K_M")
+    assert big[2] == small[2] and big[3] != small[3]
+    assert _cells(page, "Q8_0")[2] != small[2]
+    qtbot.waitUntil(lambda: page.machine is not None, timeout=30000)
+    assert _cells(page, "Q4_K_M")[4] in ("fits", "tight", "does not fit")
+    assert "this machine" in page.estimate_label.text()
+
+
+def test_wizard_runs_to_the_done_page(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.select_type("Q4_K_M")
+    out = tmp_path / "tiny-Q4_K_M.gguf"
+    page.output.setText(str(out))
+    progress = []
+    with qtbot.waitSignal(wiz.run_page.finished, timeout=120000):
+        wiz.next_btn.click()  # "Quantize"
+        assert wiz.step() == 2
+        wiz.run_page.job.progress.connect(lambda d, t, m, e: progress.append((d, t)))
+    assert progress and progress[-1][0] == progress[-1][1]
+    assert wiz.run_page.bar.value() == wiz.run_page.bar.maximum()
+    assert wiz.step() == 3
+    done = wiz.done_page
+    assert out.is_file() and out.read_bytes()[:4] == b"GGUF"
+    assert done.path_label.text() == str(out)
+    assert done.size_label.text().endswith(("KiB", "MiB"))
+    assert "llama-cli -m" in done.commands["llama.cpp"] and str(out) in done.commands["llama.cpp"]
+    assert "ollama create" in done.commands["Ollama"]
+    # the output joined the library and opens in Chat and Compare
+    assert any(e.path == str(out) and e.kind == "gguf" for e in window.state.models())
+    done.chat_btn.click()
+    assert window.current_view_name() == "Chat"
+    assert window.views["Chat"].picker.current().path == str(out)
+    window.show_view("Quantize")
+    done.compare_btn.click()
+    assert window.current_view_name() == "Compare"
+    assert window.views["Compare"].quantized.current().path == str(out)
+    assert window.views["Compare"].original.current().path == str(tiny_model)
+    # the command copies
+    QGuiApplication.clipboard().setText("")
+    done.cmd_box.findChildren(type(done.chat_btn))[0].click()
+    assert QGuiApplication.clipboard().text() in done.commands.values()
+
+
+def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.select_type("Q4_K_M")
+    page.imatrix_mode.setCurrentIndex(1)  # compute an importance matrix from the calibration text: slow enough
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "cancelled-Q4_K_M.gguf"
+    page.output.setText(str(out))
+    wiz.next_btn.click()
+    job = wiz.run_page.job
+    qtbot.waitUntil(lambda: job.pid() > 0, timeout=10000)
+    proc = psutil.Process(job.pid())
+    # wait for llama.cpp's worker (a grandchild) to be busy with the importance matrix
+    qtbot.waitUntil(lambda: job.stage == "imatrix", timeout=60000)
+    children = proc.children(recursive=True)
+    assert children
+    with qtbot.waitSignal(wiz.run_page.cancelled, timeout=30000):
+        wiz.run_page.cancel_btn.click()
+    for p in [proc, *children]:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, p.cmdline()
+    assert "Cancelled" in wiz.run_page.status.text()
+    assert not out.exists()
+    assert sorted(x.name for x in folder.iterdir()) == []  # no temporaries left behind
+    assert wiz.back_btn.isEnabled()
+
+
+def test_failure_shows_the_engines_words(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.select_type("Q8_0")
+    page.output.setText(str(tmp_path / "no-such-folder" / "x.gguf"))
+    with qtbot.waitSignal(wiz.run_page.failed, timeout=60000) as blocker:
+        wiz.next_btn.click()
+    assert "no-such-folder" in blocker.args[0]
+    assert wiz.run_page.banner.isVisible()
+    assert "no-such-folder" in wiz.run_page.banner.label.text()
+    assert "Traceback" not in blocker.args[0]
+
+
+def test_wizard_makes_an_awq_model(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.awq_radio.setChecked(True)
+    assert page.selected_type() == "AWQ" and not page.table.isEnabled()
+    assert page.output.text().endswith("-AWQ")
+    out = tmp_path / "tiny-AWQ"
+    page.output.setText(str(out))
+    with qtbot.waitSignal(wiz.run_page.finished, timeout=180000):
+        wiz.next_btn.click()
+    assert wiz.step() == 3
+    import json
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "awq"
+    assert wiz.done_page.output.kind == "awq"
+    assert "vllm serve" in wiz.done_page.commands["vLLM"]
+    assert any(e.path == str(out) and e.kind == "awq" for e in window.state.models())
