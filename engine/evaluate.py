@@ -125,10 +125,34 @@ def read_eval_text(path: str | pathlib.Path | None) -> tuple[str, pathlib.Path]:
         raise NibbleError(f"evaluation text {p} is not UTF-8 text") from None
 
 
-def evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int = 512, reporter: Reporter | None = None,
-             text_name: str = "the evaluation text", max_chunks: int | None = None) -> EvalResult:
-    """Perplexity of both models and KL divergence of ``candidate`` against ``reference`` on ``text``."""
-    reporter = reporter or Reporter()
+def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str | pathlib.Path,
+             text: str | None = None, ctx: int = 512, reporter: Reporter | None = None,
+             text_name: str = "the evaluation text", max_chunks: int | None = None, **open_options) -> EvalResult:
+    """Perplexity of both models and KL divergence of ``candidate`` against ``reference`` on ``text``
+    (default: Nibble's evaluation text). Models are runtimes, or paths opened here with ``open_options``
+    (device, gpu_layers, threads) and closed when done."""
+    if text is None:
+        text, path = read_eval_text(None)
+        text_name = str(path)
+    opened = []
+    try:
+        if not isinstance(reference, Runtime) or not isinstance(candidate, Runtime):
+            from engine.runtime import open_runtime
+
+            if not isinstance(reference, Runtime):
+                reference = open_runtime(reference, n_ctx=ctx, **open_options)
+                opened.append(reference)
+            if not isinstance(candidate, Runtime):
+                candidate = open_runtime(candidate, n_ctx=ctx, **open_options)
+                opened.append(candidate)
+        return _evaluate(reference, candidate, text, ctx, reporter or Reporter(), text_name, max_chunks)
+    finally:
+        for rt in opened:
+            rt.close()
+
+
+def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, reporter: Reporter, text_name: str,
+              max_chunks: int | None) -> EvalResult:
     if ctx < 8:
         raise NibbleError(f"--ctx {ctx} is too small; use at least 8 (llama.cpp's default is 512)")
     for rt in (reference, candidate):

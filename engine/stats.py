@@ -239,25 +239,6 @@ class _GGUFPairs:
 # AWQ
 
 
-AWQ_SHIFTS = np.array([0, 16, 4, 20, 8, 24, 12, 28], dtype=np.int32)  # column j of 8 sits at this bit offset
-
-
-def awq_unpack(packed: np.ndarray) -> np.ndarray:
-    """int32 ``[rows, cols/8]`` in AutoAWQ's GEMM nibble order -> uint8 ``[rows, cols]`` of 4-bit values."""
-    p = packed.astype(np.int32)
-    vals = (p[:, :, None] >> AWQ_SHIFTS[None, None, :]) & 0xF
-    return vals.reshape(p.shape[0], -1).astype(np.uint8)
-
-
-def awq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
-    """The float32 weight ``[out, in]`` of an AWQ GEMM layer."""
-    q = awq_unpack(qweight).astype(np.float32)  # [in, out]
-    z = awq_unpack(qzeros).astype(np.float32)  # [in/G, out]
-    s = scales.astype(np.float32)  # [in/G, out]
-    g = np.arange(q.shape[0]) // group_size
-    return ((q - z[g]) * s[g]).T
-
-
 class _AWQPairs:
     format = "awq"
 
@@ -290,7 +271,9 @@ class _AWQPairs:
     def load(self, name: str):
         qw, qz, sc = (self._get(f"{name}.{k}") for k in ("qweight", "qzeros", "scales"))
         n_bytes = sum(t.numel() * t.element_size() for t in (qw, qz, sc))
-        deq = awq_dequantize(qw.numpy(), qz.numpy(), sc.float().numpy(), self.group_size)
+        from engine.awq.pack import dequantize_gemm
+
+        deq = dequantize_gemm(qw, qz, sc, self.group_size).numpy()
         w = self.original.get(f"{name}.weight")
         return w, deq, f"AWQ int4 g{self.group_size}", int(n_bytes)
 

@@ -96,6 +96,13 @@ def test_perplexity_matches_a_direct_computation(hf, text):
     assert r.ppl_reference == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-6)
 
 
+def test_eval_opens_paths_with_the_default_text(tiny_gguf, tiny_gguf_q4):
+    from engine.evaluate import evaluate
+
+    r = evaluate(str(tiny_gguf), str(tiny_gguf_q4), ctx=CTX, max_chunks=2)
+    assert r.tokens == 2 * (CTX - 1 - CTX // 2) and r.kld_mean > 0
+
+
 def test_eval_json_names(tiny_gguf, tiny_gguf_q4):
     out = cli("eval", tiny_gguf, tiny_gguf_q4, "--ctx", CTX, "--chunks", 3, "--json")
     assert out.returncode == 0, out.stderr
@@ -320,20 +327,6 @@ def test_stats_undoes_the_rotary_row_order_of_q_and_k(tiny_llama_dir, tiny_gguf)
     assert len(attn) == 4 and all(s.rmse == 0.0 for s in attn)
 
 
-def test_awq_unpack_follows_the_gemm_nibble_order():
-    from engine.stats import awq_dequantize
-
-    rng = np.random.default_rng(0)
-    rows, cols, group = 64, 16, 32
-    q = rng.integers(0, 16, size=(rows, cols))
-    z = rng.integers(0, 16, size=(rows // group, cols))
-    s = rng.uniform(0.01, 0.1, size=(rows // group, cols)).astype(np.float16)
-
-    w = awq_dequantize(_awq_pack(q), _awq_pack(z), s, group)
-    expected = ((q - np.repeat(z, group, axis=0)) * np.repeat(s.astype(np.float32), group, axis=0)).T
-    np.testing.assert_allclose(w, expected, rtol=1e-6)
-
-
 def _awq_pack(v: np.ndarray) -> np.ndarray:
     """AutoAWQ GEMM packing, written out plainly: nibble i of each int32 holds column order[i] of its 8."""
     order = [0, 2, 4, 6, 1, 3, 5, 7]
@@ -344,15 +337,20 @@ def _awq_pack(v: np.ndarray) -> np.ndarray:
     return out.astype(np.uint32).view(np.int32)
 
 
-def test_stats_of_an_awq_checkpoint(tiny_llama_dir, tmp_path):
-    """A 4-bit round-to-nearest AWQ-layout checkpoint of the tiny model: stats against numpy's figures."""
+AWQ_GROUP = 64
+
+
+@pytest.fixture(scope="module")
+def awq_checkpoint(tiny_llama_dir, tmp_path_factory):
+    """A 4-bit round-to-nearest checkpoint of the tiny model in AutoAWQ's GEMM layout, packed here plainly,
+    with the dequantized weights numpy expects for each quantized layer."""
+    import shutil
+
     import torch
     from safetensors.numpy import load_file
     from safetensors.torch import save_file
 
-    from engine.stats import compute_stats
-
-    group = 64
+    group = AWQ_GROUP
     original = load_file(str(tiny_llama_dir / "model.safetensors"))
     out, expected = {}, {}
     for name, w in original.items():
@@ -372,14 +370,23 @@ def test_stats_of_an_awq_checkpoint(tiny_llama_dir, tmp_path):
         out[f"{prefix}.scales"] = torch.from_numpy(np.ascontiguousarray(scale16))
         deq = (q.reshape(g.shape) - zero[:, None]) * scale16.astype(np.float64)[:, None]
         expected[prefix] = (deq.reshape(wt.shape).T, w.astype(np.float64))
-    awq = tmp_path / "awq"
+    awq = tmp_path_factory.mktemp("awq") / "model"
     awq.mkdir()
     save_file(out, str(awq / "model.safetensors"))
     cfg = json.loads((tiny_llama_dir / "config.json").read_text())
     cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                   "version": "gemm"}
     (awq / "config.json").write_text(json.dumps(cfg))
+    for f in tiny_llama_dir.glob("tokenizer*"):
+        shutil.copy(f, awq / f.name)
+    return awq, expected
 
+
+def test_stats_of_an_awq_checkpoint(tiny_llama_dir, awq_checkpoint):
+    from engine.stats import compute_stats
+
+    awq, expected = awq_checkpoint
+    group = AWQ_GROUP
     report = compute_stats(tiny_llama_dir, awq)
     assert report.format == "awq" and len(report.tensors) == len(expected) == 14
     for t in report.tensors:
@@ -391,17 +398,14 @@ def test_stats_of_an_awq_checkpoint(tiny_llama_dir, tmp_path):
         assert t.bits_per_weight == pytest.approx(4 + 16 / group + 4 / group)
 
 
-def test_awq_folder_is_routed_to_the_awq_loader(tmp_path, tiny_llama_dir):
-    import importlib.util
-
+def test_eval_original_against_awq(hf, awq_checkpoint, gguf_q4, text):
+    from engine.evaluate import evaluate
     from engine.runtime import model_kind, open_runtime
 
-    awq = tmp_path / "awq-model"
-    awq.mkdir()
-    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
-    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm"}
-    (awq / "config.json").write_text(json.dumps(cfg))
+    awq, _ = awq_checkpoint
     assert model_kind(awq) == "awq"
-    if importlib.util.find_spec("engine.awq") is None:
-        with pytest.raises(NibbleError, match="AWQ"):
-            open_runtime(awq)
+    with open_runtime(awq, n_ctx=256) as rt:
+        assert rt.kind == "awq"
+        r = evaluate(hf, rt, text, ctx=CTX, max_chunks=4)
+    assert 0 < r.kld_mean < 1.0 and 0 < r.top1_agreement <= 1
+    assert r.ppl_reference == pytest.approx(evaluate(hf, gguf_q4, text, ctx=CTX, max_chunks=4).ppl_reference)
