@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--work", default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--type", default="Q4_K_M")
+    ap.add_argument("--repeat", type=int, default=3, help="alternate the two pipelines this many times; medians")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="nibble-bench-"))
     model = work / "model"
@@ -57,15 +58,29 @@ def main() -> int:
         tc.pop("pad_token", None)
         tc_path.write_text(json.dumps(tc))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    ours = run_measured([sys.executable, "-m", "engine", "quantize", str(model), "--type", args.type,
-                         "--out", str(work / "nibble.gguf"), "--threads", str(args.threads)], env=env, cwd=ROOT)
     ref_env = dict(os.environ, PYTHONPATH=str(VENDOR / "gguf-py"))
-    conv = run_measured([sys.executable, str(VENDOR / "convert_hf_to_gguf.py"), str(model), "--outtype", "bf16",
-                         "--outfile", str(work / "ref-bf16.gguf")], env=ref_env)
-    quant = run_measured([args.llama_quantize, str(work / "ref-bf16.gguf"), str(work / "ref.gguf"), args.type,
-                          str(args.threads)])
-    (work / "ref-bf16.gguf").unlink()
+    runs = {"nibble": [], "convert": [], "quantize": []}
+    for _ in range(args.repeat):  # alternate, so both see the same machine conditions
+        for f in ("nibble.gguf", "ref.gguf"):
+            (work / f).unlink(missing_ok=True)
+        runs["nibble"].append(run_measured(
+            [sys.executable, "-m", "engine", "quantize", str(model), "--type", args.type,
+             "--out", str(work / "nibble.gguf"), "--threads", str(args.threads)], env=env, cwd=ROOT))
+        runs["convert"].append(run_measured(
+            [sys.executable, str(VENDOR / "convert_hf_to_gguf.py"), str(model), "--outtype", "bf16",
+             "--outfile", str(work / "ref-bf16.gguf")], env=ref_env))
+        runs["quantize"].append(run_measured(
+            [args.llama_quantize, str(work / "ref-bf16.gguf"), str(work / "ref.gguf"), args.type, str(args.threads)]))
+        (work / "ref-bf16.gguf").unlink()
 
+    def med(key, field):
+        vals = sorted(r[field] for r in runs[key])
+        return vals[len(vals) // 2]
+
+    ref_walls = sorted(c["wall_s"] + q["wall_s"] for c, q in zip(runs["convert"], runs["quantize"]))
+    ours = {"wall_s": med("nibble", "wall_s"), "peak_rss_bytes": med("nibble", "peak_rss_bytes")}
+    conv = {"wall_s": med("convert", "wall_s"), "peak_rss_bytes": med("convert", "peak_rss_bytes")}
+    quant = {"wall_s": med("quantize", "wall_s"), "peak_rss_bytes": med("quantize", "peak_rss_bytes")}
     import gguf
     import numpy as np
 
@@ -73,10 +88,12 @@ def main() -> int:
     tb = {t.name: t for t in b.tensors}
     same = sum(1 for t in a.tensors if t.name in tb and t.tensor_type == tb[t.name].tensor_type
                and np.array_equal(np.asarray(t.data), np.asarray(tb[t.name].data)))
-    ref_wall = conv["wall_s"] + quant["wall_s"]
+    ref_wall = ref_walls[len(ref_walls) // 2]
     ref_peak = max(conv["peak_rss_bytes"], quant["peak_rss_bytes"])
     result = {
-        "type": args.type, "threads": args.threads,
+        "type": args.type, "threads": args.threads, "repeat": args.repeat,
+        "nibble_walls_s": [round(r["wall_s"], 1) for r in runs["nibble"]],
+        "llama_cpp_walls_s": [round(c["wall_s"] + q["wall_s"], 1) for c, q in zip(runs["convert"], runs["quantize"])],
         "nibble": {"wall_s": round(ours["wall_s"], 1), "peak_rss_mib": round(ours["peak_rss_bytes"] / 2**20)},
         "llama_cpp": {"convert_s": round(conv["wall_s"], 1), "quantize_s": round(quant["wall_s"], 1),
                       "wall_s": round(ref_wall, 1), "peak_rss_mib": round(ref_peak / 2**20),

@@ -491,3 +491,37 @@ class TransformersChat:
             tok.padding_side = side
             model.train(was_training)
         return replies
+
+
+def is_demo_path(path: str | Path | None) -> bool:
+    """True for the shipped demo model's folder (however it was named)."""
+    if path is None:
+        return False
+    if is_demo_name(str(path)):
+        return True
+    try:
+        return Path(path).resolve() == DEMO_DIR.resolve()
+    except OSError:
+        return False
+
+
+def heldout_text(n: int = 600, seed: int = 1) -> str:
+    """Held-out dialogues written out in the demo's chat format: the demo model's own evaluation text.
+
+    General English means little to a model that only ever saw these dialogues; its perplexity and
+    KL divergence are measured where it is competent.
+    """
+    parts = []
+    for q in heldout_questions(n, seed):
+        parts.append(render_chat([{"role": "user", "content": q.text}, {"role": "assistant", "content": q.reply}]))
+    return "".join(parts)
+
+
+def runtime_chat(runtime, max_tokens: int = 32) -> Callable[[list[dict]], str]:
+    """A greedy ``generate(messages) -> reply`` over any Nibble runtime (GGUF, Hugging Face, AWQ)."""
+
+    def generate(messages: list[dict]) -> str:
+        ids = runtime.chat_prompt_ids(messages)
+        return "".join(piece for _, piece in runtime.generate_tokens(ids, max_tokens=max_tokens, temperature=0.0))
+
+    return generate

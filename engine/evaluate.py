@@ -125,6 +125,17 @@ def read_eval_text(path: str | pathlib.Path | None) -> tuple[str, pathlib.Path]:
         raise NibbleError(f"evaluation text {p} is not UTF-8 text") from None
 
 
+def default_text_for(reference) -> tuple[str, str]:
+    """Nibble's evaluation text; for the demo model, its own held-out dialogues."""
+    from engine.demo import heldout_text, is_demo_path
+
+    ref_path = getattr(reference, "path", reference)
+    if is_demo_path(ref_path):
+        return heldout_text(), "the demo model's held-out dialogues"
+    text, path = read_eval_text(None)
+    return text, str(path)
+
+
 def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str | pathlib.Path,
              text: str | None = None, ctx: int = 512, reporter: Reporter | None = None,
              text_name: str = "the evaluation text", max_chunks: int | None = None, **open_options) -> EvalResult:
@@ -132,8 +143,7 @@ def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str |
     (default: Nibble's evaluation text). Models are runtimes, or paths opened here with ``open_options``
     (device, gpu_layers, threads) and closed when done."""
     if text is None:
-        text, path = read_eval_text(None)
-        text_name = str(path)
+        text, text_name = default_text_for(reference)
     opened = []
     try:
         if not isinstance(reference, Runtime) or not isinstance(candidate, Runtime):

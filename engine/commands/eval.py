@@ -6,7 +6,7 @@ import json
 import sys
 
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.evaluate import evaluate, read_eval_text
+from engine.evaluate import default_text_for, evaluate, read_eval_text
 from engine.progress import TextReporter
 
 NAME = "eval"
@@ -21,19 +21,38 @@ def add_arguments(parser) -> None:
                         help="UTF-8 text to evaluate on (default: Nibble's own evaluation text)")
     parser.add_argument("--chunks", type=int, default=None, metavar="N", help="evaluate only the first N windows")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--task", choices=["auto", "demo", "none"], default="auto",
+                        help="also score answers on held-out demo questions (auto: when the reference is the demo model)")
+    parser.add_argument("--task-questions", type=int, default=100, metavar="N",
+                        help="how many held-out questions the task score asks (default 100)")
     add_runtime_arguments(parser, ctx_default=512, ctx_help="tokens per window (default 512, as llama-perplexity)")
 
 
 def run(args) -> int:
     quiet_libraries()
-    text, text_path = read_eval_text(args.text)
+    from engine.demo import is_demo_path
+
+    ref_is_demo = is_demo_path(args.reference)
+    if args.text or not ref_is_demo:
+        text, text_path = read_eval_text(args.text)
+    else:
+        text, text_path = default_text_for(args.reference)
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
+    task = {}
     with open_from_args(args.reference, args, n_ctx=args.ctx) as ref, \
             open_from_args(args.candidate, args, n_ctx=args.ctx) as cand:
         result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
                           max_chunks=args.chunks)
+        if args.task == "demo" or (args.task == "auto" and ref_is_demo):
+            from engine.demo import runtime_chat, score_task
+
+            for side, rt in (("reference", ref), ("candidate", cand)):
+                task[side] = score_task(runtime_chat(rt), n=args.task_questions, reporter=reporter)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        out = result.to_json()
+        if task:
+            out["task"] = {side: score.to_dict() for side, score in task.items()}
+        print(json.dumps(out, indent=2))
         return 0
     r = result
     print(f"reference  {r.reference}")
@@ -45,4 +64,6 @@ def run(args) -> int:
           f"p99 {r.kld_p99:.6f}   max {r.kld_max:.6f}")
     print(f"same top   {100 * r.top1_agreement:.2f} %")
     print(f"Δp         mean {100 * r.delta_p_mean:+.3f} %   RMS {100 * r.delta_p_rms:.3f} %")
+    for side, score in task.items():
+        print(f"demo task  {side:9s}  {score.summary()}")
     return 0
