@@ -66,3 +66,14 @@ def test_gui_help_starts_without_a_window():
     out = subprocess.run([sys.executable, "-m", "app.launcher", "gui", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "desktop app" in out.stdout
+
+
+def test_first_run_offers_the_demo_model(window):
+    from PySide6.QtWidgets import QPushButton, QTabWidget
+
+    buttons = [b for b in window.views["Quantize"].findChildren(QPushButton) if b.text() == "Try with the demo model"]
+    assert buttons and buttons[0].isEnabled()
+    tabs = buttons[0].parent()
+    while not isinstance(tabs, QTabWidget):
+        tabs = tabs.parent()
+    assert tabs.currentWidget() is buttons[0].parent(), "with no recent models, the demo tab is shown first"

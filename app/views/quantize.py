@@ -144,7 +144,7 @@ class ModelPage(QWidget):
         dl = QVBoxLayout(demo)
         self.demo_label = QLabel()
         self.demo_label.setWordWrap(True)
-        self.demo_btn = QPushButton("Use the demo model")
+        self.demo_btn = QPushButton("Try with the demo model")
         dl.addWidget(self.demo_label)
         dl.addWidget(self.demo_btn, 0, Qt.AlignmentFlag.AlignLeft)
         dl.addStretch(1)
@@ -160,6 +160,11 @@ class ModelPage(QWidget):
         self.refresh_demo()
         self.refresh_recent()
         state.models_changed.connect(self.refresh_recent)
+        self.demo_tab = demo
+        if not self.state.recent_models() and demo_dir() is not None:
+            # First run: nothing to pick yet, so lead with the model that ships with Nibble.
+            self.tabs.setCurrentWidget(demo)
+            self.chosen.setText("New here? Try Nibble with the demo model: it quantizes in seconds.")
 
     @staticmethod
     def _setup_table(t: QTableWidget) -> None:
