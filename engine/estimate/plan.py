@@ -140,6 +140,10 @@ def load_plan(model: str | os.PathLike) -> ModelPlan:
     """Read a model's headers once: a local folder, a ``.gguf`` file, or a Hub id (``owner/name``)."""
     text = os.fspath(model)
     path = Path(text).expanduser()
+    if text == "demo":
+        from engine.demo import DEMO_DIR
+
+        path = DEMO_DIR
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise NibbleError(f"{path}: not a GGUF file; give a .gguf file, a model folder or a Hub model id")
