@@ -28,11 +28,17 @@ def open_from_args(path: str, args, n_ctx: int | None = None) -> Runtime:
 
 
 def quiet_libraries() -> None:
-    """Keep transformers' progress bars and warnings off the terminal."""
-    try:
-        import transformers
+    """Keep transformers' progress bars and warnings off the terminal.
 
+    Through the environment, read when transformers is imported, rather than by importing it here: a
+    GGUF-only command then never loads torch, whose CUDA libraries need not share a process with
+    llama.cpp's.
+    """
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-    except ImportError:
-        pass
