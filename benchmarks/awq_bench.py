@@ -70,6 +70,11 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=64)
     ap.add_argument("--search-samples", type=int, nargs="*", default=[32])
     ap.add_argument("--llmc", default=None, help="python of a venv with llmcompressor installed")
+    ap.add_argument("--llmc-out", default=None,
+                    help="an llm-compressor output folder made beforehand by the worker (same calibration "
+                         "blocks) instead of running it here; its CPU time is read from --llmc-time")
+    ap.add_argument("--llmc-time", default=None,
+                    help='JSON {"wall": s, "cpu": s, "sys": s} of the worker process (GNU time -f)')
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -114,6 +119,15 @@ def main() -> None:
         m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         rows["llm-compressor AWQModifier W4A16_ASYM"] = dict(quality(ref_lp, logprobs(m, windows), windows),
                                                              seconds=inner, cpu_seconds=cpu, process_seconds=wall)
+
+    if args.llmc_out:
+        out = Path(args.llmc_out)
+        inner = json.loads((out / "timing.json").read_text())["seconds"]
+        t = json.loads(Path(args.llmc_time).read_text()) if args.llmc_time else {}
+        m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+        rows["llm-compressor AWQModifier W4A16_ASYM"] = dict(
+            quality(ref_lp, logprobs(m, windows), windows), seconds=inner,
+            **({"cpu_seconds": t["cpu"] + t["sys"], "process_seconds": t["wall"]} if t else {}))
 
     n_params = sum(p.numel() for p in orig.parameters())
     print(f"\nmodel {model_dir} ({n_params / 1e6:.1f}M params), calibration {args.samples} x {args.seqlen} tokens, "

@@ -55,6 +55,8 @@ def main() -> None:
                 except AttributeError:
                     pass
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith(("_scale", "_zero_point"))}
+    if getattr(model.config, "tie_word_embeddings", False):
+        sd.pop("lm_head.weight", None)  # tied to the embeddings: saved once, as from_pretrained expects
     from safetensors.torch import save_file
     import os, shutil
 

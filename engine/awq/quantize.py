@@ -461,7 +461,7 @@ def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):
 
 def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
                  samples: int = 128, seqlen: int = 512, device: str = "cpu", reporter: Reporter | None = None,
-                 search_samples: int | None = 32, overwrite: bool = False) -> AwqResult:
+                 search_samples: int | None = 8, overwrite: bool = False) -> AwqResult:
     """Quantize a Llama/Mistral/Qwen2/Qwen3 folder to AWQ (GEMM layout) in ``out_dir``.
 
     ``search_samples`` of the ``samples`` calibration blocks are used where the scale search has to
@@ -474,7 +474,7 @@ def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, ca
 
 def apply_awq_to_weights(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
                          samples: int = 128, seqlen: int = 512, device: str = "cpu",
-                         reporter: Reporter | None = None, search_samples: int | None = 32,
+                         reporter: Reporter | None = None, search_samples: int | None = 8,
                          clip: bool = True, overwrite: bool = False) -> AwqResult:
     """Write a full-precision Hugging Face folder whose weights carry AWQ's scales (and clipping).
 

@@ -44,15 +44,18 @@ def quantize_int(w: torch.Tensor, group_size: int, bits: int = 4):
 
 
 def fake_quantize(w: torch.Tensor, group_size: int, bits: int = 4) -> torch.Tensor:
-    """Round-to-nearest quantize and dequantize ``w`` [out, in] with asymmetric groups along ``in``."""
+    """Round-to-nearest quantize and dequantize ``w`` [..., out, in] with asymmetric groups along ``in``.
+
+    Leading dimensions are independent weights (e.g. a stack of scale candidates).
+    """
     shape = w.shape
-    g = w.reshape(shape[0], -1, group_size)
+    g = w.reshape(-1, group_size)
     qmax = 2 ** bits - 1
     mx, mn = g.amax(dim=-1, keepdim=True), g.amin(dim=-1, keepdim=True)
-    scales = ((mx - mn).clamp(min=1e-5) / qmax).to(torch.float16).to(w.dtype)
-    zeros = (-torch.round(mn / scales)).clamp(0, qmax)
-    q = (torch.round(g / scales) + zeros).clamp(0, qmax)
-    return ((q - zeros) * scales).reshape(shape)
+    scales = ((mx - mn).clamp_(min=1e-5) / qmax).to(torch.float16).to(w.dtype)
+    zeros = torch.round(mn / scales).neg_().clamp_(0, qmax)
+    q = torch.round(g / scales).add_(zeros).clamp_(0, qmax)
+    return q.sub_(zeros).mul_(scales).reshape(shape)
 
 
 def weight_mean(weights: list[torch.Tensor], group_size: int) -> torch.Tensor:
@@ -79,18 +82,21 @@ def gram_error(dw: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def search_scale_linear(weight: torch.Tensor, h: torch.Tensor, x_mean: torch.Tensor, group_size: int,
-                        bits: int = 4, check: Callable[[], None] | None = None) -> torch.Tensor:
-    """Best scales for one linear, minimising its exact output error over all tokens via ``H``."""
+                        bits: int = 4, check: Callable[[], None] | None = None, batch: int = 7) -> torch.Tensor:
+    """Best scales for one linear, minimising its exact output error over all tokens via ``H``.
+
+    Candidates are quantized and scored ``batch`` at a time: ``tr(dW H dW^T)`` for a stack of ``dW``.
+    """
     w_mean = weight_mean([weight], group_size)
-    best, best_s = None, None
-    for s in candidate_scales(x_mean, w_mean):
+    cands = torch.stack(list(candidate_scales(x_mean, w_mean)))  # [C, in]
+    errs = []
+    for c0 in range(0, cands.shape[0], batch):
         if check:
             check()
+        s = cands[c0:c0 + batch, None, :]  # [b, 1, in]
         dw = weight - fake_quantize(weight * s, group_size, bits) / s
-        err = gram_error(dw, h)
-        if best is None or err < best:
-            best, best_s = err, s
-    return best_s
+        errs.append(((dw @ h) * dw).sum(dim=(1, 2)))
+    return cands[int(torch.cat(errs).argmin())]
 
 
 def search_scale_block(weights: list[torch.Tensor], set_weights: Callable[[list[torch.Tensor]], None],
@@ -105,10 +111,12 @@ def search_scale_block(weights: list[torch.Tensor], set_weights: Callable[[list[
     w_mean = weight_mean(weights, group_size)
     best, best_s = None, None
     try:
-        for s in candidate_scales(x_mean, w_mean):
+        cands = torch.stack(list(candidate_scales(x_mean, w_mean)))  # [C, in]
+        trial = [fake_quantize(w * cands[:, None, :], group_size, bits) / cands[:, None, :] for w in weights]
+        for c, s in enumerate(cands):
             if check:
                 check()
-            set_weights([fake_quantize(w * s, group_size, bits) / s for w in weights])
+            set_weights([t[c] for t in trial])
             err = block_error()
             if best is None or err < best:
                 best, best_s = err, s
