@@ -296,6 +296,4 @@ def convert_to_gguf(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        src.close()
     return out

@@ -80,6 +80,23 @@ def _added_tokens(tj: dict | None, tokenizer_config: dict) -> dict[int, dict]:
     return added
 
 
+def _tokens_by_id(vocab: dict[str, int], added: dict[int, dict]) -> dict[int, str]:
+    """id -> token text from a tokenizer.json vocabulary, with the added tokens over it."""
+    reverse = {i: t for t, i in vocab.items()}
+    for i, t in added.items():
+        reverse[i] = t["content"]
+    return reverse
+
+
+def _write_llama_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[float], types: list) -> None:
+    """The fields of a SentencePiece ("llama") vocabulary."""
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+
+
 def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size: int | None) -> int:
     """Add tokenizer.ggml.* fields; returns the vocabulary size written."""
     # gguf's SpecialVocab logs notes about post-processor templates it does not model; they say nothing
@@ -95,10 +112,7 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
         assert tj is not None
         if tj["model"].get("type") != "BPE":
             raise NibbleError(f"{tj_path}: tokenizer model {tj['model'].get('type')} is not supported; Nibble converts BPE and SentencePiece tokenizers")
-        vocab: dict[str, int] = dict(tj["model"]["vocab"])
-        reverse = {i: t for t, i in vocab.items()}
-        for i, t in added.items():
-            reverse[i] = t["content"]
+        reverse = _tokens_by_id(tj["model"]["vocab"], added)
         n = max(vocab_size or 0, max(reverse) + 1)
         tokens, types = [], []
         for i in range(n):
@@ -155,21 +169,14 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
             tokens[i] = t["content"]
             scores[i] = -1000.0 if i >= n_sp else scores[i]
             types[i] = T.CONTROL if t["special"] else T.USER_DEFINED
-        writer.add_tokenizer_model("llama")
-        writer.add_tokenizer_pre("default")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
+        _write_llama_vocab(writer, tokens, scores, types)
         special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n)
     elif kind == "sentencepiece-json":
         # A SentencePiece BPE model kept only as tokenizer.json: a piece's score is minus the rank of
         # the merge that makes it, which orders llama.cpp's merges exactly as the merge list does.
         assert tj is not None
         model = tj["model"]
-        vocab = dict(model["vocab"])
-        reverse = {i: t for t, i in vocab.items()}
-        for i, t in added.items():
-            reverse[i] = t["content"]
+        reverse = _tokens_by_id(model["vocab"], added)
         n = max(vocab_size or 0, max(reverse) + 1)
         rank: dict[str, int] = {}
         for r, m in enumerate(model.get("merges", [])):
@@ -192,11 +199,7 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
                 types.append(T.BYTE)
             else:
                 types.append(T.NORMAL)
-        writer.add_tokenizer_model("llama")
-        writer.add_tokenizer_pre("default")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
+        _write_llama_vocab(writer, tokens, scores, types)
         special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n)
     else:
         raise NibbleError(

@@ -142,8 +142,11 @@ def _restore_signals(old) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _run_worker(job: dict, reporter: Reporter, cleanup: list[Path]) -> dict:
-    """Run the native job in a child process; forward its progress; terminate it on cancel."""
+def _run_worker(job: dict, reporter: Reporter) -> dict:
+    """Run the native job in a child process; forward its progress; terminate it on cancel.
+
+    The caller removes the files the job was writing, whatever happens here.
+    """
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -202,14 +205,10 @@ def _run_worker(job: dict, reporter: Reporter, cleanup: list[Path]) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for p in cleanup:
-            p.unlink(missing_ok=True)
         raise
     finally:
         sel.close()
     if rc != 0 or result is None:
-        for p in cleanup:
-            p.unlink(missing_ok=True)
         if error and not error.startswith("internal error"):
             raise NibbleError(error)
         stderr = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
@@ -292,7 +291,7 @@ def quantize(
             "imatrix_chunks": imatrix_chunks, "save_imatrix": str(save_imatrix) if save_imatrix else None,
         }
         try:
-            res = _run_worker(job, reporter, cleanup)
+            res = _run_worker(job, reporter)
         except NibbleError:
             _raise_if_disk_full(out)
             raise

@@ -270,6 +270,17 @@ def read_whole_gguf(path: pathlib.Path):
     return reader
 
 
+def _reusable_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
+    """How many leading tokens of ``ids`` the cache already holds; at least the last is always recomputed
+    so its logits are fresh."""
+    common = 0
+    for a, b in zip(cached, ids):
+        if a != b:
+            break
+        common += 1
+    return min(common, len(ids) - 1)
+
+
 def available_memory(device: str) -> int:
     """Bytes free for a model on ``device``."""
     if device.startswith("cuda"):
@@ -419,12 +430,7 @@ class GGUFRuntime(Runtime):
 
     def _prefill(self, ids: Sequence[int]) -> np.ndarray:
         ids = list(ids)
-        common = 0
-        for a, b in zip(self._cached, ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)
+        common = _reusable_prefix(self._cached, ids)
         if not self._ll.llama_memory_seq_rm(self._mem, -1, common, -1):
             self._ll.llama_memory_clear(self._mem, True)
             common = 0
@@ -539,12 +545,7 @@ class TorchRuntime(Runtime):
         from transformers import DynamicCache
 
         ids = list(ids)
-        common = 0
-        for a, b in zip(self._cached, ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)
+        common = _reusable_prefix(self._cached, ids)
         if self._cache is None or common == 0:
             self._cache = DynamicCache(config=self.model.config)
             common = 0

@@ -143,14 +143,6 @@ class SourceModel:
             return (raw.astype(np.uint32) << 16).view(np.float32)
         return raw.astype(np.float32)
 
-    def close(self) -> None:
-        """Nothing stays open between reads; kept so callers can use ``with``."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _is_sentencepiece_bpe(tokenizer_json: Path) -> bool:

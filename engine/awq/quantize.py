@@ -272,6 +272,22 @@ class _LayerQuantizer:
         self.fp[name] = w
         lin.weight.data = search.fake_quantize(w, self.g, self.bits)
 
+    def _scale_block(self, norm, names, block, x_search, st) -> None:
+        """Search one scale for the linears ``names`` that share ``norm``'s output, judged by ``block``'s
+        output error on ``x_search``; fold it into the norm, then quantize the scaled linears."""
+        xs = norm(x_search)
+        ref = torch.cat([block(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
+        ws = [_sub(self.layer, k).weight.data for k in names]
+        s = search.search_scale_block(ws, self._set_fn(names), self._block_error_fn(block, xs, ref),
+                                      st.mean, self.g, self.bits, check=self.check)
+        norm.weight.data /= s
+        for k in names:
+            _sub(self.layer, k).weight.data = _sub(self.layer, k).weight.data * s
+        h = st.gram / torch.outer(s, s)
+        for k in names:
+            self._finish_linear(k, h)
+        self.check()
+
     def run(self, x: torch.Tensor, out: torch.Tensor, search_idx: torch.Tensor) -> None:
         """Quantize the layer for inputs ``x`` [N, L, d]; write its quantized outputs to ``out``."""
         L = self.layer
@@ -284,19 +300,8 @@ class _LayerQuantizer:
         st = _Stats(x.shape[-1], dev)
         for b in _batches(n, self.chunk):
             st.add(L.input_layernorm(x[b]))
-        xs = L.input_layernorm(x[search_idx])
-        ref = torch.cat([self.attn(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
-        ws = [_sub(L, k).weight.data for k in qkv]
-        s = search.search_scale_block(ws, self._set_fn(qkv), self._block_error_fn(self.attn, xs, ref),
-                                      st.mean, self.g, self.bits, check=self.check)
-        L.input_layernorm.weight.data /= s
-        for k in qkv:
-            _sub(L, k).weight.data = _sub(L, k).weight.data * s
-        h = st.gram / torch.outer(s, s)
-        for k in qkv:
-            self._finish_linear(k, h)
-        del xs, ref, st, h
-        self.check()
+        self._scale_block(L.input_layernorm, qkv, self.attn, x[search_idx], st)
+        del st
 
         # 2. o, fed by the quantized q/k/v
         st = _Stats(attn.o_proj.in_features, dev)
@@ -326,20 +331,8 @@ class _LayerQuantizer:
         for b in _batches(n, self.chunk):
             out[b] = x[b] + self.attn(L.input_layernorm(x[b]))
             st.add(L.post_attention_layernorm(out[b]))
-        xs = L.post_attention_layernorm(out[search_idx])
-        ref = torch.cat([mlp(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
-        gu = ["mlp.gate_proj", "mlp.up_proj"]
-        ws = [_sub(L, k).weight.data for k in gu]
-        s = search.search_scale_block(ws, self._set_fn(gu), self._block_error_fn(mlp, xs, ref),
-                                      st.mean, self.g, self.bits, check=self.check)
-        L.post_attention_layernorm.weight.data /= s
-        for k in gu:
-            _sub(L, k).weight.data = _sub(L, k).weight.data * s
-        h = st.gram / torch.outer(s, s)
-        for k in gu:
-            self._finish_linear(k, h)
-        del xs, ref, st, h
-        self.check()
+        self._scale_block(L.post_attention_layernorm, ["mlp.gate_proj", "mlp.up_proj"], mlp, out[search_idx], st)
+        del st
 
         # 4. down, fed by the quantized gate/up
         st = _Stats(mlp.down_proj.in_features, dev)
