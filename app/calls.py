@@ -18,6 +18,9 @@ def runtime_available() -> bool:
 
 def open_model(path: str, **options: Any):
     """Load a model for generation (GGUF through llama.cpp, originals and AWQ through transformers)."""
+    # The app may load an original model through torch at any time: on GPU builds of llama.cpp a GGUF
+    # then runs in a child process (see engine.llama_first).
+    options.setdefault("share_with_torch", True)
     return require("runtime", "open_runtime")(path, **options)
 
 

@@ -18,14 +18,10 @@ class Device:
 
 
 def _llama_gpu_offload() -> bool | None:
-    try:
-        import llama_cpp
-    except Exception:
-        return None
-    try:
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return None
+    from engine.llama_first import llama_facts  # asked in a child on GPU builds: see engine.llama_first
+
+    facts = llama_facts()
+    return None if facts.get("error") else bool(facts.get("gpu_offload"))
 
 
 def available_memory() -> tuple[int, int]:
@@ -80,12 +76,9 @@ def _may_have_cuda() -> bool:
 
 
 def llama_cpp_version() -> str:
-    try:
-        import llama_cpp
+    from engine.llama_first import llama_facts
 
-        return str(llama_cpp.__version__)
-    except Exception:
-        return "not installed"
+    return llama_facts().get("version") or "not installed"
 
 
 def versions() -> dict[str, str]:

@@ -118,9 +118,9 @@ def build_info(*, load_llama: bool = True, load_torch: bool = True) -> dict:
         "llama_backends": _backends_from_files(lib_dir),
     }
     if info["llama_cpp_python"] is None and lib_dir is not None:
-        import llama_cpp
+        from engine.llama_first import llama_facts
 
-        info["llama_cpp_python"] = getattr(llama_cpp, "__version__", None)
+        info["llama_cpp_python"] = llama_facts().get("version") or None
     if info["torch"] is None and importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -129,7 +129,9 @@ def build_info(*, load_llama: bool = True, load_torch: bool = True) -> dict:
         info.update(_torch_devices())
     if not load_llama:
         return info
-    llama = _llama_info()
+    from engine.llama_first import in_process_ok, llama_facts
+
+    llama = _llama_info() if in_process_ok() else llama_facts()  # GPU builds: asked in a child
     info.update({"ggml": llama["ggml"], "ggml_commit": llama["ggml_commit"], "gpu_offload": llama["gpu_offload"],
                  "cpu_features": llama["system_info"]})
     if llama["error"]:

@@ -147,8 +147,10 @@ def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str |
     opened = []
     try:
         if not isinstance(reference, Runtime) or not isinstance(candidate, Runtime):
-            from engine.runtime import open_runtime
+            from engine.runtime import open_runtime, uses_torch
 
+            open_options.setdefault("share_with_torch", any(
+                rt.kind != "gguf" if isinstance(rt, Runtime) else uses_torch(rt) for rt in (reference, candidate)))
             if not isinstance(reference, Runtime):
                 reference = open_runtime(reference, n_ctx=ctx, **open_options)
                 opened.append(reference)

@@ -7,7 +7,12 @@ this process to cancel, and removes what it was writing.
 
 from __future__ import annotations
 
-import ctypes
+if __name__ == "__main__":  # llama.cpp's libraries first: see engine.llama_first
+    from engine.llama_first import preload
+
+    preload()
+
+import ctypes  # noqa: E402
 import json
 import re
 import sys

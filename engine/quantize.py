@@ -59,19 +59,20 @@ def _needs_imatrix(name: str) -> bool:
 @lru_cache(maxsize=1)
 def quant_types() -> tuple[QuantType, ...]:
     """Every file type the installed llama.cpp can quantize to, from llama_cpp's LLAMA_FTYPE_* constants."""
-    import llama_cpp
+    from engine.llama_first import llama_facts
 
+    facts = llama_facts()
+    if not facts.get("ftypes"):
+        raise NibbleError(f"llama.cpp is not usable ({facts.get('error') or 'no file types'}); "
+                          "run the set-up command from README.md")
     out = []
-    for attr in dir(llama_cpp):
-        if not attr.startswith("LLAMA_FTYPE_"):
-            continue
+    for attr, ftype in sorted(facts["ftypes"].items(), key=lambda kv: kv[0]):
         key = attr[len("LLAMA_FTYPE_"):]
         if key in _HIDDEN:
             continue
         name = key.removeprefix("MOSTLY_").removeprefix("ALL_")
         if "MOE" in name or "FP4" in name:
             continue  # mixture-of-experts / fp4-only types: none of the supported families use them
-        ftype = int(getattr(llama_cpp, attr))
         out.append(QuantType(
             name=name, ftype=ftype, description=_DESCRIPTIONS.get(name, ""),
             needs_imatrix=_needs_imatrix(name),

@@ -644,18 +644,27 @@ def model_kind(path: pathlib.Path) -> str:
 
 
 def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_ctx: int = 2048,
-                 threads: int | None = None, dtype: str = "float32") -> Runtime:
+                 threads: int | None = None, dtype: str = "float32", share_with_torch: bool = False) -> Runtime:
     """Open a GGUF file, a Hugging Face folder or an AWQ folder as a :class:`Runtime`.
 
     ``device``: "cpu", "cuda" (or "cuda:N"), "mps", or "metal"/"gpu" for GGUF. ``gpu_layers`` applies to GGUF
     (None: all layers when a GPU device is named, none otherwise). ``n_ctx``: the longest sequence.
+    ``share_with_torch``: this process also runs models through torch, so a GGUF on a GPU build of
+    llama.cpp runs in a child process (see ``engine.llama_first``).
     """
     from engine.source import resolve_model_path
 
     path = resolve_model_path(path)
     kind = model_kind(path)
     if kind == "gguf":
-        return GGUFRuntime(path, device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
+        from engine.llama_first import needs_own_process
+
+        options = dict(device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
+        if needs_own_process(share_with_torch):
+            from engine.gguf_process import GGUFProcessRuntime
+
+            return GGUFProcessRuntime(path, **options)
+        return GGUFRuntime(path, **options)
     if device in ("metal", "gpu"):
         device = "mps" if sys.platform == "darwin" else "cuda"
     if kind == "awq":
@@ -665,6 +674,16 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
 
 # ----------------------------------------------------------------------------------------------------
 # pairing two models token by token
+
+
+def uses_torch(path) -> bool:
+    """Whether opening ``path`` runs torch (an original Hugging Face model or an AWQ checkpoint)."""
+    from engine.source import resolve_model_path
+
+    try:
+        return model_kind(resolve_model_path(path)) != "gguf"
+    except NibbleError:
+        return False
 
 
 def check_same_vocab(a: Runtime, b: Runtime, samples: int = 512) -> None:

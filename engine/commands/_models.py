@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from engine.runtime import Runtime, open_runtime
+from engine.runtime import Runtime, open_runtime, uses_torch
 
 
 def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None = None) -> None:
@@ -19,9 +19,10 @@ def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None 
                    help=ctx_help or f"context length (default {ctx_default})")
 
 
-def open_from_args(path: str, args, n_ctx: int | None = None) -> Runtime:
+def open_from_args(path: str, args, n_ctx: int | None = None, partner: str | None = None) -> Runtime:
+    """Open ``path`` with the command's runtime options; ``partner``: the other model of a pair, if any."""
     rt = open_runtime(path, device=args.device, gpu_layers=args.gpu_layers, n_ctx=n_ctx or args.ctx,
-                      threads=args.threads)
+                      threads=args.threads, share_with_torch=partner is not None and uses_torch(partner))
     for notice in rt.notices:
         print(f"nibble: note: {rt.name}: {notice}", file=sys.stderr)
     return rt

@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     quiet_libraries()
-    with open_from_args(args.a, args) as a, open_from_args(args.b, args) as b:
+    with open_from_args(args.a, args, partner=args.b) as a, open_from_args(args.b, args, partner=args.a) as b:
         r = compare(a, b, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                     seed=args.seed, chat=args.chat, system=args.system)
     if args.json:

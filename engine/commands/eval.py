@@ -39,8 +39,8 @@ def run(args) -> int:
         text, text_path = default_text_for(args.reference)
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
     task = {}
-    with open_from_args(args.reference, args, n_ctx=args.ctx) as ref, \
-            open_from_args(args.candidate, args, n_ctx=args.ctx) as cand:
+    with open_from_args(args.reference, args, n_ctx=args.ctx, partner=args.candidate) as ref, \
+            open_from_args(args.candidate, args, n_ctx=args.ctx, partner=args.reference) as cand:
         result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
                           max_chunks=args.chunks)
         if args.task == "demo" or (args.task == "auto" and ref_is_demo):

@@ -52,22 +52,19 @@ def check_q8_0(path: Path) -> int:
 
 def generate(path: Path, n_tokens: int, threads: int | None) -> tuple[list[int], str]:
     """Greedy tokens from the quantized model, counted whether or not it stops early."""
-    import llama_cpp
+    from engine.runtime import open_runtime  # a child process on GPU builds: see engine.llama_first
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=threads, verbose=False)
-    try:
-        prompt = llm.tokenize(PROMPT.encode(), add_bos=True, special=False)
+    with open_runtime(path, n_ctx=256, threads=threads) as rt:
+        prompt = rt.tokenize(PROMPT, add_bos=True)
         tokens: list[int] = []
-        for tok in llm.generate(prompt, temp=0.0, top_k=1):
-            tokens.append(int(tok))
-            if len(tokens) >= n_tokens:
-                break
-        vocab = llm.n_vocab()
+        logits = rt._prefill(prompt)
+        while len(tokens) < n_tokens:
+            tokens.append(int(logits.argmax()))
+            logits = rt._step(tokens[-1])
+        vocab = rt.n_vocab
         if len(tokens) != n_tokens or not all(0 <= t < vocab for t in tokens):
             raise RuntimeError(f"llama.cpp produced {tokens!r}, expected {n_tokens} token ids below {vocab}")
-        return tokens, llm.detokenize(tokens).decode("utf-8", "replace")
-    finally:
-        llm.close()
+        return tokens, rt.detokenize(tokens)
 
 
 def run(args) -> int:
