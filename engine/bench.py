@@ -46,21 +46,81 @@ class BenchResult:
         return asdict(self)
 
 
-def _peak_rss() -> int:
+def _peak_rss(pid: int | None = None) -> int:
+    """Peak resident memory of this process, or of process ``pid`` (a model's child process)."""
+    if pid is not None:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _rss(pid: int | None = None) -> int:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def _nvml_used(pids: set[int]) -> int | None:
+    """GPU memory held by ``pids`` through NVML (the driver's library; no torch in this process), or the
+    whole device's use where per-process figures are not available."""
+    import ctypes
+    import os
+
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+
+    class Memory(ctypes.Structure):
+        _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+    class ProcessInfo(ctypes.Structure):
+        _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong), ("gpuInstanceId", ctypes.c_uint),
+                    ("computeInstanceId", ctypes.c_uint)]
+
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+        index = int(visible) if visible.isdigit() else 0
+        handle = ctypes.c_void_p()
+        if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
+            return None
+        count = ctypes.c_uint(64)
+        procs = (ProcessInfo * 64)()
+        if nvml.nvmlDeviceGetComputeRunningProcesses_v3(handle, ctypes.byref(count), procs) == 0:
+            mine = [p.usedGpuMemory for p in procs[:count.value] if p.pid in pids]
+            if mine:
+                return int(sum(mine))
+        mem = Memory()
+        if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) != 0:
+            return None
+        return int(mem.used)
+    finally:
+        nvml.nvmlShutdown()
 
 
 def _vram(rt: Runtime) -> int | None:
     if not str(rt.device).startswith("cuda"):
         return None
+    if rt.kind == "gguf":  # llama.cpp's buffers; torch must not load beside llama.cpp (engine.llama_first)
+        import os
+
+        return _nvml_used({os.getpid()} | ({rt.pid} if getattr(rt, "pid", None) else set()))
     try:
         import torch
 
-        if rt.kind in ("hf", "awq"):
-            return int(torch.cuda.max_memory_allocated())
-        free, total = torch.cuda.mem_get_info()
-        return int(total - free)  # a GGUF's CUDA buffers are not torch's: the device's use as a whole
+        return int(torch.cuda.max_memory_allocated())
     except Exception:
         return None
 
@@ -68,8 +128,6 @@ def _vram(rt: Runtime) -> int | None:
 def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5, warmup: bool = True,
           seed: int = 0, reporter: Reporter | None = None) -> BenchResult:
     """Measure ``rt`` the way llama-bench does (see the module docstring)."""
-    import psutil
-
     reporter = reporter or Reporter()
     rng = np.random.default_rng(seed)
 
@@ -118,11 +176,13 @@ def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: in
         ttft = time.perf_counter() - t0
     rt.reset()
     reporter.progress(total, total, "done")
+    child = getattr(rt, "pid", None)  # a GGUF running in its own process (engine.gguf_process)
+    rss = _rss() + (_rss(child) if child else 0)
     return BenchResult(
         model=str(rt.path), kind=rt.kind, device=str(rt.device), threads=getattr(rt, "threads", None),
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
         pp_tokens_per_s=statistics.fmean(pp) if pp else 0.0, pp_std=statistics.stdev(pp) if len(pp) > 1 else 0.0,
         tg_tokens_per_s=statistics.fmean(tg) if tg else 0.0, tg_std=statistics.stdev(tg) if len(tg) > 1 else 0.0,
-        ttft_s=ttft, rss_bytes=int(psutil.Process().memory_info().rss), peak_rss_bytes=_peak_rss(),
+        ttft_s=ttft, rss_bytes=rss, peak_rss_bytes=max(rss, _peak_rss() + (_peak_rss(child) if child else 0)),
         vram_bytes=_vram(rt), pp_samples=pp, tg_samples=tg,
     )
