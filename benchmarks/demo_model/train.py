@@ -192,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--eval-n", type=int, default=1000, help="held-out questions scored at the end")
     ap.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    ap.add_argument("--max-shard-size", default="5GB",
+                    help="largest safetensors shard, e.g. 15MB to move the model in small files")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -293,7 +295,7 @@ def main(argv=None) -> int:
         bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], do_sample=False,
         max_new_tokens=64,
     )
-    model.save_pretrained(out)
+    model.save_pretrained(out, max_shard_size=args.max_shard_size)
     hf_tok.padding_side = "right"
     hf_tok.save_pretrained(out)
     # The chat template belongs in tokenizer_config.json, where every loader looks for it; the
