@@ -138,20 +138,10 @@ def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: in
         return ids
 
     def run_pp() -> float:
-        ids = random_tokens(n_prompt)
-        rt.reset()
-        t0 = time.perf_counter()
-        rt._prefill(ids)
-        return n_prompt / (time.perf_counter() - t0)
+        return n_prompt / rt.time_prompt(random_tokens(n_prompt))
 
     def run_tg() -> float:
-        ids = random_tokens(n_gen)
-        rt.reset()
-        t0 = time.perf_counter()
-        rt._prefill(ids[:1])
-        for tok in ids[1:]:
-            rt._step(tok)
-        return n_gen / (time.perf_counter() - t0)
+        return n_gen / rt.time_generation(random_tokens(n_gen))
 
     total = (repetitions + int(warmup)) * 2 + 1
     done = 0

@@ -25,7 +25,8 @@ from engine.errors import NibbleError
 from engine.runtime import Runtime
 
 # What the child may be asked to run, and the attributes the parent copies once the model is open.
-_CALLS = frozenset({"tokenize", "detokenize", "token_text", "logits", "_prefill", "_step", "reset"})
+_CALLS = frozenset({"tokenize", "detokenize", "token_text", "logits", "_prefill", "_step", "reset", "time_prompt",
+                    "time_generation"})
 _ATTRS = ("kind", "device", "n_vocab", "n_ctx", "bos_id", "eos_ids", "add_bos", "chat_template", "bos_token",
           "eos_token", "notices", "threads", "n_batch")
 
@@ -99,6 +100,12 @@ class GGUFProcessRuntime(Runtime):
 
     def reset(self) -> None:
         self._call("reset")
+
+    def time_prompt(self, ids: Sequence[int]) -> float:
+        return self._call("time_prompt", list(ids))
+
+    def time_generation(self, ids: Sequence[int]) -> float:
+        return self._call("time_generation", list(ids))
 
     def close(self) -> None:
         proc, self._proc = getattr(self, "_proc", None), None

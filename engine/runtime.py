@@ -152,6 +152,28 @@ class Runtime(ABC):
             ids = [self.bos_id] + ids
         return ids
 
+    # ---- timing (bench), done where the model runs: no pipe between the clock and the model
+
+    def time_prompt(self, ids: Sequence[int]) -> float:
+        """Seconds to decode ``ids`` in one pass from an empty context, logits of the last position only."""
+        import time
+
+        self.reset()
+        t0 = time.perf_counter()
+        self._prefill(ids)
+        return time.perf_counter() - t0
+
+    def time_generation(self, ids: Sequence[int]) -> float:
+        """Seconds to decode ``ids`` one token at a time from an empty context, each with its logits."""
+        import time
+
+        self.reset()
+        t0 = time.perf_counter()
+        self._prefill(ids[:1])
+        for tok in ids[1:]:
+            self._step(tok)
+        return time.perf_counter() - t0
+
     # ---- generation
 
     def generate_tokens(
@@ -514,7 +536,8 @@ class TorchRuntime(Runtime):
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
         if add_bos is None:
             add_bos = self.add_bos
-        ids = list(self.tok(text, add_special_tokens=False).input_ids)
+        # special=False reads "<|im_start|>" in a text as plain characters, as llama.cpp does
+        ids = list(self.tok(text, add_special_tokens=False, split_special_tokens=not special).input_ids)
         if add_bos and self.bos_id is not None:
             ids = [self.bos_id] + ids
         return ids
