@@ -154,7 +154,7 @@ def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_sa
     attn = config.num_attention_heads * head_dim
     tokens = samples * seqlen
     layer_params = 2 * d * attn + 2 * d * config.num_key_value_heads * head_dim + 3 * d * inter
-    need = 4 * (2 * tokens * d                       # layer inputs and outputs
+    need = 4 * (2 * tokens * d + tokens * attn       # layer inputs and outputs, o_proj's inputs
                 + 4 * search_samples * seqlen * d    # search inputs and reference outputs
                 + 3 * layer_params                   # layer, kept fp copies, scratch
                 + d * d + attn * attn + inter * inter  # Gram matrices
@@ -171,18 +171,32 @@ def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_sa
 # ----------------------------------------------------------------------------- helpers
 
 class _Stats:
-    """Mean |x| per channel and the Gram matrix X^T X of a linear's inputs, accumulated over batches."""
+    """Mean |x| per channel and the Gram matrix X^T X of a linear's inputs, accumulated over batches.
+
+    X^T X is symmetric, so only the blocks on and above the diagonal are accumulated (blocks of a
+    quarter of the width: 5/8 of the full product's work) and the rest is mirrored once, when read.
+    """
 
     def __init__(self, width: int, dev: torch.device):
         self.abs_sum = torch.zeros(width, device=dev)
-        self.gram = torch.zeros(width, width, device=dev)
+        self._upper = torch.zeros(width, width, device=dev)
+        self._block = max(64, -(-width // 4))
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()
         self.abs_sum += x.abs().sum(0)
-        self.gram.addmm_(x.t(), x)
+        bs = self._block
+        for i in range(0, x.shape[1], bs):
+            self._upper[i:i + bs, i:].addmm_(x[:, i:i + bs].t(), x[:, i:])
         self.count += x.shape[0]
+
+    @property
+    def gram(self) -> torch.Tensor:
+        g, bs = self._upper, self._block
+        for i in range(0, g.shape[0], bs):
+            g[i + bs:, i:i + bs] = g[i:i + bs, i + bs:].t()
+        return g
 
     @property
     def mean(self) -> torch.Tensor:
@@ -303,23 +317,36 @@ class _LayerQuantizer:
         self._scale_block(L.input_layernorm, qkv, self.attn, x[search_idx], st)
         del st
 
-        # 2. o, fed by the quantized q/k/v
-        st = _Stats(attn.o_proj.in_features, dev)
-        hook = attn.o_proj.register_forward_pre_hook(lambda m, a: st.add(a[0]))
+        # 2. o, fed by the quantized q/k/v. Its inputs are kept for step 3, which then needs no second
+        # pass through attention.
+        v, o = attn.v_proj, attn.o_proj
+        fold_v = v.out_features == o.in_features
+        st = _Stats(o.in_features, dev)
+        o_in = torch.empty(*x.shape[:2], o.in_features, device=dev, dtype=x.dtype)
+
+        rows = slice(0)
+
+        def keep(_m, a):
+            st.add(a[0])
+            o_in[rows] = a[0]
+
+        hook = o.register_forward_pre_hook(keep)
         try:
-            for b in _batches(n, self.chunk):
-                self.attn(L.input_layernorm(x[b]))
+            for rows in _batches(n, self.chunk):
+                self.attn(L.input_layernorm(x[rows]))
         finally:
             hook.remove()
-        v, o = attn.v_proj, attn.o_proj
         s = search.search_scale_linear(o.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
-        if v.out_features == o.in_features:
+        if fold_v:
             self.fp["self_attn.v_proj"] = self.fp["self_attn.v_proj"] / s[:, None]
             v.weight.data = search.fake_quantize(self.fp["self_attn.v_proj"], self.g, self.bits)
             if v.bias is not None:
                 v.bias.data /= s
             o.weight.data = o.weight.data * s
             h = st.gram / torch.outer(s, s)
+            # v's outputs are now divided by s: attention is linear in v, so o's inputs are too. (Exact
+            # but for the fp16 rounding of v's new group scales, a relative 2^-11.)
+            o_in /= s
         else:  # grouped-query attention: v's outputs are shared by several heads, no fold possible
             h = st.gram
         self._finish_linear("self_attn.o_proj", h)
@@ -329,8 +356,9 @@ class _LayerQuantizer:
         # 3. gate, up, fed by the quantized attention; out holds the residual stream after attention
         st = _Stats(x.shape[-1], dev)
         for b in _batches(n, self.chunk):
-            out[b] = x[b] + self.attn(L.input_layernorm(x[b]))
+            out[b] = x[b] + o(o_in[b])
             st.add(L.post_attention_layernorm(out[b]))
+        del o_in
         self._scale_block(L.post_attention_layernorm, ["mlp.gate_proj", "mlp.up_proj"], mlp, out[search_idx], st)
         del st
 
@@ -373,7 +401,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     check_memory(config, dev, samples, seqlen, search_samples, chunk)
     reader = WeightReader(model_dir)
     tokenizer = _load_tokenizer(model_dir)
-    ids = calibration_blocks(tokenizer, calibration, samples, seqlen)
+    ids = calibration_blocks(tokenizer, calibration, samples, seqlen, model_dir=model_dir)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
@@ -454,7 +482,7 @@ def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):
 
 def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
                  samples: int = 128, seqlen: int = 512, device: str = "cpu", reporter: Reporter | None = None,
-                 search_samples: int | None = 8, overwrite: bool = False) -> AwqResult:
+                 search_samples: int | None = 4, overwrite: bool = False) -> AwqResult:
     """Quantize a Llama/Mistral/Qwen2/Qwen3 folder to AWQ (GEMM layout) in ``out_dir``.
 
     ``search_samples`` of the ``samples`` calibration blocks are used where the scale search has to
@@ -467,7 +495,7 @@ def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, ca
 
 def apply_awq_to_weights(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
                          samples: int = 128, seqlen: int = 512, device: str = "cpu",
-                         reporter: Reporter | None = None, search_samples: int | None = 8,
+                         reporter: Reporter | None = None, search_samples: int | None = 4,
                          clip: bool = True, overwrite: bool = False) -> AwqResult:
     """Write a full-precision Hugging Face folder whose weights carry AWQ's scales (and clipping).
 
