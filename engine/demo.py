@@ -19,6 +19,8 @@ Imports nothing heavy: no torch, no transformers, no Qt (those load lazily insid
 
 from __future__ import annotations
 
+import json
+import os
 import hashlib
 import random
 import re
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from engine.errors import NibbleError
 from engine.progress import Reporter
 
 DEMO_NAME = "demo"
@@ -503,6 +506,48 @@ def is_demo_path(path: str | Path | None) -> bool:
         return Path(path).resolve() == DEMO_DIR.resolve()
     except OSError:
         return False
+
+
+def is_demo_model(path: str | Path | None) -> bool:
+    """True for the demo folder and for what was made from it: a GGUF named ``demo`` with the demo's
+    vocabulary, or a folder (an AWQ checkpoint, a copy) with the demo's tokenizer."""
+    if is_demo_path(path):
+        return True
+    if path is None or is_demo_name(str(path)) or not demo_available():
+        return False
+    p = Path(path)
+    try:
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            from engine.inspect import gguf_field, open_gguf
+
+            reader = open_gguf(p)
+            if gguf_field(reader, "general.name", "") != DEMO_NAME:
+                return False
+            vocab = json.loads((DEMO_DIR / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+            tokens = gguf_field(reader, "tokenizer.ggml.tokens", []) or []
+            return len(tokens) >= len(vocab) and all(tokens[i] == t for t, i in vocab.items())
+        if p.is_dir() and (p / "tokenizer.json").is_file():
+            return (p / "tokenizer.json").read_bytes() == (DEMO_DIR / "tokenizer.json").read_bytes()
+    except (OSError, ValueError, KeyError, NibbleError):
+        return False
+    return False
+
+
+def calibration_path(n: int = 2400, seed: int = 11) -> Path:
+    """A calibration text for the demo model and models trained like it: training-split dialogues in its
+    chat format (what it was made for, as general English is not), written once into Nibble's data folder.
+
+    AWQ's search and the importance matrix then see the activations the model has when it is used.
+    """
+    from engine.library import data_dir
+
+    path = data_dir() / f"demo-calibration-{n}-{seed}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("".join(render_chat(d) for d in training_dialogues(n, seed)), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
 
 
 def heldout_text(n: int = 600, seed: int = 1) -> str:

@@ -241,7 +241,7 @@ def quantize(
     """Quantize ``model`` (a Hugging Face folder, ``demo`` or an unquantized GGUF) to ``qtype`` at ``out_path``.
 
     ``calibration`` is a text file to compute an importance matrix from ("default": Nibble's shipped
-    text); ``imatrix`` is an importance matrix file from llama-imatrix or ``save_imatrix``.
+    text, or for the demo model its own dialogues); ``imatrix`` is an importance matrix file from llama-imatrix or ``save_imatrix``.
     """
     from engine.gguf_convert import check_output_folder, convert_to_gguf, temp_path_for
     from engine.source import open_source, resolve_model_path
@@ -259,6 +259,11 @@ def quantize(
     cal_path: Path | None = None
     if calibration:
         cal_path = default_calibration_path() if str(calibration) == "default" else Path(calibration)
+        if str(calibration) == "default":
+            from engine.demo import calibration_path, is_demo_model
+
+            if is_demo_model(resolve_model_path(model)):  # the demo's own dialogues, not general English
+                cal_path = calibration_path()
         if not cal_path.is_file():
             raise NibbleError(f"--calibration {calibration}: file not found")
         if cal_path.stat().st_size < 1024:

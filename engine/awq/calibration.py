@@ -15,17 +15,24 @@ def default_calibration_path() -> Path:
     return RESOURCES / "calibration.txt"
 
 
-def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int) -> torch.Tensor:
+def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int,
+                       model_dir: Path | str | None = None) -> torch.Tensor:
     """``samples`` consecutive blocks of ``seqlen`` token ids [samples, seqlen] from a text file.
 
     The whole file is tokenized once and cut into blocks; documents run into each other as in
-    AutoAWQ's calibration set.
+    AutoAWQ's calibration set. With no file, Nibble's calibration text; for the demo model (and what
+    was made from it, see ``engine.demo.is_demo_model``) its own dialogues instead.
     """
     if samples < 1 or seqlen < 2:
         raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")
     if path is not None and str(path) == "default":
         path = None
     p = Path(path) if path is not None else default_calibration_path()
+    if path is None and model_dir is not None:
+        from engine.demo import calibration_path, is_demo_model
+
+        if is_demo_model(model_dir):
+            p = calibration_path()
     if not p.is_file():
         where = "pass --calibration FILE with plain text" if path is None else "check the --calibration path"
         raise NibbleError(f"calibration text {p} not found; {where}")
