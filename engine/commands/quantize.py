@@ -29,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--samples", type=int, default=128, help="AWQ: calibration samples (128)")
     p.add_argument("--seqlen", type=int, default=512, help="AWQ: tokens per calibration sample (512)")
     p.add_argument("--device", default="cpu", help="AWQ: cpu, cuda or mps")
-    p.add_argument("--awq", action="store_true", help="GGUF: apply AWQ scales and clipping before quantizing")
+    p.add_argument("--awq", action="store_true", help="GGUF: fold AWQ's activation-aware scales into the weights before quantizing "
+                        "(lowered KL divergence at the same size in benchmarks/RESULTS.md)")
 
 
 def run(args) -> int:
@@ -54,7 +55,8 @@ def run(args) -> int:
 
         source = args.model
         scaled_dir = None
-        if args.awq:  # AWQ's scales and clipping first, then GGUF quantization of the scaled weights
+        if args.awq:  # AWQ's scales first, then GGUF quantization of the scaled weights. No clipping: searched
+            # for AWQ's own 4-bit groups, it raised the KL divergence of K-quants (benchmarks/awq_gguf.py)
             import shutil
             import tempfile
             from pathlib import Path
@@ -69,7 +71,7 @@ def run(args) -> int:
             if scaled_dir is not None:
                 apply_awq_to_weights(args.model, scaled_dir, group_size=args.group_size,
                                      calibration=args.calibration, samples=args.samples, seqlen=args.seqlen,
-                                     device=args.device, reporter=reporter, overwrite=True)
+                                     device=args.device, reporter=reporter, overwrite=True, clip=False)
             result = quantize(
                 source, args.type, args.out, imatrix=args.imatrix, calibration=args.calibration,
                 imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads,
