@@ -125,13 +125,17 @@ def read_eval_text(path: str | pathlib.Path | None) -> tuple[str, pathlib.Path]:
         raise NibbleError(f"evaluation text {p} is not UTF-8 text") from None
 
 
+DEMO_TEXT_NAME = "the demo model's held-out dialogues"
+
+
 def default_text_for(reference) -> tuple[str, str]:
-    """Nibble's evaluation text; for the demo model, its own held-out dialogues."""
-    from engine.demo import heldout_text, is_demo_path
+    """Nibble's evaluation text; for the demo model, its own held-out dialogues (:data:`DEMO_TEXT_NAME`,
+    whose chat markers are read as the special tokens they are)."""
+    from engine.demo import heldout_text, is_demo_model
 
     ref_path = getattr(reference, "path", reference)
-    if is_demo_path(ref_path):
-        return heldout_text(), "the demo model's held-out dialogues"
+    if is_demo_model(ref_path):
+        return heldout_text(), DEMO_TEXT_NAME
     text, path = read_eval_text(None)
     return text, str(path)
 
@@ -171,7 +175,7 @@ def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, repor
         if ctx > rt.n_ctx:
             raise NibbleError(f"--ctx {ctx} is longer than the {rt.n_ctx} tokens {rt.name} was opened with")
     check_same_vocab(reference, candidate)
-    tokens = reference.tokenize(text, add_bos=reference.add_bos)
+    tokens = reference.tokenize(text, add_bos=reference.add_bos, special=text_name == DEMO_TEXT_NAME)
     if len(tokens) < 2 * ctx:
         raise NibbleError(f"{text_name} tokenizes to {len(tokens)} tokens, fewer than the {2 * ctx} needed for "
                           f"two windows of --ctx {ctx}; use a longer text or a smaller --ctx")

@@ -33,3 +33,24 @@ def test_eval_of_the_demo_reports_task_scores(tmp_path):
                             "--task-questions", "8"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert plain.returncode == 0, plain.stderr
     assert "demo task  reference" in plain.stdout and "held-out dialogues" in plain.stdout
+
+
+def test_eval_between_two_demo_ggufs_uses_the_dialogues_too(tmp_path):
+    """A user comparing two quantizations of the demo sees figures on text the model knows, with the chat
+    markers read as the special tokens they are, and the same perplexity as the original gives there."""
+    from engine.quantize import quantize
+
+    q8 = quantize("demo", "Q8_0", tmp_path / "demo-Q8_0.gguf").output
+    q4 = quantize("demo", "Q4_K_M", tmp_path / "demo-Q4_K_M.gguf").output
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(ref):
+        r = subprocess.run([sys.executable, "-m", "engine", "eval", str(ref), str(q4), "--json", "--chunks", "4",
+                            "--task", "none"], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    from_gguf, from_original = run(q8), run("demo")
+    assert from_gguf["reference"]["ppl"] < 20
+    assert abs(from_gguf["reference"]["ppl"] - from_original["reference"]["ppl"]) < 0.05 * from_original["reference"]["ppl"]
+    assert from_gguf["tokens"] == from_original["tokens"]

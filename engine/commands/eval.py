@@ -30,9 +30,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     quiet_libraries()
-    from engine.demo import is_demo_path
+    from engine.demo import is_demo_model
 
-    ref_is_demo = is_demo_path(args.reference)
+    ref_is_demo = is_demo_model(args.reference)
     if args.text or not ref_is_demo:
         text, text_path = read_eval_text(args.text)
     else:
