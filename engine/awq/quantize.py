@@ -157,6 +157,7 @@ def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_sa
     need = 4 * (2 * tokens * d + tokens * attn       # layer inputs and outputs, o_proj's inputs
                 + 4 * search_samples * seqlen * d    # search inputs and reference outputs
                 + 3 * layer_params                   # layer, kept fp copies, scratch
+                + 8 * d * inter                      # four search candidates' gate and up weights
                 + d * d + attn * attn + inter * inter  # Gram matrices
                 + chunk * seqlen * (4 * inter + 4 * d)   # one chunk's forward
                 + chunk * config.num_attention_heads * seqlen * seqlen)

@@ -101,7 +101,7 @@ def search_scale_linear(weight: torch.Tensor, h: torch.Tensor, x_mean: torch.Ten
 
 def search_scale_block(weights: list[torch.Tensor], set_weights: Callable[[list[torch.Tensor]], None],
                        block_error: Callable[[], torch.Tensor], x_mean: torch.Tensor, group_size: int,
-                       bits: int = 4, check: Callable[[], None] | None = None) -> torch.Tensor:
+                       bits: int = 4, check: Callable[[], None] | None = None, batch: int = 4) -> torch.Tensor:
     """Best scales for linears sharing one input, minimising the error of the block they feed.
 
     ``set_weights`` installs trial weights in the block, ``block_error`` runs it on the calibration
@@ -112,14 +112,17 @@ def search_scale_block(weights: list[torch.Tensor], set_weights: Callable[[list[
     best, best_s = None, None
     try:
         cands = torch.stack(list(candidate_scales(x_mean, w_mean)))  # [C, in]
-        trial = [fake_quantize(w * cands[:, None, :], group_size, bits) / cands[:, None, :] for w in weights]
-        for c, s in enumerate(cands):
-            if check:
-                check()
-            set_weights([t[c] for t in trial])
-            err = block_error()
-            if best is None or err < best:
-                best, best_s = err, s
+        for c0 in range(0, cands.shape[0], batch):  # a few candidates' weights at a time bound the memory
+            cs = cands[c0:c0 + batch, None, :]
+            trial = [fake_quantize(w * cs, group_size, bits) / cs for w in weights]
+            for c in range(cs.shape[0]):
+                if check:
+                    check()
+                set_weights([t[c] for t in trial])
+                err = block_error()
+                if best is None or err < best:
+                    best, best_s = err, cands[c0 + c]
+            del trial
     finally:
         set_weights(weights)
     return best_s
