@@ -67,6 +67,10 @@ def run(args) -> int:
             out_parent.mkdir(parents=True, exist_ok=True)
             scaled_dir = Path(tempfile.mkdtemp(prefix=".awq-scaled-", dir=out_parent))
             source = scaled_dir
+        if args.awq and not args.type.strip().upper().startswith(("Q4", "IQ4")):
+            print(f"nibble: note: --awq searches its scales for 4-bit weights; with {args.type} it lowered the KL "
+                  "divergence on one model measured and raised it on another (benchmarks/RESULTS.md); "
+                  "compare with `nibble eval`", file=sys.stderr)
         try:
             if scaled_dir is not None:
                 apply_awq_to_weights(args.model, scaled_dir, group_size=args.group_size,
