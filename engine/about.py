@@ -54,10 +54,15 @@ def _backends_from_files(lib_dir: Path | None) -> list[str]:
     return found
 
 
+def no_llama_info(error: str | None = None) -> dict:
+    """:func:`_llama_info`'s keys with nothing known, and why."""
+    return {"ggml": None, "ggml_commit": None, "registered_backends": [], "gpu_offload": False,
+            "system_info": "", "error": error}
+
+
 def _llama_info() -> dict:
     """llama.cpp's own view: ggml version and commit, registered backends, GPU offload, CPU features."""
-    info: dict = {"ggml": None, "ggml_commit": None, "registered_backends": [], "gpu_offload": False,
-                  "system_info": "", "error": None}
+    info = no_llama_info()
     try:
         import llama_cpp
         from llama_cpp._ggml import libggml
@@ -129,9 +134,9 @@ def build_info(*, load_llama: bool = True, load_torch: bool = True) -> dict:
         info.update(_torch_devices())
     if not load_llama:
         return info
-    from engine.llama_first import in_process_ok, llama_facts
+    from engine.llama_first import llama_facts
 
-    llama = _llama_info() if in_process_ok() else llama_facts()  # GPU builds: asked in a child
+    llama = llama_facts()  # on GPU builds asked in a child: see engine.llama_first
     info.update({"ggml": llama["ggml"], "ggml_commit": llama["ggml_commit"], "gpu_offload": llama["gpu_offload"],
                  "cpu_features": llama["system_info"]})
     if llama["error"]:

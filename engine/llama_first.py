@@ -77,33 +77,35 @@ def needs_own_process(share_with_torch: bool = False) -> bool:
 
 
 def _facts_here() -> dict:
-    import llama_cpp
-
     from engine.about import _llama_info
 
-    info = _llama_info()
-    info["ftypes"] = {a: int(getattr(llama_cpp, a)) for a in dir(llama_cpp) if a.startswith("LLAMA_FTYPE_")}
-    info["version"] = str(getattr(llama_cpp, "__version__", ""))
+    info = dict(_llama_info(), ftypes={}, version="")
+    if info["error"] is None:
+        import llama_cpp
+
+        info["ftypes"] = {a: int(getattr(llama_cpp, a)) for a in dir(llama_cpp) if a.startswith("LLAMA_FTYPE_")}
+        info["version"] = str(getattr(llama_cpp, "__version__", ""))
     return info
 
 
 @functools.lru_cache(maxsize=1)
 def llama_facts() -> dict:
-    """What the installed llama.cpp offers: file types (``ftypes``), ``gpu_offload``, backends, versions.
+    """What the installed llama.cpp offers: ``engine.about._llama_info``'s keys (ggml version, backends,
+    ``gpu_offload``, ``system_info``, ``error``) plus file types (``ftypes``) and ``version``.
 
     Asked here on CPU builds; on GPU builds a short child process loads llama.cpp and answers.
-    An ``error`` key says why llama.cpp could not be asked.
+    ``error`` says why llama.cpp could not be asked.
     """
     if in_process_ok():
-        try:
-            return _facts_here()
-        except Exception as exc:
-            return {"error": f"{type(exc).__name__}: {exc}", "ftypes": {}}
+        return _facts_here()
     try:
         p = subprocess.run([sys.executable, "-m", "engine.llama_first"], capture_output=True, text=True, timeout=120)
         return json.loads(p.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
-        return {"error": f"llama.cpp did not answer in a child process ({type(exc).__name__})", "ftypes": {}}
+        from engine.about import no_llama_info
+
+        return dict(no_llama_info(f"llama.cpp did not answer in a child process ({type(exc).__name__})"),
+                    ftypes={}, version="")
 
 
 if __name__ == "__main__":

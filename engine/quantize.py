@@ -114,12 +114,6 @@ def _count_types(tensors: list[dict]) -> dict[str, int]:
     return out
 
 
-def default_calibration_path() -> Path:
-    from engine.resources import resource_path
-
-    return resource_path("calibration.txt")
-
-
 def _is_gguf(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -258,12 +252,12 @@ def quantize(
         raise NibbleError("give either --imatrix or --calibration, not both")
     cal_path: Path | None = None
     if calibration:
-        cal_path = default_calibration_path() if str(calibration) == "default" else Path(calibration)
-        if str(calibration) == "default":
-            from engine.demo import calibration_path, is_demo_model
+        if str(calibration) == "default":  # for the demo, its own dialogues rather than general English
+            from engine.resources import default_calibration_path
 
-            if is_demo_model(resolve_model_path(model)):  # the demo's own dialogues, not general English
-                cal_path = calibration_path()
+            cal_path = default_calibration_path(resolve_model_path(model))
+        else:
+            cal_path = Path(calibration)
         if not cal_path.is_file():
             raise NibbleError(f"--calibration {calibration}: file not found")
         if cal_path.stat().st_size < 1024:

@@ -7,12 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import NibbleError
-
-def default_calibration_path() -> Path:
-    """The calibration text shipped with Nibble."""
-    from engine.resources import RESOURCES
-
-    return RESOURCES / "calibration.txt"
+from engine.resources import default_calibration_path
 
 
 def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int,
@@ -27,12 +22,7 @@ def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen:
         raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")
     if path is not None and str(path) == "default":
         path = None
-    p = Path(path) if path is not None else default_calibration_path()
-    if path is None and model_dir is not None:
-        from engine.demo import calibration_path, is_demo_model
-
-        if is_demo_model(model_dir):
-            p = calibration_path()
+    p = Path(path) if path is not None else default_calibration_path(model_dir)
     if not p.is_file():
         where = "pass --calibration FILE with plain text" if path is None else "check the --calibration path"
         raise NibbleError(f"calibration text {p} not found; {where}")

@@ -33,10 +33,7 @@ def run(args) -> int:
     from engine.demo import is_demo_model
 
     ref_is_demo = is_demo_model(args.reference)
-    if args.text or not ref_is_demo:
-        text, text_path = read_eval_text(args.text)
-    else:
-        text, text_path = default_text_for(args.reference)
+    text, text_path = read_eval_text(args.text) if args.text else default_text_for(args.reference)
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
     task = {}
     with open_from_args(args.reference, args, n_ctx=args.ctx, partner=args.candidate) as ref, \
