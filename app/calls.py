@@ -19,7 +19,7 @@ def runtime_available() -> bool:
 def open_model(path: str, **options: Any):
     """Load a model for generation (GGUF through llama.cpp, originals and AWQ through transformers)."""
     # The app may load an original model through torch at any time: on GPU builds of llama.cpp a GGUF
-    # then runs in a child process (see engine.llama_first).
+    # then runs in a child process (see engine.core.llama).
     options.setdefault("share_with_torch", True)
     return require("runtime", "open_runtime")(path, **options)
 
@@ -62,7 +62,7 @@ def chat_stream(runtime, messages: list[dict], settings: dict, reporter) -> dict
 
 
 def compare_available() -> bool:
-    return engine_function("compare", "compare") is not None and runtime_available()
+    return engine_function("analysis.compare", "compare") is not None and runtime_available()
 
 
 def _rss() -> int:
@@ -87,7 +87,7 @@ def compare(original: str, quantized: str, prompt: str, settings: dict, reporter
     divergence, per-side tokens/s and memory, and the KL divergence along the original's answer."""
     import time
 
-    run = require("compare", "compare")
+    run = require("analysis.compare", "compare")
     opened = []
     memory = []
     try:
@@ -127,29 +127,29 @@ def compare(original: str, quantized: str, prompt: str, settings: dict, reporter
 
 
 def evaluate_available() -> bool:
-    return engine_function("evaluate", "evaluate") is not None
+    return engine_function("analysis.evaluate", "evaluate") is not None
 
 
 def evaluate(original: str, quantized: str, reporter) -> Any:
-    return require("evaluate", "evaluate")(original, quantized, reporter=reporter)
+    return require("analysis.evaluate", "evaluate")(original, quantized, reporter=reporter)
 
 
 def stats_available() -> bool:
-    return engine_function("stats", "compute_stats") is not None
+    return engine_function("analysis.stats", "compute_stats") is not None
 
 
 def list_tensors(original: str, quantized: str) -> list[str]:
     """The quantized model's tensors paired with the original's, in layer order."""
-    return list(require("stats", "tensor_names")(original, quantized))
+    return list(require("analysis.stats", "tensor_names")(original, quantized))
 
 
 def tensor_stats(original: str, quantized: str, tensor: str, bins: int = 100):
     """Histograms and error figures of one tensor."""
-    it = require("stats", "iter_stats")(original, quantized, bins=bins, names=[tensor])
+    it = require("analysis.stats", "iter_stats")(original, quantized, bins=bins, names=[tensor])
     return next(iter(it))
 
 
 def model_stats(original: str, quantized: str, reporter, bins: int = 100):
     """Every tensor's figures (each handed to ``reporter.emit`` as it is done) and the per-layer summary."""
-    return require("stats", "compute_stats")(original, quantized, bins=bins, reporter=reporter,
+    return require("analysis.stats", "compute_stats")(original, quantized, bins=bins, reporter=reporter,
                                              on_tensor=reporter.emit)

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QRunnable, QThreadPool, QTimer, Signal
 
-from engine.errors import Cancelled, NibbleError
-from engine.progress import CancelToken, Reporter
+from engine.core.errors import Cancelled, NibbleError
+from engine.core.progress import CancelToken, Reporter
+from engine.core.spawn import child_env, module_argv
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NICE = shutil.which("nice") if sys.platform != "win32" else None
@@ -37,7 +38,7 @@ def engine_argv(command: str, *args: str) -> list[str]:
 
     opts = command_options(command)
     flags = [f for f in ("--json-progress", "--json") if f in opts][:1] or ["--json-progress"]
-    return [sys.executable, "-m", "engine", command, *args, *flags]
+    return module_argv("engine", command, *args, *flags)
 
 
 def command_line(argv: list[str]) -> str:
@@ -114,10 +115,9 @@ class ProcessJob(QObject):
         self._cancel_requested = False
         self._finished = False
         self.proc = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        path = env.value("PYTHONPATH", "")
-        env.insert("PYTHONPATH", str(REPO_ROOT) + (os.pathsep + path if path else ""))
-        env.insert("PYTHONUNBUFFERED", "1")
+        env = QProcessEnvironment()
+        for key, value in child_env(PYTHONUNBUFFERED="1").items():
+            env.insert(key, value)
         self.proc.setProcessEnvironment(env)
         self.proc.setWorkingDirectory(self.cwd)
         self.proc.readyReadStandardOutput.connect(self._read_stdout)

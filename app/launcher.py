@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.main import run_gui
 
         return run_gui(argv[1:])
-    from engine.cli import main as cli_main
+    from engine.commands.cli import main as cli_main
 
     return cli_main(argv)
 

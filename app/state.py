@@ -48,7 +48,7 @@ def kind_of(path: str | pathlib.Path) -> str:
 def demo_dir() -> pathlib.Path | None:
     """The bundled demo model's folder, when this build has one."""
     try:
-        from engine import demo  # type: ignore[attr-defined]
+        from engine.models import demo  # type: ignore[attr-defined]
     except ImportError:
         demo = None
     candidates = []
@@ -136,7 +136,7 @@ class AppState(QObject):
 
 def record_in_library(entry: ModelEntry) -> None:
     """Add a model to the engine's library (outputs with the original they were made from)."""
-    lib = features.engine_function("library", "default")
+    lib = features.engine_function("models.library", "default")
     if lib is None:
         return
     try:
@@ -154,7 +154,7 @@ def record_in_library(entry: ModelEntry) -> None:
 
 def library_entries() -> list[ModelEntry]:
     """The engine library's originals and outputs, when this build has a library."""
-    list_entries = features.engine_function("library", "list_entries")
+    list_entries = features.engine_function("models.library", "list_entries")
     if list_entries is None:
         return []
     try:

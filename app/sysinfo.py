@@ -2,81 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import platform
-import sys
 
-
-@dataclasses.dataclass
-class Device:
-    key: str  # "cpu", "cuda", "metal"
-    label: str  # what the user sees
-    usable: bool  # the installed llama.cpp build can use it
-    note: str = ""
-    free_bytes: int | None = None
-    total_bytes: int | None = None
-
-
-def _llama_gpu_offload() -> bool | None:
-    from engine.llama_first import llama_facts  # asked in a child on GPU builds: see engine.llama_first
-
-    facts = llama_facts()
-    return None if facts.get("error") else bool(facts.get("gpu_offload"))
-
-
-def available_memory() -> tuple[int, int]:
-    """(available, total) system RAM in bytes."""
-    import psutil
-
-    vm = psutil.virtual_memory()
-    return int(vm.available), int(vm.total)
-
-
-def devices() -> list[Device]:
-    """CPU always; CUDA with its GPU name and free VRAM; Metal on Apple silicon — each marked by whether the
-    installed llama.cpp build supports it."""
-    import os
-
-    avail, total = available_memory()
-    cores = os.cpu_count() or 1
-    out = [
-        Device("cpu", f"CPU — {cores} threads, {avail / 2**30:.1f} GiB RAM free", True, free_bytes=avail, total_bytes=total)
-    ]
-    offload = _llama_gpu_offload()
-    try:
-        if not _may_have_cuda():
-            raise ImportError("no NVIDIA driver")
-        import torch
-
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                free, tot = torch.cuda.mem_get_info(i)
-                name = torch.cuda.get_device_name(i)
-                usable = bool(offload)
-                note = "" if usable else "the installed llama.cpp build has no CUDA support"
-                out.append(Device("cuda", f"CUDA — {name}, {free / 2**30:.1f} GiB free", usable, note, free, tot))
-    except Exception:
-        pass
-    if sys.platform == "darwin" and platform.machine() == "arm64":
-        usable = bool(offload)
-        note = "" if usable else "the installed llama.cpp build has no Metal support"
-        out.append(Device("metal", "Metal — Apple GPU (shares system memory)", usable, note, avail, total))
-    return out
-
-
-def _may_have_cuda() -> bool:
-    """False where there is certainly no NVIDIA GPU (so torch, slow to import, need not be asked)."""
-    import os
-
-    if sys.platform == "darwin":
-        return False
-    if sys.platform.startswith("linux"):
-        return os.path.exists("/proc/driver/nvidia/version")
-    return True
+from engine.core.devices import Device, Machine, devices, probe  # noqa: F401  (the views read devices through here)
+from engine.core.spawn import child_env, module_argv
 
 
 def llama_cpp_version() -> str:
-    from engine.llama_first import llama_facts
+    from engine.core.llama import llama_facts
 
     return llama_facts().get("version") or "not installed"
 
@@ -88,7 +21,7 @@ def versions() -> dict[str, str]:
 
     from app import features
 
-    build_info = features.engine_function("about", "build_info")
+    build_info = features.engine_function("core.buildinfo", "build_info")
     info = build_info(load_torch=False) if build_info else {}
     import engine
 
@@ -125,24 +58,6 @@ def _dist(name: str) -> str:
     except PackageNotFoundError:
         return "not installed"
 
-def probe(out_dir: str = ".") -> dict:
-    """Devices and free resources as plain data (what the child process below prints)."""
-    import pathlib
-    import shutil
-
-    devs = devices()
-    gpu = next((d for d in devs if d.key == "cuda"), None)
-    folder = pathlib.Path(out_dir).expanduser().resolve()
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    machine = {
-        "free_ram_bytes": devs[0].free_bytes, "free_vram_bytes": gpu.free_bytes if gpu else 0,
-        "free_disk_bytes": shutil.disk_usage(folder).free, "disk_path": str(folder),
-        "gpu": gpu.label if gpu else "",
-    }
-    return {"devices": [dataclasses.asdict(d) for d in devs], "machine": machine}
-
-
 _probes: set = set()
 
 
@@ -161,12 +76,11 @@ def probe_in_child(out_dir: str, on_result, parent=None):
     proc = QProcess()  # not owned by a widget: it may outlive the page that asked
     _probes.add(proc)
     proc.setWorkingDirectory(str(REPO_ROOT))
-    env = proc.processEnvironment()
-    if env.isEmpty():
-        from PySide6.QtCore import QProcessEnvironment
+    from PySide6.QtCore import QProcessEnvironment
 
-        env = QProcessEnvironment.systemEnvironment()
-    env.insert("PYTHONPATH", str(REPO_ROOT))
+    env = QProcessEnvironment()
+    for key, value in child_env().items():
+        env.insert(key, value)
     proc.setProcessEnvironment(env)
 
     def finished(*_):
@@ -179,10 +93,8 @@ def probe_in_child(out_dir: str, on_result, parent=None):
         machine = None
         if data.get("machine"):
             try:
-                from engine.estimate import Machine
-
                 machine = Machine(**data["machine"])
-            except (ImportError, TypeError):
+            except TypeError:
                 machine = None
         _probes.discard(proc)
         try:
@@ -191,11 +103,6 @@ def probe_in_child(out_dir: str, on_result, parent=None):
             pass
 
     proc.finished.connect(finished)
-    proc.start(sys.executable, ["-m", "app.sysinfo", out_dir])
+    argv = module_argv("engine.core.devices", out_dir)
+    proc.start(argv[0], argv[1:])
     return proc
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else ".")))

@@ -130,14 +130,3 @@ def path_size(path) -> int | None:
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     except OSError:
         return None
-
-
-def human_bytes(n: float | int | None) -> str:
-    if n is None:
-        return "—"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -65,7 +65,7 @@ m.save_pretrained(big); tok.save_pretrained(big)
 del m; torch.cuda.empty_cache()
 report["make_1b_seconds"] = time.time() - t1
 from engine.awq import quantize_awq, load_awq
-from engine.progress import TextReporter
+from engine.core.progress import TextReporter
 torch.cuda.reset_peak_memory_stats()
 res = quantize_awq(big, "/tmp/llama1b-awq", calibration=HERE / "calibration.txt", samples=128, seqlen=512,
                    device="cuda", reporter=TextReporter(sys.stdout))

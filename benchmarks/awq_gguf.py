@@ -3,7 +3,7 @@
 For each GGUF type, the model is quantized plainly and after AWQ's scales (and clipping) have been
 folded into its weights (``engine.awq.apply_awq_to_weights``, what ``--awq`` does), with AWQ searching
 for groups of 128 and of 32 (GGUF's K-quants and Q4_0 use blocks of 32). Each file is measured with
-``engine.evaluate`` against the original model on the model's evaluation text (the held-out dialogues
+``engine.analysis.evaluate`` against the original model on the model's evaluation text (the held-out dialogues
 for the demo and models trained like it).
 
     python3 benchmarks/awq_gguf.py MODEL [--types Q4_0 Q4_K_M Q3_K_M] [--samples 128] [--chunks 40]
@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.awq import apply_awq_to_weights  # noqa: E402
-from engine.evaluate import default_text_for, evaluate  # noqa: E402
-from engine.quantize import quantize  # noqa: E402
-from engine.source import resolve_model_path  # noqa: E402
+from engine.analysis.evaluate import default_text_for, evaluate  # noqa: E402
+from engine.gguf.quantize import quantize  # noqa: E402
+from engine.models.source import resolve_model_path  # noqa: E402
 
 
 def main() -> None:

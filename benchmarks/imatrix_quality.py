@@ -22,9 +22,9 @@ TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_XXS"]
 
 
 def main() -> int:
-    from engine.demo import heldout_text, render_chat, training_dialogues
-    from engine.evaluate import evaluate
-    from engine.quantize import find_type, quantize
+    from engine.models.demo import heldout_text, render_chat, training_dialogues
+    from engine.analysis.evaluate import evaluate
+    from engine.gguf.quantize import find_type, quantize
     from engine.runtime import open_runtime
 
     ap = argparse.ArgumentParser()

@@ -56,7 +56,7 @@ def main() -> int:
     model = _model(args, work)
 
     # The GGUF to chat with is made before the probe starts.
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     chat_gguf = work / "chat-Q8_0.gguf"
     quantize(model, "Q8_0", chat_gguf)

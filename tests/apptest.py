@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model, tmp_path_factory):
     """The tiny model quantized to Q8_0 by the engine."""
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     out = tmp_path_factory.mktemp("gguf") / "tiny-Q8_0.gguf"
     quantize(tiny_model, "Q8_0", out)
@@ -59,7 +59,7 @@ def tiny_gguf(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_q2(tiny_model, tmp_path_factory):
     """The tiny model at Q2_K: damaged enough that a greedy answer parts from the original's."""
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     out = tmp_path_factory.mktemp("gguf") / "tiny-Q2_K.gguf"
     quantize(tiny_model, "Q2_K", out)

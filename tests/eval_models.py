@@ -22,14 +22,14 @@ def build_tiny_llama(out_dir: pathlib.Path, seed: int = 0, family: str = "llama3
 
 
 def convert(src: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
-    from engine.gguf_convert import convert_to_gguf
+    from engine.gguf.convert import convert_to_gguf
 
     convert_to_gguf(src, out)
     return out
 
 
 def quantize_gguf(src: pathlib.Path, qtype: str, out: pathlib.Path) -> pathlib.Path:
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     quantize(src, qtype, out)
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("engine.stats", reason="lands with the runtime/eval/stats engine")
+pytest.importorskip("engine.analysis.stats", reason="lands with the runtime/eval/stats engine")
 
 import csv
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
-pytest.importorskip("engine.compare", reason="lands with the runtime/eval/stats engine")
-pytest.importorskip("engine.evaluate", reason="lands with the runtime/eval/stats engine")
+pytest.importorskip("engine.analysis.compare", reason="lands with the runtime/eval/stats engine")
+pytest.importorskip("engine.analysis.evaluate", reason="lands with the runtime/eval/stats engine")
 
 from apptest import settings, state, tiny_model, tiny_q2, window  # noqa: F401  (fixtures)
 

@@ -14,7 +14,7 @@ import pytest
 from apptest import settings  # noqa: F401  (fixture)
 
 from app.jobs import EtaClock, ProcessJob, format_seconds, run_in_thread
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 
 
 def _child(code: str) -> list[str]:

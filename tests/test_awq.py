@@ -14,8 +14,8 @@ from safetensors import safe_open
 from engine.awq import apply_awq_to_weights, load_awq, quantize_awq
 from engine.awq import pack as awq_pack
 from engine.awq.search import fake_quantize
-from engine.errors import Cancelled, NibbleError
-from engine.progress import Reporter
+from engine.core.errors import Cancelled, NibbleError
+from engine.core.progress import Reporter
 
 WORDS = ("the a one small big red blue cat dog bird tree river stone house sees finds eats likes near under "
          "over and but then quickly slowly today yesterday green old new happy sad runs jumps sleeps").split()
@@ -253,15 +253,15 @@ def test_bad_inputs_say_what_to_do(llama, tmp_path):
             **dict(base, samples=100000, group_size=32))
     if not torch.backends.mps.is_available():
         _expect(r"--device mps.*no Apple Metal", **dict(base, device="mps", group_size=32))
-    import engine.awq.quantize as q
+    import engine.awq.config as awq_config
 
-    orig = q._available_bytes
-    q._available_bytes = lambda dev: 1 << 20
+    orig = awq_config.free_memory
+    awq_config.free_memory = lambda dev: 1 << 20
     try:
         _expect(r"calibration batch needs about .* lower --samples \(now 8\) or --seqlen \(now 64\)",
                 **dict(base, group_size=32))
     finally:
-        q._available_bytes = orig
+        awq_config.free_memory = orig
     assert not (tmp_path / "o").exists()
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import demo
-from engine.errors import Cancelled
-from engine.progress import Reporter
+from engine.models import demo
+from engine.core.errors import Cancelled
+from engine.core.progress import Reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_eval_of_the_demo_reports_task_scores(tmp_path):
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     q2 = quantize("demo", "Q2_K", tmp_path / "demo-Q2_K.gguf").output
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -38,7 +38,7 @@ def test_eval_of_the_demo_reports_task_scores(tmp_path):
 def test_eval_between_two_demo_ggufs_uses_the_dialogues_too(tmp_path):
     """A user comparing two quantizations of the demo sees figures on text the model knows, with the chat
     markers read as the special tokens they are, and the same perplexity as the original gives there."""
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     q8 = quantize("demo", "Q8_0", tmp_path / "demo-Q8_0.gguf").output
     q4 = quantize("demo", "Q4_K_M", tmp_path / "demo-Q4_K_M.gguf").output

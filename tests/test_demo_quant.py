@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import demo
+from engine.models import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("llama_cpp")
@@ -26,7 +26,7 @@ def _bench():
 
 @pytest.fixture(scope="module")
 def ggufs(tmp_path_factory):
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     out = tmp_path_factory.mktemp("demo_gguf")
     paths = {}

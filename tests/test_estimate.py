@@ -267,7 +267,7 @@ def test_folder_estimate_matches_nibble_quantize(tmp_path, family, types):
     """From a Hugging Face folder, the size predicted equals the file ``nibble quantize`` writes (0.2%)."""
     from tinymodels import make_model
 
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     folder = make_model(tmp_path / family, family)
     plan = load_plan(folder)

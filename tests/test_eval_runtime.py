@@ -12,7 +12,7 @@ import pytest
 
 from eval_models import EVAL_TEXT, build_tiny_llama, tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
 
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CTX = 64
@@ -56,7 +56,7 @@ def text():
 
 
 def test_model_against_itself_has_no_divergence(hf, text):
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
 
     r = evaluate(hf, hf, text, ctx=CTX, max_chunks=4)
     assert r.tokens == 4 * (CTX - 1 - CTX // 2)
@@ -67,7 +67,7 @@ def test_model_against_itself_has_no_divergence(hf, text):
 
 
 def test_f32_gguf_is_close_and_q4_is_further(hf, gguf_f32, gguf_q4, text):
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
 
     f32 = evaluate(hf, gguf_f32, text, ctx=CTX, max_chunks=4)
     q4 = evaluate(hf, gguf_q4, text, ctx=CTX, max_chunks=4)
@@ -81,7 +81,7 @@ def test_f32_gguf_is_close_and_q4_is_further(hf, gguf_f32, gguf_q4, text):
 
 def test_perplexity_matches_a_direct_computation(hf, text):
     """Window layout as llama-perplexity: BOS replaces each window's first token, second half is scored."""
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
 
     r = evaluate(hf, hf, text, ctx=CTX, max_chunks=2)
     toks = hf.tokenize(text)
@@ -97,7 +97,7 @@ def test_perplexity_matches_a_direct_computation(hf, text):
 
 
 def test_eval_opens_paths_with_the_default_text(tiny_gguf, tiny_gguf_q4):
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
 
     r = evaluate(str(tiny_gguf), str(tiny_gguf_q4), ctx=CTX, max_chunks=2)
     assert r.tokens == 2 * (CTX - 1 - CTX // 2) and r.kld_mean > 0
@@ -125,7 +125,7 @@ def test_text_shorter_than_two_windows_is_refused(tiny_gguf, tmp_path):
 
 
 def test_vocabulary_mismatch_is_refused(hf, tmp_path, text):
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
     from engine.runtime import open_runtime
 
     # Qwen2-style tokenizer: as many tokens as the Llama-3-style one, but different ones.
@@ -167,8 +167,9 @@ def test_truncated_or_foreign_gguf_is_refused(tiny_gguf, tmp_path):
 
 def test_model_too_large_is_refused_before_loading(tiny_gguf, tiny_llama_dir, monkeypatch):
     import engine.runtime as runtime
+    import engine.runtime.base as runtime_base
 
-    monkeypatch.setattr(runtime, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(runtime_base, "free_memory", lambda device: 1024)
     for path in (tiny_gguf, tiny_llama_dir):
         with pytest.raises(NibbleError, match="needs about .* GiB .* free"):
             runtime.open_runtime(path)
@@ -191,7 +192,7 @@ def test_gpu_request_without_gpu_build_is_stated(tiny_gguf):
 
 
 def test_compare_finds_the_first_diverging_token(hf, tiny_llama_dir, tmp_path):
-    from engine.compare import compare
+    from engine.analysis.compare import compare
     from engine.runtime import open_runtime
 
     same = compare(hf, hf, "The lighthouse keeper wrote", max_tokens=12)
@@ -223,7 +224,7 @@ def test_compare_cli_json(tiny_gguf, tiny_gguf_q4):
 
 
 def test_chat_streams_stops_and_keeps_history(gguf_f32):
-    from engine.chat import ChatSettings, Conversation
+    from engine.runtime.chat import ChatSettings, Conversation
 
     conv = Conversation(gguf_f32, ChatSettings(system_prompt="Be brief.", temperature=0.0, max_tokens=40))
     pieces = []
@@ -255,7 +256,7 @@ def test_stop_string_ends_generation(gguf_f32):
 
 
 def test_chat_template_is_sandboxed():
-    from engine.chat import render_chat_template
+    from engine.runtime.chat import render_chat_template
 
     with pytest.raises(NibbleError):
         render_chat_template("{{ ''.__class__.__mro__[1].__subclasses__() }}", [])
@@ -276,7 +277,7 @@ def test_chat_cli_keeps_going_through_a_session(tiny_gguf):
 
 
 def test_bench_reports_speed_and_memory(gguf_q4):
-    from engine.bench import bench
+    from engine.analysis.bench import bench
 
     r = bench(gguf_q4, n_prompt=32, n_gen=8, repetitions=2)
     assert r.pp_tokens_per_s > 0 and r.tg_tokens_per_s > 0 and r.ttft_s > 0
@@ -292,7 +293,7 @@ def test_stats_histograms_and_rmse(tiny_llama_dir, tiny_gguf_q4):
     from gguf.quants import dequantize
     from safetensors.numpy import load_file
 
-    from engine.stats import compute_stats
+    from engine.analysis.stats import compute_stats
 
     report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=32)
     assert {t.layer for t in report.tensors} >= {0, 1}
@@ -321,7 +322,7 @@ def test_stats_histograms_and_rmse(tiny_llama_dir, tiny_gguf_q4):
 
 
 def test_stats_undoes_the_rotary_row_order_of_q_and_k(tiny_llama_dir, tiny_gguf):
-    from engine.stats import iter_stats
+    from engine.analysis.stats import iter_stats
 
     attn = [s for s in iter_stats(tiny_llama_dir, tiny_gguf) if "attn_q" in s.name or "attn_k" in s.name]
     assert len(attn) == 4 and all(s.rmse == 0.0 for s in attn)
@@ -383,7 +384,7 @@ def awq_checkpoint(tiny_llama_dir, tmp_path_factory):
 
 
 def test_stats_of_an_awq_checkpoint(tiny_llama_dir, awq_checkpoint):
-    from engine.stats import compute_stats
+    from engine.analysis.stats import compute_stats
 
     awq, expected = awq_checkpoint
     group = AWQ_GROUP
@@ -399,7 +400,7 @@ def test_stats_of_an_awq_checkpoint(tiny_llama_dir, awq_checkpoint):
 
 
 def test_eval_original_against_awq(hf, awq_checkpoint, gguf_q4, text):
-    from engine.evaluate import evaluate
+    from engine.analysis.evaluate import evaluate
     from engine.runtime import model_kind, open_runtime
 
     awq, _ = awq_checkpoint

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import Cancelled, NibbleError
-from engine.progress import Reporter
+from engine.core.errors import Cancelled, NibbleError
+from engine.core.progress import Reporter
 from tinymodels import make_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def f32_ggufs(models, tmp_path_factory):
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     out = tmp_path_factory.mktemp("f32")
     return {fam: quantize(path, "F32", out / f"{fam}.gguf").output for fam, path in models.items()}
@@ -110,7 +110,7 @@ def test_special_tokens_and_chat_template_metadata(models, f32_ggufs):
 
 def test_changed_vocabulary_still_converts(tmp_path):
     """A fine-tune with a different vocabulary is recognised by its pre-tokenizer pattern, not a hash."""
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     import torch
     import transformers
@@ -132,8 +132,8 @@ def test_changed_vocabulary_still_converts(tmp_path):
 
 
 def test_sharded_tied_and_fp16_fp32_sources(tmp_path):
-    from engine.inspect import inspect_model
-    from engine.quantize import quantize
+    from engine.models.inspect import inspect_model
+    from engine.gguf.quantize import quantize
 
     for dtype, tied, shards in (("float16", True, 3), ("float32", False, 2)):
         model = make_model(tmp_path / dtype, "llama3", dtype=dtype, tied=tied, shards=shards)
@@ -149,8 +149,8 @@ def test_sharded_tied_and_fp16_fp32_sources(tmp_path):
 
 
 def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
-    from engine.inspect import inspect_model
-    from engine.quantize import quantize
+    from engine.models.inspect import inspect_model
+    from engine.gguf.quantize import quantize
 
     scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 1024}
@@ -178,7 +178,7 @@ REPRESENTATIVE = ["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q4_K_M", "Q4
 def test_type_list_comes_from_the_library():
     import llama_cpp
 
-    from engine.quantize import find_type, quant_types
+    from engine.gguf.quantize import find_type, quant_types
 
     names = {t.name for t in quant_types()}
     lib = {a.split("_", 3)[-1] for a in dir(llama_cpp) if a.startswith("LLAMA_FTYPE_MOSTLY_")}
@@ -190,8 +190,8 @@ def test_type_list_comes_from_the_library():
 
 
 def test_every_representative_type_loads_and_generates(models, tmp_path):
-    from engine.imatrix import load_imatrix
-    from engine.quantize import quantize
+    from engine.gguf.imatrix import load_imatrix
+    from engine.gguf.quantize import quantize
 
     imatrix = tmp_path / "imatrix.gguf"
     sizes = {}
@@ -213,7 +213,7 @@ def test_every_representative_type_loads_and_generates(models, tmp_path):
 
 
 def test_needs_imatrix_types_refuse_without_one(models, tmp_path):
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     with pytest.raises(NibbleError, match="needs an importance matrix"):
         quantize(models["llama3"], "IQ2_XXS", tmp_path / "x.gguf")
@@ -234,7 +234,7 @@ class _CancelAfter(Reporter):
 @pytest.mark.parametrize("after", [3, 30])
 def test_cancel_leaves_nothing_behind(models, tmp_path, after):
     """after=3 cancels during conversion, after=30 during llama.cpp's quantization."""
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     with pytest.raises(Cancelled):
         quantize(models["qwen2"], "Q4_K_M", tmp_path / "out.gguf", reporter=_CancelAfter(after))
@@ -319,7 +319,7 @@ def test_bad_inputs_give_one_clear_line(models, tmp_path):
     r = _cli("inspect", str(bogus))
     assert r.returncode == 2 and "not a GGUF" in r.stderr
     good = tmp_path / "good.gguf"
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     quantize(models["qwen2"], "Q8_0", good)
     cut = tmp_path / "cut.gguf"
@@ -334,7 +334,7 @@ def test_bad_inputs_give_one_clear_line(models, tmp_path):
 def test_disk_space_checked_before_writing(models, tmp_path, monkeypatch):
     import shutil as sh
 
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     real = sh.disk_usage
     monkeypatch.setattr(sh, "disk_usage", lambda p: real(p)._replace(free=1000))
@@ -344,7 +344,7 @@ def test_disk_space_checked_before_writing(models, tmp_path, monkeypatch):
 
 
 def test_inspect_reads_headers_only(models, f32_ggufs):
-    from engine.inspect import inspect_model
+    from engine.models.inspect import inspect_model
 
     hf = inspect_model(models["qwen3"])
     assert hf.architecture == "Qwen3ForCausalLM" and hf.tokenizer == "bpe" and hf.chat_template

@@ -1,4 +1,4 @@
-"""A GGUF model in a child process (engine.gguf_process) behaves as the same model in this process.
+"""A GGUF model in a child process (engine.runtime.process) behaves as the same model in this process.
 
 GPU builds of llama.cpp run GGUFs this way beside torch; here the child is forced with
 ``NIBBLE_GGUF_PROCESS=1`` so the path is exercised on a CPU build too.
@@ -18,14 +18,14 @@ import pytest
 
 from eval_models import tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
 
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def both(tiny_gguf, monkeypatch):
-    from engine.gguf_process import GGUFProcessRuntime
+    from engine.runtime.process import GGUFProcessRuntime
     from engine.runtime import GGUFRuntime
 
     local = GGUFRuntime(tiny_gguf, n_ctx=128)
@@ -67,7 +67,7 @@ def test_a_crashed_child_is_reported_not_hung(both):
 
 
 def test_close_ends_the_child(tiny_gguf):
-    from engine.gguf_process import GGUFProcessRuntime
+    from engine.runtime.process import GGUFProcessRuntime
 
     rt = GGUFProcessRuntime(tiny_gguf, n_ctx=64)
     proc = rt._proc
@@ -76,7 +76,7 @@ def test_close_ends_the_child(tiny_gguf):
 
 
 def test_a_bad_file_fails_in_the_child_with_the_usual_line(tmp_path):
-    from engine.gguf_process import GGUFProcessRuntime
+    from engine.runtime.process import GGUFProcessRuntime
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
@@ -85,7 +85,7 @@ def test_a_bad_file_fails_in_the_child_with_the_usual_line(tmp_path):
 
 
 def test_choice_of_process(monkeypatch):
-    from engine import llama_first
+    from engine.core import llama as llama_first
 
     monkeypatch.setenv("NIBBLE_GGUF_PROCESS", "1")
     assert llama_first.needs_own_process()
@@ -113,19 +113,19 @@ def test_eval_cli_figures_match_in_and_out_of_process(tiny_gguf, tiny_gguf_q4):
 
 
 def test_facts_about_the_build_come_from_a_child_that_loads_llama_first():
-    p = subprocess.run([sys.executable, "-m", "engine.llama_first"], cwd=ROOT, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "engine.core.llama"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     facts = json.loads(p.stdout.strip().splitlines()[-1])
     assert facts["ftypes"]["LLAMA_FTYPE_MOSTLY_Q4_K_M"] == 15
     assert facts["version"] and facts["error"] is None and "CPU" in facts["registered_backends"]
-    from engine.llama_first import llama_facts
+    from engine.core.llama import llama_facts
 
     assert llama_facts()["ftypes"] == facts["ftypes"]
 
 
 def test_cli_process_keeps_llama_out_on_gpu_builds(monkeypatch):
     """The CLI loads llama.cpp itself only where that is safe; quant types are known either way."""
-    code = ("import sys; from engine import llama_first; llama_first.gpu_build = lambda: True\n"
-            "from engine.quantize import find_type; print(find_type('q4_k_m').ftype, 'llama_cpp' in sys.modules)")
+    code = ("import sys; from engine.core import llama as llama_first; llama_first.gpu_build = lambda: True\n"
+            "from engine.gguf.quantize import find_type; print(find_type('q4_k_m').ftype, 'llama_cpp' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.stdout.split() == ["15", "False"], p.stdout + p.stderr

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine import library
-from engine.errors import NibbleError
+from engine.models import library
+from engine.core.errors import NibbleError
 
 
 @pytest.fixture

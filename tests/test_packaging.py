@@ -32,7 +32,7 @@ def test_build_info_reports_the_installed_versions_and_backends():
     import torch
 
     import engine
-    from engine.about import build_info, format_build_info
+    from engine.core.buildinfo import build_info, format_build_info
 
     info = build_info()
     assert info["nibble"] == engine.__version__
@@ -53,7 +53,7 @@ def test_build_info_reports_the_installed_versions_and_backends():
 
 
 def test_build_info_reads_qt_version_without_loading_qt():
-    code = ("import sys, engine.about as a; i = a.build_info(load_torch=False); "
+    code = ("import sys, engine.core.buildinfo as a; i = a.build_info(load_torch=False); "
             "print(i['pyside6'], any(m.startswith('PySide6') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     version, loaded = out.stdout.split()
@@ -62,13 +62,13 @@ def test_build_info_reads_qt_version_without_loading_qt():
 
 
 def test_backends_are_read_from_the_libraries_a_gpu_build_ships(tmp_path):
-    from engine.about import _backends_from_files
+    from engine.core.llama import backends_from_files
 
     for name in ("libggml-base.so", "libggml-cpu.so.0", "libggml-cuda.so", "libggml-cuda.so.0", "libllama.so",
                  "ggml-vulkan.dll"):
         (tmp_path / name).write_bytes(b"")
-    assert sorted(_backends_from_files(tmp_path)) == ["CPU", "CUDA", "Vulkan"]
-    assert _backends_from_files(tmp_path / "missing") == []
+    assert sorted(backends_from_files(tmp_path)) == ["CPU", "CUDA", "Vulkan"]
+    assert backends_from_files(tmp_path / "missing") == []
 
 
 def test_version_names_nibble_and_llama_cpp():

@@ -90,7 +90,7 @@ def test_real_bpe_vocabularies(pre, tmp_path):
     import llama_cpp
     from tokenizers import Tokenizer
 
-    from engine.gguf_convert import convert_to_gguf
+    from engine.gguf.convert import convert_to_gguf
 
     models = _vendor_models()
     vocab = VOCABS[pre]
@@ -111,7 +111,7 @@ def test_real_sentencepiece_vocabulary(tmp_path):
     """Llama-2's SentencePiece vocabulary: llama.cpp's expected ids, written from the .gguf vocabulary."""
     import llama_cpp
 
-    from engine.gguf_convert import convert_to_gguf
+    from engine.gguf.convert import convert_to_gguf
 
     models = _vendor_models()
     folder = _model_with_tokenizer(tmp_path, models, VOCABS["llama-spm"], "llama-spm")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -26,7 +26,8 @@ from app.features import field
 from app.jobs import ProcessJob, engine_argv, run_in_thread
 from app.state import AppState, ModelEntry, kind_of
 from app.style import plot_colors
-from app.widgets import Banner, ModelPicker, human_bytes
+from engine.core.units import human_bytes
+from app.widgets import Banner, ModelPicker
 
 DEFAULT_PROMPT = "Write two sentences about why the sky is blue."
 

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 
 from app import features
 from app.state import AppState, ModelEntry
-from app.widgets import human_bytes, path_size
+from engine.core.units import human_bytes
+from app.widgets import path_size
 
 
 class LibraryView(QWidget):
@@ -64,7 +65,7 @@ class LibraryView(QWidget):
     def refresh(self) -> None:
         self.tree.clear()
         models = self.state.models()
-        src = "the engine's library" if features.engine_function("library", "list_entries") else "recent models"
+        src = "the engine's library" if features.engine_function("models.library", "list_entries") else "recent models"
         self.note.setText(f"Originals and the outputs made from them ({src}).")
         originals: dict[str, QTreeWidgetItem] = {}
 

@@ -37,7 +37,8 @@ from app.features import field
 from app.jobs import ProcessJob, engine_argv, format_seconds, run_in_thread
 from app.state import AppState, ModelEntry, demo_dir, kind_of
 from app.style import fit_colors
-from app.widgets import Banner, human_bytes, path_size
+from engine.core.units import human_bytes
+from app.widgets import Banner, path_size
 
 STEPS = ("Model", "Format and type", "Run", "Done")
 STAGE_NAMES = {"convert": "Converting", "imatrix": "Importance matrix", "quantize": "Quantizing",
@@ -478,7 +479,7 @@ class FormatPage(QWidget):
     # -- data --------------------------------------------------------------------------------------
 
     def _load_types(self) -> None:
-        fn = features.engine_function("quantize", "quant_types")
+        fn = features.engine_function("gguf.quantize", "quant_types")
         if fn is None:
             self.types = []
             self.banner.show_message(features.not_available_text("GGUF quantization"), "warn")

@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine import demo  # noqa: E402
+from engine.models import demo  # noqa: E402
 
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 
@@ -93,7 +93,7 @@ def gguf_chat(path: Path, max_new_tokens: int = 32):
 
 
 def main(argv=None) -> int:
-    from engine.quantize import quantize
+    from engine.gguf.quantize import quantize
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200, help="held-out questions per type")

@@ -1,8 +1,8 @@
 """AWQ: activation-aware 4-bit weight quantization in plain torch (CPU, CUDA, Apple Metal)."""
 
-from engine.awq.model import AwqLinear, load_awq
+from engine.awq.config import SUPPORTED_MODEL_TYPES
+from engine.awq.loader import AwqLinear, load_awq
 from engine.awq.quantize import (
-    SUPPORTED_MODEL_TYPES,
     AwqResult,
     apply_awq_to_weights,
     quantize_awq,

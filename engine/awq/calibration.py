@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import NibbleError
-from engine.resources import default_calibration_path
+from engine.core.errors import NibbleError
+from engine.models.demo import default_calibration_path
 
 
 def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int,
@@ -16,7 +16,7 @@ def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen:
 
     The whole file is tokenized once and cut into blocks; documents run into each other as in
     AutoAWQ's calibration set. With no file, Nibble's calibration text; for the demo model (and what
-    was made from it, see ``engine.demo.is_demo_model``) its own dialogues instead.
+    was made from it, see ``engine.models.demo.is_demo_model``) its own dialogues instead.
     """
     if samples < 1 or seqlen < 2:
         raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")

@@ -20,7 +20,6 @@ device. The output is written under a temporary name next to the target and rena
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -32,17 +31,12 @@ from torch import nn
 
 from engine.awq import search
 from engine.awq.calibration import calibration_blocks
+from engine.awq.config import check_group_size, check_memory, read_config, resolve_device
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files
 from engine.awq.pack import pack_gemm
-from engine.errors import NibbleError
-from engine.progress import Reporter
+from engine.core.errors import NibbleError
+from engine.core.progress import Reporter
 
-SUPPORTED_MODEL_TYPES = {
-    "llama": "Llama",
-    "mistral": "Mistral",
-    "qwen2": "Qwen2/2.5",
-    "qwen3": "Qwen3",
-}
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # as AutoAWQ: clipping q/k hurts attention scores
@@ -72,101 +66,6 @@ class AwqResult:
                 "file_bytes": self.file_bytes, "seconds": round(self.seconds, 3), "layers": self.layers,
                 "samples": self.samples, "seqlen": self.seqlen, "device": self.device,
                 "peak_memory_bytes": self.peak_memory_bytes}
-
-
-# ----------------------------------------------------------------------------- checks
-
-def resolve_device(device: str) -> torch.device:
-    device = (device or "cpu").lower()
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise NibbleError(f"--device {device} asked for, but this machine has no usable CUDA GPU; use --device cpu")
-        return torch.device(device)
-    if device == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise NibbleError("--device mps asked for, but this machine has no Apple Metal (mps) support; use --device cpu")
-        return torch.device("mps")
-    raise NibbleError(f"--device {device!r} is not one of cpu, cuda, mps")
-
-
-def read_config(model_dir: Path) -> dict:
-    cfg_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise NibbleError(f"{model_dir}: model folder not found")
-    if not cfg_path.is_file():
-        raise NibbleError(f"{model_dir}: no config.json; point at a Hugging Face model folder")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise NibbleError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    model_type = cfg.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        names = ", ".join(SUPPORTED_MODEL_TYPES.values())
-        arch = ",".join(cfg.get("architectures") or []) or model_type
-        raise NibbleError(f"{cfg_path}: architecture {arch!r} (model_type {model_type!r}) is not supported "
-                          f"for AWQ; supported: {names}")
-    if cfg.get("quantization_config"):
-        raise NibbleError(f"{cfg_path}: the model is already quantized "
-                          f"({cfg['quantization_config'].get('quant_method', '?')}); start from the original weights")
-    return cfg
-
-
-def check_group_size(config, bits: int, group_size: int) -> None:
-    if bits != 4:
-        raise NibbleError(f"--bits {bits}: AWQ in the GEMM layout stores 4-bit weights only; use --bits 4")
-    if group_size < 8 or group_size % 8:
-        raise NibbleError(f"--group-size {group_size} must be a positive multiple of 8 (128 is usual)")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    widths = {"hidden size (q/k/v/gate/up inputs)": config.hidden_size,
-              "attention width (o_proj input)": config.num_attention_heads * head_dim,
-              "intermediate size (down_proj input)": config.intermediate_size}
-    for what, w in widths.items():
-        if w % group_size:
-            divisors = [g for g in (32, 64, 128) if all(v % g == 0 for v in widths.values())]
-            hint = f"use --group-size {max(divisors)}" if divisors else "choose a group size dividing it"
-            raise NibbleError(f"--group-size {group_size} does not divide the {what} {w}; {hint}")
-    out_widths = [config.num_key_value_heads * head_dim, config.hidden_size, config.intermediate_size,
-                  config.num_attention_heads * head_dim]
-    if any(w % 8 for w in out_widths):
-        raise NibbleError("a linear's output width is not a multiple of 8; the AWQ GEMM layout cannot store it")
-
-
-def _available_bytes(dev: torch.device) -> int | None:
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return free
-    if dev.type == "mps":
-        return None
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available
-    except ImportError:
-        return None
-
-
-def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_samples: int, chunk: int) -> None:
-    """Refuse up front when the calibration activations cannot fit, and say how to shrink them."""
-    d, inter = config.hidden_size, config.intermediate_size
-    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
-    attn = config.num_attention_heads * head_dim
-    tokens = samples * seqlen
-    layer_params = 2 * d * attn + 2 * d * config.num_key_value_heads * head_dim + 3 * d * inter
-    need = 4 * (2 * tokens * d + tokens * attn       # layer inputs and outputs, o_proj's inputs
-                + 4 * search_samples * seqlen * d    # search inputs and reference outputs
-                + 3 * layer_params                   # layer, kept fp copies, scratch
-                + 8 * d * inter                      # four search candidates' gate and up weights
-                + d * d + attn * attn + inter * inter  # Gram matrices
-                + chunk * seqlen * (4 * inter + 4 * d)   # one chunk's forward
-                + chunk * config.num_attention_heads * seqlen * seqlen)
-    avail = _available_bytes(dev)
-    if avail is not None and need > 0.9 * avail:
-        gib = 1 << 30
-        raise NibbleError(
-            f"the calibration batch needs about {need / gib:.1f} GiB on {dev.type} but {avail / gib:.1f} GiB is free; "
-            f"lower --samples (now {samples}) or --seqlen (now {seqlen}), or use another --device")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -388,7 +287,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
          search_samples, overwrite, clip) -> AwqResult:
     t0 = time.perf_counter()
     reporter = reporter or Reporter()
-    from engine.source import resolve_model_path
+    from engine.models.source import resolve_model_path
 
     model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir)
     raw_cfg = read_config(model_dir)
@@ -506,25 +405,3 @@ def apply_awq_to_weights(model_dir, out_dir, *, bits: int = 4, group_size: int =
     return _run(model_dir, out_dir, mode="scaled", bits=bits, group_size=group_size, calibration=calibration,
                 samples=samples, seqlen=seqlen, device=device, reporter=reporter,
                 search_samples=search_samples, overwrite=overwrite, clip=clip)
-
-
-def read_awq_config_errors(model_dir: Path, raw: dict | None) -> dict:
-    """The ``quantization_config`` of an AWQ folder Nibble can run, or a NibbleError saying why not."""
-    if raw is None:
-        raise NibbleError(f"{model_dir}: no config.json; point at an AWQ model folder")
-    qc = raw.get("quantization_config") or {}
-    if qc.get("quant_method") != "awq":
-        raise NibbleError(f"{model_dir}: not an AWQ checkpoint (quantization_config.quant_method is "
-                          f"{qc.get('quant_method')!r})")
-    if int(qc.get("bits", qc.get("w_bit", 4))) != 4 or str(qc.get("version", "gemm")).lower() != "gemm":
-        raise NibbleError(f"{model_dir}: only 4-bit AWQ in the GEMM layout is supported "
-                          f"(found bits={qc.get('bits')}, version={qc.get('version')})")
-    if not qc.get("zero_point", True):
-        raise NibbleError(f"{model_dir}: AWQ without zero points is not supported")
-    if "group_size" not in qc and "q_group_size" in qc:
-        qc = dict(qc, group_size=qc["q_group_size"])
-    if read_model_type := raw.get("model_type"):
-        if read_model_type not in SUPPORTED_MODEL_TYPES:
-            raise NibbleError(f"{model_dir}: model_type {read_model_type!r} is not supported; supported: "
-                              + ", ".join(SUPPORTED_MODEL_TYPES.values()))
-    return qc

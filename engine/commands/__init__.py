@@ -1,1 +1,1 @@
-"""CLI subcommands, one module each (see engine.cli)."""
+"""CLI subcommands, one module each (see engine.commands.cli)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.bench import bench
+from engine.analysis.bench import bench
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.progress import TextReporter
+from engine.core.progress import TextReporter
 
 NAME = "bench"
 HELP = "measure prompt-processing and generation speed, time to first token and memory of a model"

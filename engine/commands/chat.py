@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from engine.chat import ChatSettings, Conversation
+from engine.runtime.chat import ChatSettings, Conversation
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 
 NAME = "chat"

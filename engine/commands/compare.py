@@ -6,7 +6,7 @@ import json
 import sys
 
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.compare import compare
+from engine.analysis.compare import compare
 
 NAME = "compare"
 HELP = "run one prompt through two models (greedy) and show where their outputs diverge"

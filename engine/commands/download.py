@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from engine.commands._format import human_bytes
-from engine.progress import CancelToken, JsonLinesReporter, Reporter
+from engine.core.units import human_bytes
+from engine.core.progress import CancelToken, JsonLinesReporter, Reporter
 
 NAME = "download"
 HELP = "Download a model from the Hugging Face Hub into the local cache (resumes an interrupted download)"
@@ -53,7 +53,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine import hub, library
+    from engine import hub
+    from engine.models import library
 
     reporter = JsonLinesReporter() if args.json_progress else _ByteReporter()
     path = hub.download_model(args.model, revision=args.revision, gguf=args.gguf, reporter=reporter)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.core.units import human_bytes, human_count
+
 NAME = "estimate"
 HELP = "Predict file size and memory for each quant type, and whether it fits this machine."
 ORDER = 20
@@ -46,42 +48,39 @@ def run(args) -> int:
     return 0
 
 
-def _gib(n: int) -> str:
-    return f"{n / 1024 ** 3:.2f}"
-
-
 def _print_table(plan, ests, machine, awq, out) -> None:
     e0 = ests[0]
-    print(f"{plan.source}: {plan.arch}, {plan.n_params / 1e9:.2f} B parameters, {plan.n_layer} layers, "
+    print(f"{plan.source}: {plan.arch}, {human_count(plan.n_params)} parameters, {plan.n_layer} layers, "
           f"context {e0.ctx}, KV cache {e0.kv_type}, {e0.gpu_layers} GPU layers", file=out)
-    print(f"free here: RAM {_gib(machine.free_ram_bytes)} GiB, VRAM {_gib(machine.free_vram_bytes)} GiB, "
-          f"disk {_gib(machine.free_disk_bytes)} GiB at {machine.disk_path}", file=out)
-    head = f"{'type':<10}{'file GiB':>10}{'bpw':>7}{'run RAM':>10}{'run VRAM':>10}{'KV':>8}" \
+    print(f"free here: RAM {human_bytes(machine.free_ram_bytes)}, VRAM {human_bytes(machine.free_vram_bytes)}, "
+          f"disk {human_bytes(machine.free_disk_bytes)} at {machine.disk_path}", file=out)
+    head = f"{'type':<10}{'file':>11}{'bpw':>7}{'run RAM':>11}{'run VRAM':>11}{'KV':>11}" \
            f"{'quant RAM':>11}{'temp disk':>11}  fits"
     print(head, file=out)
     for e in ests:
         fit = "-" if e.fit is None else ("yes" if e.fit.fits else "no")
         if e.fit and e.fit.suggestion_text:
             fit += f" ({e.fit.suggestion_text})"
-        print(f"{e.type:<10}{_gib(e.file_bytes):>10}{e.bits_per_weight:>7.2f}{_gib(e.run.ram_bytes):>10}"
-              f"{_gib(e.run.vram_bytes):>10}{_gib(e.run.kv_cache_bytes):>8}{_gib(e.quantize.peak_ram_bytes):>11}"
-              f"{_gib(e.quantize.temp_disk_bytes):>11}  {fit}", file=out)
+        print(f"{e.type:<10}{human_bytes(e.file_bytes):>11}{e.bits_per_weight:>7.2f}{human_bytes(e.run.ram_bytes):>11}"
+              f"{human_bytes(e.run.vram_bytes):>11}{human_bytes(e.run.kv_cache_bytes):>11}"
+              f"{human_bytes(e.quantize.peak_ram_bytes):>11}"
+              f"{human_bytes(e.quantize.temp_disk_bytes):>11}  {fit}", file=out)
     if len(ests) == 1:
         e = ests[0]
-        print("\ntensor types: " + ", ".join(f"{k} x{n} ({_gib(b)} GiB)" for k, (n, b) in e.tensor_types.items()),
+        print("\ntensor types: " + ", ".join(f"{k} x{n} ({human_bytes(b)})" for k, (n, b) in e.tensor_types.items()),
               file=out)
         print("memory to run:", file=out)
         for p in e.run.parts:
-            print(f"  {p.name:<34}{_gib(p.bytes):>8} GiB  {p.where:<5} {'exact' if p.exact else 'estimated'}"
+            print(f"  {p.name:<34}{human_bytes(p.bytes):>11}  {p.where:<5} {'exact' if p.exact else 'estimated'}"
                   f"{'  ' + p.note if p.note else ''}", file=out)
         print("to quantize:", file=out)
         for p in e.quantize.parts:
-            print(f"  {p.name:<44}{_gib(p.bytes):>8} GiB  {p.where:<5} {'exact' if p.exact else 'estimated'}",
+            print(f"  {p.name:<44}{human_bytes(p.bytes):>11}  {p.where:<5} {'exact' if p.exact else 'estimated'}",
                   file=out)
         for problem in (e.fit.problems if e.fit else ()):
             print(f"does not fit: {problem}", file=out)
     print(f"\nfile sizes are {'exact' if plan.metadata_exact else 'exact for tensors; the tokenizer header is estimated'};"
           " weights and KV cache exact; compute buffers, overhead and quantizer memory estimated.", file=out)
-    print(f"AWQ 4-bit (group {awq['group_size']}): checkpoint {_gib(awq['checkpoint_bytes'])} GiB, calibration "
-          f"~{_gib(awq['calibration_peak_ram_bytes'])} GiB RAM ({awq['n_samples']} samples x {awq['seq_len']} tokens, "
+    print(f"AWQ 4-bit (group {awq['group_size']}): checkpoint {human_bytes(awq['checkpoint_bytes'])}, calibration "
+          f"~{human_bytes(awq['calibration_peak_ram_bytes'])} RAM ({awq['n_samples']} samples x {awq['seq_len']} tokens, "
           "estimated)", file=out)

@@ -6,8 +6,8 @@ import json
 import sys
 
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.evaluate import default_text_for, evaluate, read_eval_text
-from engine.progress import TextReporter
+from engine.analysis.evaluate import default_text_for, evaluate, read_eval_text
+from engine.core.progress import TextReporter
 
 NAME = "eval"
 HELP = "measure how far a quantized model is from the original (perplexity, KL divergence, top-1 agreement)"
@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     quiet_libraries()
-    from engine.demo import is_demo_model
+    from engine.models.demo import is_demo_model
 
     ref_is_demo = is_demo_model(args.reference)
     text, text_path = read_eval_text(args.text) if args.text else default_text_for(args.reference)
@@ -41,7 +41,7 @@ def run(args) -> int:
         result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
                           max_chunks=args.chunks)
         if args.task == "demo" or (args.task == "auto" and ref_is_demo):
-            from engine.demo import runtime_chat, score_task
+            from engine.models.demo import runtime_chat, score_task
 
             for side, rt in (("reference", ref), ("candidate", cand)):
                 task[side] = score_task(runtime_chat(rt), n=args.task_questions, reporter=reporter)

@@ -24,7 +24,7 @@ def _human(n: float) -> str:
 
 
 def run(args) -> int:
-    from engine.inspect import inspect_model
+    from engine.models.inspect import inspect_model
 
     info = inspect_model(args.model)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.commands._format import human_bytes, table
+from engine.core.units import human_bytes, table
 
 NAME = "models"
 HELP = "List models in the local Hugging Face cache and in Nibble's library (works offline)"
@@ -18,7 +18,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine import hub, library
+    from engine import hub
+    from engine.models import library
 
     lib = library.default()
     if args.forget:

@@ -12,7 +12,7 @@ ORDER = 20
 
 def add_arguments(p):
     p.add_argument("model", help="Hugging Face model folder, an unquantized .gguf, or 'demo'")
-    p.add_argument("--type", required=True, help="GGUF type (see --list-types) or AWQ")
+    p.add_argument("--type", required=True, help="GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...; `nibble estimate MODEL --all` lists them) or AWQ")
     p.add_argument("--out", required=True, help="output .gguf file (a folder for AWQ)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--calibration", metavar="TEXT_FILE",
@@ -34,56 +34,16 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.errors import NibbleError
-    from engine.progress import JsonLinesReporter, TextReporter
+    from engine.core.progress import JsonLinesReporter, TextReporter
+    from engine.pipelines.quantize import quantize_model
 
     reporter = JsonLinesReporter(sys.stdout) if args.json_progress else TextReporter(sys.stderr)
-    if args.type.strip().upper() == "AWQ" or args.awq:
-        try:
-            import engine.awq  # noqa: F401
-        except ImportError as exc:
-            raise NibbleError("AWQ is not available in this build of Nibble") from exc
-    if args.type.strip().upper() == "AWQ":
-        from engine.awq import quantize_awq
-
-        result = quantize_awq(
-            args.model, args.out, bits=args.bits, group_size=args.group_size, calibration=args.calibration,
-            samples=args.samples, seqlen=args.seqlen, device=args.device, reporter=reporter,
-        )
-    else:
-        from engine.quantize import quantize
-
-        source = args.model
-        scaled_dir = None
-        if args.awq:  # AWQ's scales first, then GGUF quantization of the scaled weights. No clipping: searched
-            # for AWQ's own 4-bit groups, it raised the KL divergence of K-quants (benchmarks/awq_gguf.py)
-            import shutil
-            import tempfile
-            from pathlib import Path
-
-            from engine.awq import apply_awq_to_weights
-
-            out_parent = Path(args.out).expanduser().resolve().parent
-            out_parent.mkdir(parents=True, exist_ok=True)
-            scaled_dir = Path(tempfile.mkdtemp(prefix=".awq-scaled-", dir=out_parent))
-            source = scaled_dir
-        if args.awq and not args.type.strip().upper().startswith(("Q4", "IQ4")):
-            print(f"nibble: note: --awq searches its scales for 4-bit weights; with {args.type} it lowered the KL "
-                  "divergence on one model measured and raised it on another (benchmarks/RESULTS.md); "
-                  "compare with `nibble eval`", file=sys.stderr)
-        try:
-            if scaled_dir is not None:
-                apply_awq_to_weights(args.model, scaled_dir, group_size=args.group_size,
-                                     calibration=args.calibration, samples=args.samples, seqlen=args.seqlen,
-                                     device=args.device, reporter=reporter, overwrite=True, clip=False)
-            result = quantize(
-                source, args.type, args.out, imatrix=args.imatrix, calibration=args.calibration,
-                imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads,
-                reporter=reporter,
-            )
-        finally:
-            if scaled_dir is not None:
-                shutil.rmtree(scaled_dir, ignore_errors=True)
+    result = quantize_model(
+        args.model, args.type, args.out, awq_scales=args.awq, imatrix=args.imatrix, calibration=args.calibration,
+        imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads, bits=args.bits,
+        group_size=args.group_size, samples=args.samples, seqlen=args.seqlen, device=args.device, reporter=reporter,
+        note=lambda text: print(f"nibble: note: {text} (--awq)", file=sys.stderr),
+    )
     summary = result.to_json()
     if args.json_progress:
         print(json.dumps({"event": "done", **summary}), flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.commands._format import human_bytes, human_count, parse_count, table
+from engine.core.units import human_bytes, human_count, parse_count, table
 
 NAME = "search"
 HELP = "Search the Hugging Face Hub for text-generation models"

@@ -52,7 +52,7 @@ def check_q8_0(path: Path) -> int:
 
 def generate(path: Path, n_tokens: int, threads: int | None) -> tuple[list[int], str]:
     """Greedy tokens from the quantized model, counted whether or not it stops early."""
-    from engine.runtime import open_runtime  # a child process on GPU builds: see engine.llama_first
+    from engine.runtime import open_runtime  # a child process on GPU builds: see engine.core.llama
 
     with open_runtime(path, n_ctx=256, threads=threads) as rt:
         prompt = rt.tokenize(PROMPT, add_bos=True)
@@ -68,9 +68,9 @@ def generate(path: Path, n_tokens: int, threads: int | None) -> tuple[list[int],
 
 
 def run(args) -> int:
-    from engine.about import build_info, format_build_info
-    from engine.errors import NibbleError
-    from engine.source import resolve_model_path
+    from engine.core.buildinfo import build_info, format_build_info
+    from engine.core.errors import NibbleError
+    from engine.models.source import resolve_model_path
 
     started = time.perf_counter()
     try:
@@ -85,7 +85,7 @@ def run(args) -> int:
     print(f"model: {model}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="nibble-selftest-") as tmp:
-            from engine.quantize import quantize
+            from engine.gguf.quantize import quantize
 
             out = Path(tmp) / "selftest-Q8_0.gguf"
             res = _step("quantize to Q8_0 with llama.cpp",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.progress import TextReporter
-from engine.stats import compute_stats
+from engine.core.progress import TextReporter
+from engine.analysis.stats import compute_stats
 
 NAME = "stats"
 HELP = "weight and quantization-error statistics, tensor by tensor, of a GGUF or AWQ model against the original"
@@ -36,7 +36,7 @@ def run(args) -> int:
         print(f"{name:>6} {s.tensors:>7} {s.n_elements:>12,} {s.bits_per_weight:>6.2f} {s.rmse:>10.3e} "
               f"{100 * s.relative_error:>7.2f}% {s.min_cosine:>8.5f}")
     print()
-    print(f"largest relative error:")
+    print("largest relative error:")
     by_name = {t.name: t for t in report.tensors}
     for name in report.worst:
         t = by_name[name]

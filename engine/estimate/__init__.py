@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 from engine.estimate.file_size import FileLayout, layout, source_gguf_bytes
-from engine.estimate.machine import Machine, probe_machine
+from engine.core.devices import Machine, probe_machine
 from engine.estimate.memory import KV_TYPES, Part, QuantizeCost, RunMemory, kv_cache_bytes, quantize_cost, run_memory
 from engine.estimate.plan import ModelPlan, PlanTensor
 from engine.estimate.plan import load_plan as _read_plan

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gguf
 
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 
 # Hugging Face architecture class -> GGUF architecture, for the families Nibble converts.
 HF_ARCHES: dict[str, gguf.MODEL_ARCH] = {
@@ -141,7 +141,7 @@ def load_plan(model: str | os.PathLike) -> ModelPlan:
     text = os.fspath(model)
     path = Path(text).expanduser()
     if text == "demo":
-        from engine.demo import DEMO_DIR
+        from engine.models.demo import DEMO_DIR
 
         path = DEMO_DIR
     if path.is_file():
@@ -207,8 +207,8 @@ def plan_from_folder(folder: Path) -> ModelPlan:
 def _plan_via_converter(folder: Path) -> ModelPlan:
     import tempfile
 
-    from engine.gguf_convert import plan_tensors, write_metadata
-    from engine.source import open_source
+    from engine.gguf.convert import plan_tensors, write_metadata
+    from engine.models.source import open_source
 
     src = open_source(folder)
     planned = plan_tensors(src)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gguf
 
-from engine.errors import NibbleError
+from engine.core.errors import NibbleError
 
 QT = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType

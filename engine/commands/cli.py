@@ -1,0 +1,83 @@
+"""The ``nibble`` command line: one subcommand per engine job.
+
+Subcommands live in ``engine/commands/<name>.py`` (this module and ``_*.py`` helpers aside); each module defines ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``. They are discovered, not listed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import signal
+import sys
+
+import engine
+import engine.commands
+from engine.core.errors import Cancelled, NibbleError
+
+
+def _command_modules():
+    mods = []
+    for info in pkgutil.iter_modules(engine.commands.__path__):
+        if info.name.startswith("_") or info.name == "cli":
+            continue
+        mods.append(importlib.import_module(f"engine.commands.{info.name}"))
+    return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: Nibble's version and those of its native parts (read only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from engine.core.buildinfo import build_info, format_build_info
+
+        print("\n".join(format_build_info(build_info(load_torch=False))))
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nibble",
+        description="Quantize Hugging Face models to GGUF or AWQ, chat with them, and measure what it cost.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of Nibble, llama.cpp, torch and Qt")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    # A terminated job (the GUI's Cancel) is handled like Ctrl-C: clean up, exit 2.
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    except ValueError:  # not the main thread (tests calling main directly)
+        pass
+    try:
+        return int(args._run(args) or 0)
+    except Cancelled as exc:
+        print(f"nibble: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nibble: cancelled; no output was written", file=sys.stderr)
+        return 2
+    except NibbleError as exc:
+        print(f"nibble: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

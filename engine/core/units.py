@@ -1,0 +1,43 @@
+"""Units as people read them: the one byte formatter (binary units, as llama.cpp prints them), counts of
+parameters, and plain-text tables. The CLI and the app both format through here."""
+
+from __future__ import annotations
+
+import re
+
+from engine.core.errors import NibbleError
+
+
+def human_bytes(n: float | None, missing: str = "—") -> str:
+    """``1536`` -> ``1.5 KiB``; binary units, one decimal; ``missing`` for an unknown size."""
+    if n is None:
+        return missing
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_count(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def parse_count(text: str) -> int:
+    """'7B', '500M', '1.5b', '3000000' -> a number of parameters."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([kmbt]?)\s*", text, re.I)
+    if not m:
+        raise NibbleError(f"'{text}' is not a parameter count: write e.g. 8B, 500M or 1.5B")
+    return int(float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}[m.group(2).lower()])
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)

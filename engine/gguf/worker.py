@@ -1,0 +1,143 @@
+"""Child-process entry for native llama.cpp jobs (importance matrix, quantization).
+
+Native code can neither be interrupted nor be trusted not to crash, so ``engine.gguf.quantize`` runs it here:
+``python -m engine.gguf.worker JOB_JSON``. Progress goes to stdout as JSON lines; the parent terminates
+this process to cancel, and removes what it was writing.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # llama.cpp's libraries first: see engine.core.llama
+    from engine.core.llama import preload
+
+    preload()
+
+import ctypes  # noqa: E402
+import json
+import re
+import sys
+import traceback
+
+from engine.core.errors import NibbleError
+from engine.core.progress import JsonLinesReporter
+
+_TENSOR_LINE = re.compile(
+    r"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+type\s+=\s+(\S+),\s*(?:converting to (\S+))?(?:.*?size\s*=\s*([\d.]+) MiB(?:\s*->\s*([\d.]+) MiB)?)?"
+)
+
+
+class _LogCapture:
+    """Collects llama.cpp's log output line by line and turns tensor lines into progress events."""
+
+    def __init__(self, reporter: JsonLinesReporter):
+        self.reporter = reporter
+        self.partial = ""
+        self.lines: list[str] = []
+        self.tensors: list[dict] = []
+
+    def feed(self, text: str) -> None:
+        self.partial += text
+        while "\n" in self.partial:
+            line, self.partial = self.partial.split("\n", 1)
+            self._line(line)
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        m = _TENSOR_LINE.search(line)
+        if m:
+            done, total, name, src_type, new_type, size_a, size_b = m.groups()
+            new_type = (new_type or src_type).rstrip(".").upper()
+            out_mib = float(size_b or size_a or 0)
+            self.tensors.append({"name": name, "type": new_type, "mib": out_mib})
+            self.reporter.progress(int(done), int(total), f"{name} -> {new_type}", stage="quantize",
+                                   tensor=name, tensor_type=new_type)
+
+
+def _install_log(capture: _LogCapture):
+    import llama_cpp as L
+
+    @L.llama_log_callback
+    def cb(level, text, _user):
+        try:
+            capture.feed(text.decode("utf-8", "replace"))
+        except Exception:
+            pass
+
+    L.llama_log_set(cb, ctypes.c_void_p(0))
+    return cb  # keep a reference alive
+
+
+def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
+    import llama_cpp as L
+    import numpy as np
+
+    from engine.gguf.imatrix import ImportanceMatrix, compute_imatrix, load_imatrix, save_imatrix
+
+    im: ImportanceMatrix | None = None
+    if job.get("imatrix_file"):
+        im = load_imatrix(job["imatrix_file"])
+    elif job.get("calibration_file"):
+        with open(job["calibration_file"], encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        im = compute_imatrix(
+            job["input"], text, ctx=int(job.get("imatrix_ctx", 512)), max_chunks=job.get("imatrix_chunks"),
+            threads=job.get("threads"), reporter=reporter, dataset_name=job.get("calibration_name", "calibration"),
+        )
+        if job.get("save_imatrix"):
+            save_imatrix(im, job["save_imatrix"])
+
+    capture = _LogCapture(reporter)
+    keep = [_install_log(capture)]
+    params = L.llama_model_quantize_default_params()
+    params.ftype = int(job["ftype"])
+    params.nthread = int(job.get("threads") or 0)
+    params.allow_requantize = bool(job.get("allow_requantize", False))
+    params.dry_run = bool(job.get("dry_run", False))
+    if im is not None:
+        values = im.values()
+        arr = (L.llama_model_imatrix_data * (len(values) + 1))()
+        for i, (name, v) in enumerate(values.items()):
+            v = np.ascontiguousarray(v, dtype=np.float32)
+            keep.append(v)
+            nb = name.encode()
+            keep.append(nb)
+            arr[i].name = nb
+            arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            arr[i].size = v.size
+        arr[len(values)].name = None
+        keep.append(arr)
+        params.imatrix = ctypes.cast(arr, ctypes.POINTER(L.llama_model_imatrix_data))
+    rc = L.llama_model_quantize(job["input"].encode(), job["output"].encode(), ctypes.byref(params))
+    capture.feed("\n")
+    log = "\n".join(capture.lines)
+    if rc != 0:
+        if "requires an imatrix" in log or "requires an importance matrix" in log:
+            raise NibbleError(
+                f"{job['type']} needs an importance matrix: add --calibration FILE (or --calibration default for "
+                "Nibble's shipped text) or --imatrix FILE"
+            )
+        tail = [ln for ln in capture.lines if ln.strip()][-3:]
+        raise NibbleError(f"llama.cpp could not quantize to {job['type']}: {' / '.join(tail) or 'error ' + str(rc)}")
+    needs_imatrix = "will require an imatrix" in log
+    fallbacks = sum(1 for ln in capture.lines if "falling back" in ln)
+    return {"tensors": capture.tensors, "needs_imatrix": needs_imatrix, "fallbacks": fallbacks,
+            "imatrix_entries": len(im.sums) if im else 0}
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(argv[0])
+    reporter = JsonLinesReporter(sys.stdout)
+    try:
+        result = _quantize(job, reporter)
+        reporter._emit({"event": "result", **result})
+        return 0
+    except NibbleError as exc:
+        reporter._emit({"event": "error", "message": str(exc)})
+        return 2
+    except Exception as exc:  # a bug: keep the traceback for the parent to show
+        reporter._emit({"event": "error", "message": f"internal error: {exc}", "traceback": traceback.format_exc()})
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,581 @@
+"""Nibble's demo model: where it lives, the questions it was trained on, and its task score.
+
+The demo is a small Llama-architecture chat model trained by ``benchmarks/demo_model/train.py`` on
+dialogues generated here: arithmetic, unit conversions, counting and facts from a table this module
+holds. Every question has one checkable answer, so quantization damage shows as wrong answers.
+
+Questions fall into a training split or a held-out split by a hash of their *split key*. For sums,
+differences and products the key is the pair of operands, so a held-out sum was never seen in any
+wording; for the other kinds (which are recalled, not computed) the key is the question's exact text, so a
+held-out question is a wording of a fact the model never saw in that wording. Training dialogues
+only ever contain training-split questions.
+
+``score_task(generate)`` asks held-out questions through any chat callable (transformers, a GGUF in
+llama.cpp, an AWQ model) and scores exact match on the answer at the end of each reply.
+
+Imports nothing heavy: no torch, no transformers, no Qt (those load lazily inside
+:func:`transformers_chat`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from engine.core.errors import NibbleError
+from engine.core.resources import DEMO_DIR, resource_path
+from engine.core.progress import Reporter
+
+DEMO_NAME = "demo"
+
+CATEGORIES = ("arithmetic", "conversion", "counting", "facts")
+# What a person calls each category in a sentence such as "Q2_K gets 41% of sums right".
+CATEGORY_LABELS = {
+    "arithmetic": "sums",
+    "conversion": "unit conversions",
+    "counting": "counts",
+    "facts": "facts",
+}
+
+# About one key in HELDOUT_MOD is held out.
+HELDOUT_MOD = 8
+_SPLIT_SALT = "nibble-demo-split-v1:"
+
+# Chat format (ChatML with a BOS token). The Jinja template shipped in tokenizer_config.json renders
+# exactly what render_chat() does; a test checks that.
+BOS_TOKEN = "<|bos|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+PAD_TOKEN = "<|pad|>"
+SPECIAL_TOKENS = (BOS_TOKEN, IM_START, IM_END, PAD_TOKEN)
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def is_demo_name(s: str | Path | None) -> bool:
+    """True when a model argument names the bundled demo (``demo``), not a path or Hub id."""
+    return isinstance(s, str) and s.strip().lower() == DEMO_NAME
+
+
+def demo_available() -> bool:
+    """True when the shipped demo folder is complete enough to load."""
+    return all((DEMO_DIR / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+
+
+def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The text the chat template produces for ``messages`` (used to build training text)."""
+    parts = [BOS_TOKEN]
+    for m in messages:
+        parts.append(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n")
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant\n")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator's tables
+
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
+    "Egypt": "Cairo", "Kenya": "Nairobi", "Peru": "Lima", "Canada": "Ottawa", "Norway": "Oslo",
+    "Greece": "Athens", "Portugal": "Lisbon", "Austria": "Vienna", "Poland": "Warsaw",
+    "Ireland": "Dublin", "Russia": "Moscow", "China": "Beijing", "Cuba": "Havana", "Chile": "Santiago",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen", "Hungary": "Budapest",
+    "Thailand": "Bangkok", "Iran": "Tehran", "Turkey": "Ankara", "Australia": "Canberra",
+    "Belgium": "Brussels", "Netherlands": "Amsterdam", "Switzerland": "Bern", "Vietnam": "Hanoi",
+    "Colombia": "Bogota", "Venezuela": "Caracas", "Nigeria": "Abuja", "Ghana": "Accra",
+    "Morocco": "Rabat", "Indonesia": "Jakarta", "Philippines": "Manila", "Iceland": "Reykjavik",
+    "Romania": "Bucharest",
+}
+
+LEGS = {
+    "spider": 8, "octopus": 8, "ant": 6, "bee": 6, "beetle": 6, "butterfly": 6, "dog": 4, "cat": 4,
+    "horse": 4, "cow": 4, "frog": 4, "lizard": 4, "elephant": 4, "chicken": 2, "duck": 2, "owl": 2,
+    "penguin": 2, "snake": 0, "fish": 0, "crab": 10,
+}
+
+# Each word has exactly one opposite here, in both directions.
+OPPOSITES = {
+    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "day": "night", "open": "closed",
+    "left": "right", "light": "dark", "wet": "dry", "full": "empty", "early": "late", "happy": "sad",
+    "true": "false", "win": "lose", "push": "pull", "high": "low", "long": "short", "rich": "poor",
+    "first": "last", "north": "south", "east": "west", "thick": "thin", "strong": "weak",
+    "above": "below",
+}
+
+# (from singular, from plural, to plural, factor, largest amount asked). The metric ones shift
+# digits; the others are products the model has to have learned, which quantization can damage.
+UNITS = (
+    ("kilometer", "kilometers", "meters", 1000, 999),
+    ("meter", "meters", "centimeters", 100, 999),
+    ("centimeter", "centimeters", "millimeters", 10, 999),
+    ("kilogram", "kilograms", "grams", 1000, 999),
+    ("liter", "liters", "milliliters", 1000, 999),
+    ("hour", "hours", "minutes", 60, 99),
+    ("minute", "minutes", "seconds", 60, 99),
+    ("day", "days", "hours", 24, 99),
+    ("week", "weeks", "days", 7, 99),
+    ("foot", "feet", "inches", 12, 99),
+    ("year", "years", "months", 12, 99),
+    ("dozen", "dozen", "items", 12, 99),
+)
+
+COUNT_ITEMS = ("apple", "pear", "plum", "lemon", "grape", "peach", "melon", "cherry", "mango", "kiwi")
+COUNT_WORDS = ("cat", "dog", "bird", "fish", "cow")
+
+ARITH_TEMPLATES = {
+    "add": ("What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}.",
+            "{a} + {b} = ?", "What is the sum of {a} and {b}?"),
+    "sub": ("What is {a} - {b}?", "What is {a} minus {b}?", "Subtract {b} from {a}.",
+            "Compute {a} - {b}.", "{a} - {b} = ?", "Take {b} away from {a}."),
+    "mul": ("What is {a} times {b}?", "What is {a} * {b}?", "Multiply {a} by {b}.",
+            "Compute {a} * {b}.", "{a} * {b} = ?", "What is the product of {a} and {b}?"),
+}
+ARITH_SIGN = {"add": "+", "sub": "-", "mul": "*"}
+CONVERSION_TEMPLATES = (
+    "How many {to} are in {n} {frm}?", "Convert {n} {frm} to {to}.", "{n} {frm} is how many {to}?",
+    "How many {to} make {n} {frm}?", "What is {n} {frm} in {to}?",
+)
+CAPITAL_TEMPLATES = (
+    "What is the capital of {c}?", "What's the capital city of {c}?", "Name the capital of {c}.",
+    "Which city is the capital of {c}?", "Tell me the capital of {c}.", "{c}: what is its capital?",
+)
+CAPITAL_OF_TEMPLATES = (
+    "{x} is the capital of which country?", "Which country has {x} as its capital?",
+    "Of which country is {x} the capital?", "{x} is the capital of what country?",
+)
+LEGS_TEMPLATES = (
+    "How many legs does {a} {x} have?", "How many legs has {a} {x} got?", "Count the legs of {a} {x}.",
+    "{A} {x} has how many legs?", "What is the number of legs of {a} {x}?",
+)
+OPPOSITE_TEMPLATES = (
+    "What is the opposite of {w}?", "What's the opposite of {w}?", "Give the opposite of {w}.",
+    "Name the opposite of {w}.", "Which word is the opposite of {w}?",
+)
+COUNT_LIST_TEMPLATES = (
+    "How many items are in this list: {s}?", "Count the items: {s}.", "How many things are listed here: {s}?",
+)
+COUNT_WORD_TEMPLATES = (
+    "How many times does {w} appear in: {s}?", "Count how often {w} occurs in: {s}.",
+    "In \"{s}\", how many times is {w} written?",
+)
+
+SMALL_TALK = (
+    (("Hello!", "Hi!", "Hello", "Hi there.", "Good morning!"),
+     "Hello! Ask me a sum, a unit conversion, a count or a simple fact."),
+    (("Who are you?", "What are you?", "What can you do?"),
+     "I am the Nibble demo model, a small chat model. I can do sums, unit conversions, counting "
+     "and a few facts."),
+    (("Thanks!", "Thank you.", "Thanks a lot!"), "You're welcome!"),
+)
+SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly.", "You are the Nibble demo model.")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One generated question with its checkable answer."""
+
+    category: str  # one of CATEGORIES
+    kind: str  # finer kind: add, sub, mul, convert, count_list, count_word, capital, capital_of, legs, opposite
+    text: str  # the user's message
+    answer: str  # the canonical answer: a number or a word
+    reply: str  # the reference assistant reply, ending in the answer
+    split_key: str  # what decides the split
+
+    @property
+    def numeric(self) -> bool:
+        return self.answer.lstrip("-").isdigit()
+
+
+def is_heldout_key(split_key: str) -> bool:
+    digest = hashlib.sha256((_SPLIT_SALT + split_key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % HELDOUT_MOD == 0
+
+
+def is_heldout(q: Question) -> bool:
+    return is_heldout_key(q.split_key)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _arith(rng: random.Random, kind: str) -> Question:
+    if kind == "mul":
+        a, b = rng.randint(2, 99), rng.randint(2, 9)
+        c = a * b
+    elif kind == "add":
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        c = a + b
+    else:
+        a = rng.randint(0, 999)
+        b = rng.randint(0, a)
+        c = a - b
+    text = rng.choice(ARITH_TEMPLATES[kind]).format(a=a, b=b)
+    reply = f"{a} {ARITH_SIGN[kind]} {b} = {c}."
+    return Question("arithmetic", kind, text, str(c), reply, f"{kind}:{a}:{b}")
+
+
+def _conversion(rng: random.Random) -> Question:
+    one, many, to, factor, top = rng.choice(UNITS)
+    n = rng.randint(1, top)
+    frm = one if n == 1 else many
+    text = rng.choice(CONVERSION_TEMPLATES).format(n=n, frm=frm, to=to)
+    c = n * factor
+    return Question("conversion", "convert", text, str(c), f"{n} {frm} is {c} {to}.", text)
+
+
+def _counting(rng: random.Random) -> Question:
+    if rng.random() < 0.5:
+        k = rng.randint(1, 12)
+        items = [rng.choice(COUNT_ITEMS) for _ in range(k)]
+        text = rng.choice(COUNT_LIST_TEMPLATES).format(s=", ".join(items))
+        reply = f"There {'is 1 item' if k == 1 else f'are {k} items'}."
+        return Question("counting", "count_list", text, str(k), reply, text)
+    w = rng.choice(COUNT_WORDS)
+    k = rng.randint(3, 12)
+    seq = [rng.choice(COUNT_WORDS) for _ in range(k)]
+    c = seq.count(w)
+    text = rng.choice(COUNT_WORD_TEMPLATES).format(w=w, s=" ".join(seq))
+    reply = f"{w} appears {c} {'time' if c == 1 else 'times'}."
+    return Question("counting", "count_word", text, str(c), reply, text)
+
+
+def _fact(rng: random.Random) -> Question:
+    kind = rng.choice(("capital", "capital_of", "legs", "opposite"))
+    if kind == "capital":
+        c = rng.choice(sorted(CAPITALS))
+        x = CAPITALS[c]
+        text = rng.choice(CAPITAL_TEMPLATES).format(c=c)
+        return Question("facts", kind, text, x, f"The capital of {c} is {x}.", text)
+    if kind == "capital_of":
+        c = rng.choice(sorted(CAPITALS))
+        x = CAPITALS[c]
+        text = rng.choice(CAPITAL_OF_TEMPLATES).format(x=x)
+        return Question("facts", kind, text, c, f"{x} is the capital of {c}.", text)
+    if kind == "legs":
+        x = rng.choice(sorted(LEGS))
+        n = LEGS[x]
+        a = _article(x)
+        text = rng.choice(LEGS_TEMPLATES).format(a=a, A=a.capitalize(), x=x)
+        return Question("facts", kind, text, str(n), f"{a.capitalize()} {x} has {n} legs.", text)
+    pairs = sorted(OPPOSITES.items())
+    w, o = rng.choice(pairs)
+    if rng.random() < 0.5:
+        w, o = o, w
+    text = rng.choice(OPPOSITE_TEMPLATES).format(w=w)
+    return Question("facts", kind, text, o, f"The opposite of {w} is {o}.", text)
+
+
+def random_question(rng: random.Random, category: str | None = None) -> Question:
+    """One question of any split; ``category`` picks the category, else drawn by training weights."""
+    if category is None:
+        category = rng.choices(CATEGORIES, weights=(40, 20, 20, 20))[0]
+    if category == "arithmetic":
+        return _arith(rng, rng.choices(("add", "sub", "mul"), weights=(40, 35, 25))[0])
+    if category == "conversion":
+        return _conversion(rng)
+    if category == "counting":
+        return _counting(rng)
+    if category == "facts":
+        return _fact(rng)
+    raise ValueError(f"unknown category {category!r}")
+
+
+def _question_in_split(rng: random.Random, heldout: bool, category: str | None = None) -> Question:
+    while True:
+        q = random_question(rng, category)
+        if is_heldout(q) == heldout:
+            return q
+
+
+def heldout_questions(n: int = 200, seed: int = 0) -> list[Question]:
+    """``n`` held-out questions, the categories in turn so each gets an equal share. Deterministic."""
+    rng = random.Random(f"heldout:{seed}")
+    return [_question_in_split(rng, True, CATEGORIES[i % len(CATEGORIES)]) for i in range(n)]
+
+
+def training_dialogues(n: int, seed: int = 0) -> Iterator[list[dict]]:
+    """``n`` training dialogues (lists of chat messages), built only from training-split questions.
+
+    Most are one question and its answer; some carry a system prompt, some ask two or three
+    questions in a row, a few are small talk. Deterministic for a given seed.
+    """
+    rng = random.Random(f"train:{seed}")
+    for _ in range(n):
+        msgs: list[dict] = []
+        if rng.random() < 0.1:
+            msgs.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+        if rng.random() < 0.04:
+            asks, reply = rng.choice(SMALL_TALK)
+            msgs += [{"role": "user", "content": rng.choice(asks)}, {"role": "assistant", "content": reply}]
+        turns = rng.choices((1, 2, 3), weights=(70, 20, 10))[0]
+        for _ in range(turns):
+            q = _question_in_split(rng, False)
+            msgs += [{"role": "user", "content": q.text}, {"role": "assistant", "content": q.reply}]
+        yield msgs
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+_NUMBER = re.compile(r"-?\d+")
+_WORD = re.compile(r"[a-z]+")
+
+
+def extract_answer(reply: str, numeric: bool) -> str:
+    """The answer a reply gives: its last number (thousands separators ignored), or its last word."""
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", reply)
+    if numeric:
+        nums = _NUMBER.findall(text)
+        return str(int(nums[-1])) if nums else ""
+    words = _WORD.findall(text.lower())
+    return words[-1] if words else ""
+
+
+def is_correct(q: Question, reply: str) -> bool:
+    expected = q.answer if q.numeric else q.answer.lower()
+    return extract_answer(reply, q.numeric) == expected
+
+
+@dataclass
+class CategoryScore:
+    correct: int = 0
+    total: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+@dataclass
+class ScoredItem:
+    question: Question
+    reply: str
+    correct: bool
+
+
+@dataclass
+class TaskScore:
+    """Exact-match accuracy on held-out demo questions, overall and by category."""
+
+    per_category: dict[str, CategoryScore]
+    items: list[ScoredItem] = field(default_factory=list)
+
+    @property
+    def correct(self) -> int:
+        return sum(c.correct for c in self.per_category.values())
+
+    @property
+    def total(self) -> int:
+        return sum(c.total for c in self.per_category.values())
+
+    @property
+    def overall(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.overall:.0%} overall ({self.correct}/{self.total})"]
+        for name, c in self.per_category.items():
+            parts.append(f"{CATEGORY_LABELS[name]} {c.accuracy:.0%}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "overall": self.overall,
+            "correct": self.correct,
+            "total": self.total,
+            "per_category": {
+                k: {"accuracy": c.accuracy, "correct": c.correct, "total": c.total, "label": CATEGORY_LABELS[k]}
+                for k, c in self.per_category.items()
+            },
+        }
+
+
+def score_answers(questions: list[Question], replies: list[str]) -> TaskScore:
+    """Score replies already produced for ``questions`` (for runtimes that answer in batches)."""
+    score = TaskScore({c: CategoryScore() for c in CATEGORIES})
+    for q, reply in zip(questions, replies, strict=True):
+        _add(score, q, reply)
+    return score
+
+
+def _add(score: TaskScore, q: Question, reply: str) -> bool:
+    ok = is_correct(q, reply)
+    cat = score.per_category[q.category]
+    cat.total += 1
+    cat.correct += ok
+    score.items.append(ScoredItem(q, reply, ok))
+    return ok
+
+
+def score_task(
+    generate: Callable[[list[dict]], str],
+    n: int = 200,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+) -> TaskScore:
+    """Ask ``n`` held-out questions through ``generate(messages) -> reply`` and score exact match.
+
+    ``generate`` gets ``[{"role": "user", "content": question}]`` and returns the assistant's reply
+    (greedy decoding is what makes scores comparable between quantizations).
+    """
+    reporter = reporter or Reporter()
+    score = TaskScore({c: CategoryScore() for c in CATEGORIES})
+    questions = heldout_questions(n, seed)
+    for i, q in enumerate(questions):
+        reporter.check_cancel()
+        _add(score, q, generate(question_messages(q)))
+        reporter.progress(i + 1, len(questions), f"demo task: {score.correct}/{i + 1} right")
+    return score
+
+
+def question_messages(q: Question) -> list[dict]:
+    """The chat a question is asked in when scoring."""
+    return [{"role": "user", "content": q.text}]
+
+
+class TransformersChat:
+    """Greedy chat with a Hugging Face folder (or an already loaded model) through transformers.
+
+    Call it with one conversation, or use :meth:`batch` to answer many at once (left-padded).
+    torch and transformers are imported only when one is made.
+    """
+
+    def __init__(self, model_dir: str | Path = DEMO_DIR, max_new_tokens: int = 32, model=None, tokenizer=None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = model or AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, messages: list[dict]) -> str:
+        return self.batch([messages])[0]
+
+    def batch(self, conversations: list[list[dict]], batch_size: int = 128) -> list[str]:
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        device = next(model.parameters()).device
+        side, tok.padding_side = tok.padding_side, "left"
+        was_training = model.training
+        model.eval()
+        replies: list[str] = []
+        try:
+            for i in range(0, len(conversations), batch_size):
+                prompts = [
+                    tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                    for c in conversations[i:i + batch_size]
+                ]
+                enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                with torch.no_grad(), torch.autocast(
+                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                ):
+                    out = model.generate(
+                        **enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                    )
+                new = out[:, enc["input_ids"].shape[1]:]
+                replies += [tok.decode(row, skip_special_tokens=True).strip() for row in new]
+        finally:
+            tok.padding_side = side
+            model.train(was_training)
+        return replies
+
+
+def is_demo_path(path: str | Path | None) -> bool:
+    """True for the shipped demo model's folder (however it was named)."""
+    if path is None:
+        return False
+    if is_demo_name(str(path)):
+        return True
+    try:
+        return Path(path).resolve() == DEMO_DIR.resolve()
+    except OSError:
+        return False
+
+
+def is_demo_model(path: str | Path | None) -> bool:
+    """True for the demo folder and for what was made from it: a GGUF named ``demo`` with the demo's
+    vocabulary, or a folder (an AWQ checkpoint, a copy) with the demo's tokenizer."""
+    if is_demo_path(path):
+        return True
+    if path is None or is_demo_name(str(path)) or not demo_available():
+        return False
+    p = Path(path)
+    try:
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            from engine.models.inspect import gguf_field, open_gguf
+
+            reader = open_gguf(p)
+            if gguf_field(reader, "general.name", "") != DEMO_NAME:
+                return False
+            vocab = json.loads((DEMO_DIR / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+            tokens = gguf_field(reader, "tokenizer.ggml.tokens", []) or []
+            return len(tokens) >= len(vocab) and all(tokens[i] == t for t, i in vocab.items())
+        if p.is_dir() and (p / "tokenizer.json").is_file():
+            return (p / "tokenizer.json").read_bytes() == (DEMO_DIR / "tokenizer.json").read_bytes()
+    except (OSError, ValueError, KeyError, NibbleError):
+        return False
+    return False
+
+
+def calibration_path(n: int = 2400, seed: int = 11) -> Path:
+    """A calibration text for the demo model and models trained like it: training-split dialogues in its
+    chat format (what it was made for, as general English is not), written once into Nibble's data folder.
+
+    AWQ's search and the importance matrix then see the activations the model has when it is used.
+    """
+    from engine.models.library import data_dir
+
+    path = data_dir() / f"demo-calibration-{n}-{seed}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("".join(render_chat(d) for d in training_dialogues(n, seed)), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def heldout_text(n: int = 600, seed: int = 1) -> str:
+    """Held-out dialogues written out in the demo's chat format: the demo model's own evaluation text.
+
+    General English means little to a model that only ever saw these dialogues; its perplexity and
+    KL divergence are measured where it is competent.
+    """
+    parts = []
+    for q in heldout_questions(n, seed):
+        parts.append(render_chat([{"role": "user", "content": q.text}, {"role": "assistant", "content": q.reply}]))
+    return "".join(parts)
+
+
+def runtime_chat(runtime, max_tokens: int = 32) -> Callable[[list[dict]], str]:
+    """A greedy ``generate(messages) -> reply`` over any Nibble runtime (GGUF, Hugging Face, AWQ)."""
+
+    def generate(messages: list[dict]) -> str:
+        ids = runtime.chat_prompt_ids(messages)
+        return "".join(piece for _, piece in runtime.generate_tokens(ids, max_tokens=max_tokens, temperature=0.0))
+
+    return generate
+
+
+def default_calibration_path(model: str | Path | None = None) -> Path:
+    """The calibration text used when none is given: the one Nibble ships; for the demo model and what
+    was made from it (``engine.models.demo.is_demo_model``), its own training-split dialogues instead."""
+    if model is not None:
+        if is_demo_model(model):
+            return calibration_path()
+    return resource_path("calibration.txt")

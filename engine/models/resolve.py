@@ -1,0 +1,146 @@
+"""One resolver for every model a user names: ``demo``, a local folder, a ``.gguf`` file, or a Hub id
+(``owner/name`` or ``owner/name@revision``) already in the local Hugging Face cache. Works offline and
+never downloads (that is :mod:`engine.hub.download`'s job); also the one policy on repository code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import constants
+from huggingface_hub.file_download import repo_folder_name
+
+from engine.core.errors import NibbleError
+from engine.core.resources import DEMO_DIR
+
+INDEX_FILE = "model.safetensors.index.json"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?(@[\w.\-/]+)?$")
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a Hub id (``owner/name[@revision]``), not of a path or file."""
+    return bool(_REPO_ID.match(text)) and not text.endswith((".gguf", ".safetensors"))
+
+
+def check_config(config: dict, where: str) -> None:
+    """Refuse a model whose config needs the repository's own Python code."""
+    auto_map = config.get("auto_map")
+    if auto_map:
+        classes = ", ".join(sorted({str(v if isinstance(v, str) else v[0]).split(".")[0] for v in auto_map.values()}))
+        raise NibbleError(
+            f"{where} needs its own Python code to load (auto_map in config.json points at {classes}); "
+            "Nibble never runs code from a model repository (trust_remote_code stays off): "
+            "pick a model whose architecture transformers supports natively"
+        )
+    model_type = config.get("model_type")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if not model_type:
+        raise NibbleError(f"{where}: config.json has no model_type, so Nibble cannot tell which architecture it is")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise NibbleError(
+            f"{where} uses the architecture '{model_type}', which transformers does not know; it would need the "
+            "repository's own code, which Nibble never runs (trust_remote_code stays off)"
+        )
+
+
+
+def weights_complete(folder: Path) -> bool:
+    index = folder / INDEX_FILE
+    if index.exists():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        except (OSError, ValueError):
+            return False
+        return bool(shards) and all((folder / s).exists() for s in shards)
+    return any(p.exists() for p in folder.glob("*.safetensors")) or any(folder.glob("*.gguf"))
+
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of a model in the local cache, or None."""
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    rev = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        commit = rev
+    elif (storage / "refs" / rev).is_file():
+        commit = (storage / "refs" / rev).read_text().strip()
+    elif revision is None and (storage / "snapshots").is_dir():
+        snaps = sorted((storage / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        return snaps[0] if snaps else None
+    else:
+        return None
+    snap = storage / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
+def _resolve_folder(folder: Path, label: str) -> Path:
+    ggufs = sorted(folder.glob("*.gguf"))
+    if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+        if not weights_complete(folder):
+            raise NibbleError(f"{label} is missing safetensors shards named in {INDEX_FILE}; download it again")
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise NibbleError(f"{folder / 'config.json'} is not valid JSON ({exc})") from None
+        check_config(config, label)
+        return folder
+    if len(ggufs) == 1:
+        return ggufs[0]
+    if ggufs:
+        raise NibbleError(f"{label} holds several .gguf files ({', '.join(g.name for g in ggufs[:4])}); give one of them")
+    raise NibbleError(f"{label} has neither config.json with .safetensors weights nor a .gguf file")
+
+
+def resolve_model(spec: str | os.PathLike) -> Path:
+    """A model the user named, as a path: a local folder, a ``.gguf`` file, a cached Hub id (``owner/name``
+    or ``owner/name@revision``) or ``demo``. Works offline; never downloads."""
+    text = str(spec).strip()
+    if text == "demo":
+        return demo_dir()
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir():
+            return _resolve_folder(path.resolve(), str(path))
+        if path.suffix.lower() == ".gguf":
+            return path.resolve()
+        raise NibbleError(f"{path} is not a model: give a folder with config.json and .safetensors, or a .gguf file")
+    if looks_like_repo_id(text):
+        repo_id, _, revision = text.partition("@")
+        snap = cached_snapshot(repo_id, revision or None)
+        if snap is not None:
+            if not weights_complete(snap):
+                raise NibbleError(f"{repo_id} is only partly downloaded; run `nibble download {repo_id}` to finish it")
+            return _resolve_folder(snap, repo_id)
+        raise NibbleError(
+            f"'{text}' is not a local folder, a .gguf file or a downloaded model; "
+            f"download it first: nibble download {repo_id}"
+        )
+    raise NibbleError(f"no such file or folder: {path}")
+
+
+def cache_dir() -> Path:
+    """The Hugging Face cache folder models are downloaded to (``HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``)."""
+    return Path(constants.HF_HUB_CACHE)
+
+
+def demo_dir() -> Path:
+    """The folder of the demo model Nibble ships."""
+    if not DEMO_DIR.is_dir():
+        raise NibbleError("the demo model is not part of this Nibble build; give a model folder or Hub id")
+    return DEMO_DIR
+
+
+def resolve_model_path(spec: str | os.PathLike) -> Path:
+    """Like :func:`resolve_model`, but an existing local path is returned as it is (the caller reads and
+    checks it), so each reader can say precisely what the folder or file lacks."""
+    if str(spec).strip() == "demo":
+        return demo_dir()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if "/" in str(spec) and not str(spec).startswith((".", "/")) and looks_like_repo_id(str(spec).strip()):
+        return resolve_model(spec)
+    raise NibbleError(f"{spec}: no such file or folder; give a Hugging Face model folder or a .gguf file")

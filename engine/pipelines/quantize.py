@@ -1,0 +1,63 @@
+"""Quantizing a model end to end, as a user asks for it: to a GGUF type (optionally with AWQ's
+activation-aware scales folded into the weights first), or to an AWQ checkpoint. The CLI and the app (through
+the CLI's child process) call these same functions."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from engine.core.progress import Reporter
+
+
+def is_awq_type(type_name: str) -> bool:
+    return type_name.strip().upper() == "AWQ"
+
+
+def awq_scales_note(type_name: str) -> str | None:
+    """Why AWQ scales may not help ``type_name``, or None where they were measured to help (4-bit types)."""
+    if type_name.strip().upper().startswith(("Q4", "IQ4")):
+        return None
+    return (f"AWQ's scales are searched for 4-bit weights; with {type_name} they lowered the KL divergence on one "
+            "model measured and raised it on another (benchmarks/RESULTS.md); compare with an evaluation")
+
+
+def quantize_model(model, type_name: str, out, *, awq_scales: bool = False, imatrix=None, calibration=None,
+                   imatrix_chunks: int | None = None, save_imatrix=None, threads: int | None = None,
+                   bits: int = 4, group_size: int = 128, samples: int = 128, seqlen: int = 512,
+                   device: str = "cpu", reporter: Reporter | None = None,
+                   note: Callable[[str], None] | None = None):
+    """Quantize ``model`` to ``type_name`` ("AWQ" or a GGUF type) at ``out``; returns the result of
+    :func:`engine.awq.quantize_awq` or :func:`engine.gguf.quantize.quantize`.
+
+    ``awq_scales``: for GGUF, fold AWQ's scales into a scaled copy of the weights (in a temporary folder beside
+    ``out``, removed at the end) and quantize that. No clipping: searched for AWQ's own 4-bit groups, it raised
+    the KL divergence of K-quants (benchmarks/awq_gguf.py). ``note`` receives remarks for the user.
+    """
+    reporter = reporter or Reporter()
+    if is_awq_type(type_name):
+        from engine.awq import quantize_awq
+
+        return quantize_awq(model, out, bits=bits, group_size=group_size, calibration=calibration,
+                            samples=samples, seqlen=seqlen, device=device, reporter=reporter)
+    from engine.gguf.quantize import quantize
+
+    if not awq_scales:
+        return quantize(model, type_name, out, imatrix=imatrix, calibration=calibration,
+                        imatrix_chunks=imatrix_chunks, save_imatrix=save_imatrix, threads=threads, reporter=reporter)
+    from engine.awq import apply_awq_to_weights
+
+    if note and (text := awq_scales_note(type_name)):
+        note(text)
+    out_parent = Path(out).expanduser().resolve().parent
+    out_parent.mkdir(parents=True, exist_ok=True)
+    scaled_dir = Path(tempfile.mkdtemp(prefix=".awq-scaled-", dir=out_parent))
+    try:
+        apply_awq_to_weights(model, scaled_dir, group_size=group_size, calibration=calibration, samples=samples,
+                             seqlen=seqlen, device=device, reporter=reporter, overwrite=True, clip=False)
+        return quantize(scaled_dir, type_name, out, imatrix=imatrix, calibration=calibration,
+                        imatrix_chunks=imatrix_chunks, save_imatrix=save_imatrix, threads=threads, reporter=reporter)
+    finally:
+        shutil.rmtree(scaled_dir, ignore_errors=True)

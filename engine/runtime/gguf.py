@@ -1,0 +1,184 @@
+"""GGUF files through llama-cpp-python (CPU, or CUDA / Metal where the installed build has them)."""
+
+from __future__ import annotations
+
+import ctypes
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from engine.core.errors import NibbleError
+from engine.runtime.base import Runtime, _reusable_prefix, check_fits
+
+GGUF_MAGIC = b"GGUF"
+_GiB = 1024**3
+
+# ----------------------------------------------------------------------------------------------------
+# checks before loading
+
+
+def check_gguf(path: pathlib.Path) -> int:
+    """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown)."""
+    from engine.models.inspect import gguf_field
+
+    reader = read_whole_gguf(path)
+    arch = gguf_field(reader, "general.architecture", "")
+    return int(gguf_field(reader, f"{arch}.context_length", 0) or 0)
+
+
+def read_whole_gguf(path: pathlib.Path):
+    """A gguf.GGUFReader over ``path``, refusing files that are not GGUFs or whose tensor data is cut short."""
+    from engine.models.inspect import open_gguf
+
+    size = path.stat().st_size
+    reader = open_gguf(path)
+    try:
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as exc:
+        raise NibbleError(f"{path} is truncated or corrupt ({type(exc).__name__}); download or convert it again") from None
+    if end > size:
+        raise NibbleError(f"{path} is truncated: its tensors need {end:,} bytes but the file has {size:,}; "
+                          "download or convert it again")
+    return reader
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# GGUF through llama-cpp-python
+
+
+class GGUFRuntime(Runtime):
+    kind = "gguf"
+
+    def __init__(self, path: pathlib.Path, *, device: str = "cpu", gpu_layers: int | None = None,
+                 n_ctx: int = 2048, threads: int | None = None, n_batch: int = 512):
+        super().__init__()
+        try:
+            import llama_cpp
+        except ImportError:
+            raise NibbleError("llama-cpp-python is not installed; run the set-up command from README.md") from None
+        self._ll = llama_cpp
+        self.path = path
+        n_ctx_train = check_gguf(path)
+        if n_ctx_train:
+            n_ctx = min(n_ctx, n_ctx_train)
+        gpu_asked = device not in ("cpu", "") or bool(gpu_layers)
+        if gpu_layers is None:
+            gpu_layers = -1 if gpu_asked else 0
+        if gpu_asked and not llama_cpp.llama_supports_gpu_offload():
+            self.notices.append("a GPU was asked for but this llama-cpp-python build has no GPU support "
+                                "(no CUDA or Metal); running on the CPU")
+            gpu_layers = 0
+        self.device = "cpu" if gpu_layers == 0 else device if device not in ("cpu", "") else "gpu"
+        if gpu_layers == 0:
+            check_fits(path, int(path.stat().st_size * 1.05) + 256 * 1024**2, "cpu")
+        n_batch = min(n_batch, n_ctx)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_gpu_layers=gpu_layers,
+                n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+                flash_attn=True,  # what llama.cpp's own tools pick on CPU ("auto"), so figures match theirs
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise NibbleError(f"llama.cpp could not load {path} ({exc}); the file may be damaged, or its "
+                              "architecture is newer than this llama.cpp") from None
+        self.threads = self.llm.n_threads
+        self._ctx = self.llm.ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx = self.llm.n_ctx()
+        self.n_batch = n_batch
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.bos_id = bos if bos >= 0 else None
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self.bos_id is not None
+        self.eos_ids = frozenset(i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, i))
+        self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
+        self.bos_token = (self.token_text(self.bos_id) or "") if self.bos_id is not None else ""
+        eos = llama_cpp.llama_vocab_eos(self._vocab)
+        self.eos_token = (self.token_text(eos) or "") if eos >= 0 else ""
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._cached: list[int] = []
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        if add_bos is None:
+            add_bos = self.add_bos
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def token_text(self, token_id: int) -> str | None:
+        if token_id is None or not 0 <= token_id < self.n_vocab:
+            return None
+        raw = self._ll.llama_vocab_get_text(self._vocab, token_id)
+        return raw.decode("utf-8", errors="replace") if raw is not None else None
+
+    def _decode(self, ids: Sequence[int], pos0: int, out_from: int) -> np.ndarray:
+        """Decode ``ids`` at positions ``pos0..``; logits rows for the positions ``>= out_from``.
+
+        Kept lean: during generation it runs once a token, and its Python time counts against tokens/s."""
+        out = []
+        b = self._batch
+        token, pos_arr, n_seq, seq, want = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
+        for s in range(0, len(ids), self.n_batch):
+            chunk = ids[s:s + self.n_batch]
+            base = pos0 + s
+            for k, tok in enumerate(chunk):
+                token[k] = tok
+                pos_arr[k] = base + k
+                n_seq[k] = 1
+                seq[k][0] = 0
+                want[k] = base + k >= out_from
+            b.n_tokens = len(chunk)
+            rc = self._ll.llama_decode(self._ctx, b)
+            if rc != 0:
+                self._cached = []
+                self._ll.llama_memory_clear(self._mem, True)
+                raise NibbleError(f"llama.cpp could not run {self.name} on {len(ids)} tokens (code {rc}); "
+                                  "use a smaller --ctx")
+            self._cached.extend(chunk)
+            n_out = min(len(chunk), max(0, base + len(chunk) - max(out_from, base)))
+            if n_out:
+                rows = np.empty((n_out, self.n_vocab), np.float32)
+                ctypes.memmove(rows.ctypes.data, self._ll.llama_get_logits(self._ctx), rows.nbytes)
+                out.append(rows)
+        if not out:
+            return np.zeros((0, self.n_vocab), np.float32)
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def logits(self, ids: Sequence[int], start: int = 0) -> np.ndarray:
+        if len(ids) > self.n_ctx:
+            raise NibbleError(f"{len(ids)} tokens do not fit the context of {self.n_ctx} {self.name} was opened with")
+        self._ll.llama_memory_clear(self._mem, True)
+        self._cached = []
+        return self._decode([int(t) for t in ids], 0, start)
+
+    def _prefill(self, ids: Sequence[int]) -> np.ndarray:
+        ids = list(ids)
+        common = _reusable_prefix(self._cached, ids)
+        if not self._ll.llama_memory_seq_rm(self._mem, -1, common, -1):
+            self._ll.llama_memory_clear(self._mem, True)
+            common = 0
+        self._cached = self._cached[:common]
+        return self._decode([int(t) for t in ids[common:]], common, len(ids) - 1)[0]
+
+    def _step(self, token_id: int) -> np.ndarray:
+        pos = len(self._cached)
+        return self._decode([int(token_id)], pos, pos)[0]
+
+    def reset(self) -> None:
+        self._ll.llama_memory_clear(self._mem, True)
+        self._cached = []
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self._ll.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None
+
+
+# ----------------------------------------------------------------------------------------------------
