@@ -15,18 +15,20 @@ from engine.models import families
 
 def awq_family_names() -> str:
     """The families AWQ quantizes, for messages."""
-    return ", ".join(f.name for f in families.families() if f.awq is not None)
+    return ", ".join(sorted(f.name for f in families.families() if f.awq is not None))
 
 
 def awq_family(cfg: dict, where: str):
     """The registered family of ``cfg`` with its AWQ description, or a one-line NibbleError."""
     fam = families.find(cfg)
+    if fam is not None:
+        fam = families.for_config(cfg, where)  # the converter's checks first: they name the field at fault
     if fam is None or fam.awq is None:
         arch = ",".join(cfg.get("architectures") or []) or cfg.get("model_type")
-        why = fam.awq_refusal if fam is not None and getattr(fam, "awq_refusal", "") else ""
+        why = f"; {fam.awq_refusal}" if fam is not None and fam.awq_refusal else ""
         raise NibbleError(f"{where}: architecture {arch!r} (model_type {cfg.get('model_type')!r}) is not supported "
-                          f"for AWQ{'; ' + why if why else ''}; AWQ supports {awq_family_names()}")
-    return families.for_config(cfg, where)
+                          f"for AWQ{why}; AWQ supports {awq_family_names()}")
+    return fam
 
 
 

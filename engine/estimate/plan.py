@@ -45,6 +45,14 @@ class PlanTensor:
         return n
 
     @property
+    def n_dims(self) -> int:
+        """Dimensions as ggml counts them: trailing dimensions of 1 do not count."""
+        n = len(self.ne)
+        while n > 1 and self.ne[n - 1] == 1:
+            n -= 1
+        return n
+
+    @property
     def layer(self) -> int:
         """Block index for ``blk.N.*`` tensors, -1 for the rest (embeddings, output, norms)."""
         m = re.match(r"blk\.(\d+)\.", self.name)

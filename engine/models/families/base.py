@@ -74,6 +74,7 @@ class Family:
     skip_lm_head: bool = False
     text_of_multimodal: bool = False  # converts the language model of an ...ForConditionalGeneration
     awq: AwqSpec | None = None
+    awq_refusal: str = ""  # why AWQ refuses the family, when ``awq`` is None
 
     # ------------------------------------------------------------------------------------ config
 
