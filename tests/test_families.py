@@ -167,3 +167,23 @@ def test_bad_config_one_line_exit_2_nothing_written(tmp_path, change, field):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "config.json" in lines[0] and field in lines[0], (args, lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
+
+
+def test_stats_pair_every_quantized_tensor(fam, tmp_path):
+    """Stats against the original folder: stacked experts, permuted q/k and offset norms all pair up."""
+    from engine.analysis.stats import compute_stats
+    from engine.gguf.quantize import quantize
+
+    key, folder, ours, _ = fam
+    if key not in ("mixtral", "gemma3-vl", "phi4-mini", "qwen2moe"):
+        pytest.skip("one family of each kind of tensor transform")
+    q8 = quantize(ours, "Q8_0", tmp_path / "q8.gguf").output
+    report = compute_stats(folder, q8)
+    names = {t.name for t in report.tensors}
+    import gguf
+
+    quantized = {t.name for t in gguf.GGUFReader(q8).tensors if t.tensor_type == gguf.GGMLQuantizationType.Q8_0}
+    assert names == quantized
+    assert all(t.relative_error < 0.01 and t.cosine > 0.9999 for t in report.tensors), key
+    if "moe" in key or key == "mixtral":
+        assert any(".ffn_gate_exps." in n for n in names)
