@@ -121,6 +121,9 @@ class Repo:
         }
         if not full["safetensors"]:
             del full["safetensors"]
+        if "config.json" in self.files:  # the Hub's summary of config.json
+            cfg = json.loads(self.files["config.json"])
+            full["config"] = {k: cfg[k] for k in ("architectures", "model_type") if k in cfg}
         if expand:
             keep = {"_id", "id", *expand}
             full = {k: v for k, v in full.items() if k in keep}

@@ -246,7 +246,7 @@ def test_bad_inputs_say_what_to_do(llama, tmp_path):
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    _expect(r"GPT2LMHeadModel.*not supported.*Llama, Mistral, Qwen2/2.5, Qwen3", **dict(base, model_dir=gpt2))
+    _expect(r"GPT2LMHeadModel.*not supported.*Llama, Mistral.*Qwen2/2.5, Qwen3", **dict(base, model_dir=gpt2))
     _expect(r"--group-size 48 does not divide the hidden size .*128", **dict(base, group_size=48))
     _expect(r"--bits 3.*4-bit", **dict(base, bits=3, group_size=32))
     _expect(r"calib.txt gave \d+ tokens, enough for \d+ samples of 64 tokens; 100000 samples need",
