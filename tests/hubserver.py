@@ -245,6 +245,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._route()
 
+    def do_POST(self):  # creating repositories and uploading: tests/hubwrite.py
+        from hubwrite import route_write
+
+        route_write(self)
+
+    do_PUT = do_POST
+
     def _route(self):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
@@ -254,7 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
             user = self._user()
             if user is None:
                 return self._error(401, "", "Invalid credentials in Authorization header")
-            return self._json({"type": "user", "name": user, "auth": {"accessToken": {"displayName": "nibble", "role": "read"}}})
+            role, orgs = getattr(self.server_hub, "token_roles", {}).get(self.headers["Authorization"][7:].strip(), ("read", ()))
+            return self._json({"type": "user", "name": user, "orgs": [{"name": o} for o in orgs],
+                               "auth": {"accessToken": {"displayName": "nibble", "role": role}}})
         if parts[:2] == ["api", "models"] and len(parts) == 2:
             self._record()
             return self._search(query)

@@ -296,6 +296,8 @@ def test_cli_quantize_awq_with_shipped_calibration(llama, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "layer 2/2" in done.stderr and (out / "model.safetensors").is_file()
     assert json.loads((out / "config.json").read_text())["quantization_config"]["group_size"] == 32
+    card = (out / "README.md").read_text()  # the folder's own card, not the original model's README
+    assert card.startswith("---\n") and "quantized_by: Nibble" in card and "| AWQ | AWQ W4 g32 |" in card
     bad = subprocess.run(cmd[:-1] + [str(tmp_path / "other"), "--group-size", "48"], cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("nibble: error: --group-size 48 does not divide")
