@@ -11,6 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.core.errors import NibbleError
+from engine.models.source import non_finite_error
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 WEIGHT_INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -43,7 +44,10 @@ class WeightReader:
     def get(self, name: str) -> torch.Tensor:
         if name not in self._where:
             raise NibbleError(f"weights are missing tensor {name!r}; the checkpoint is incomplete or not of this architecture")
-        return self._handles[self._where[name]].get_tensor(name)
+        t = self._handles[self._where[name]].get_tensor(name)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise non_finite_error(self._where[name], name)
+        return t
 
 
 class ShardWriter:

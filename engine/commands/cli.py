@@ -14,6 +14,7 @@ import sys
 
 import engine
 import engine.commands
+from engine.commands._args import OneLineParser
 from engine.core.errors import Cancelled, NibbleError
 
 
@@ -40,7 +41,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nibble",
         description="Quantize Hugging Face models to GGUF or AWQ, chat with them, and measure what it cost.",
     )

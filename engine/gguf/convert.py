@@ -6,10 +6,8 @@ load in every llama.cpp-based tool. Tensors are streamed one at a time (memory b
 
 from __future__ import annotations
 
-import errno
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +15,11 @@ import gguf
 import numpy as np
 
 from engine.core.errors import NibbleError
+from engine.core.outputs import check_free_space, check_output, temp_path, write_error
+from engine.gguf.files import is_gguf
 from engine.gguf.vocab import write_vocab
 from engine.core.progress import Reporter
-from engine.models.source import SourceModel, open_source
+from engine.models.source import SourceModel, check_finite, open_source
 
 GGUF_ARCH = {
     "llama": gguf.MODEL_ARCH.LLAMA,
@@ -229,29 +229,10 @@ def _tensor_data(src: SourceModel, t: PlannedTensor) -> np.ndarray:
         data = src.read_f32(t.hf_name)
     else:
         data = src.read_raw(t.hf_name)  # BF16 words or F16, unchanged
+    check_finite(data, info.dtype, info.file, t.hf_name)
     if t.permute_heads:
         data = permute_qk(data, t.permute_heads)
     return np.ascontiguousarray(data)
-
-
-def temp_path_for(out: Path, tag: str) -> Path:
-    """A temporary name in the output's folder, so the final rename is atomic and cleanup is easy."""
-    return out.with_name(f".{out.name}.{tag}.{os.getpid()}.tmp")
-
-
-def check_output_folder(out: Path, need_bytes: int = 0) -> None:
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise NibbleError(f"output folder {folder} does not exist; create it or choose another --out")
-    if not os.access(folder, os.W_OK):
-        raise NibbleError(f"output folder {folder} is not writable; choose another --out")
-    if need_bytes:
-        free = shutil.disk_usage(folder).free
-        if free < need_bytes:
-            raise NibbleError(
-                f"not enough disk space in {folder}: {need_bytes / 2**30:.2f} GiB needed, {free / 2**30:.2f} GiB free; "
-                "free some space or choose another --out"
-            )
 
 
 def convert_to_gguf(
@@ -265,8 +246,9 @@ def convert_to_gguf(
     src = source if isinstance(source, SourceModel) else open_source(source)
     out = Path(out_path)
     planned = plan_tensors(src)
-    check_output_folder(out, sum(t.nbytes for t in planned))
-    tmp = temp_path_for(out, "convert")
+    check_output(out, inputs=[src.path], replaceable=is_gguf, kind="a GGUF file")
+    check_free_space(out.parent, sum(t.nbytes for t in planned))
+    tmp = temp_path(out, "convert")
     try:
         writer = gguf.GGUFWriter(tmp, src.gguf_architecture)
         write_metadata(writer, src, planned)
@@ -290,9 +272,7 @@ def convert_to_gguf(
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise NibbleError(f"disk full while writing {out}; free some space in {out.parent} and try again") from exc
-        raise NibbleError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise write_error(exc, out) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

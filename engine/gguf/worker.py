@@ -7,8 +7,33 @@ this process to cancel, and removes what it was writing.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # llama.cpp's libraries first: see engine.core.llama
-    from engine.core.llama import preload
+if __name__ == "__main__":
+    import os
+    import signal
+    import threading
+
+    # The parent starts this process with SIGINT and SIGTERM held (engine.gguf.quantize.cancel_deferred):
+    # take them back, and let them end the process at once, even inside native code.
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def _exit_with_parent() -> None:
+        """The parent holds our stdin open while it lives: its end (even by SIGKILL) ends this worker."""
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(3)
+
+    import stat
+
+    if stat.S_ISFIFO(os.fstat(0).st_mode):
+        threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+    from engine.core.llama import preload  # llama.cpp's libraries first: see engine.core.llama
 
     preload()
 
