@@ -97,14 +97,29 @@ class ShardWriter:
         return final
 
 
+#: Never copied into an output: code (a later ``trust_remote_code`` load would run it) and hidden files.
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".sh")
+
+
 def copy_side_files(src: Path, dst: Path) -> list[str]:
-    """Copy tokenizer, generation and template files (everything but weights and the config)."""
+    """Copy tokenizer, generation and template files (everything but weights, the config and code); an
+    ``auto_map`` naming the repository's code is dropped from the JSON files copied."""
     copied = []
     for f in sorted(src.iterdir()):
         if not f.is_file() or f.name == "config.json" or f.name in WEIGHT_INDEX_NAMES:
             continue
-        if f.name.endswith(WEIGHT_SUFFIXES) or f.name.startswith("."):
+        if f.name.endswith(WEIGHT_SUFFIXES + CODE_SUFFIXES) or f.name.startswith("."):
             continue
+        if f.suffix == ".json":
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None
+            if isinstance(data, dict) and "auto_map" in data:
+                data.pop("auto_map")
+                (dst / f.name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                copied.append(f.name)
+                continue
         shutil.copy2(f, dst / f.name)
         copied.append(f.name)
     return copied

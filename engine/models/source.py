@@ -242,8 +242,6 @@ def open_source(spec: str | Path, *, require_supported: bool = True) -> SourceMo
             f"{cfg_file}: architecture {arch} is not supported; Nibble supports "
             + ", ".join(sorted(SUPPORTED_ARCHITECTURES))
         )
-    if config.get("auto_map"):
-        raise NibbleError(f"{cfg_file} asks for custom model code (auto_map); Nibble never runs repository code")
     qc = config.get("quantization_config")
     if qc and require_supported:
         raise NibbleError(
