@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from engine.core.errors import NibbleError
 from engine.runtime.chat import ChatSettings, Conversation
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
@@ -41,10 +42,17 @@ def run(args) -> int:
         while True:
             try:
                 line = input("> " if interactive else "")
+                line.encode("utf-8")  # undecodable bytes come as surrogates in a C locale
             except (EOFError, KeyboardInterrupt):
                 if interactive:
                     print(file=sys.stderr)
                 return 0
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                if interactive:
+                    print("(that line was not UTF-8 text; type it again)", file=sys.stderr)
+                    continue
+                raise NibbleError("standard input is not UTF-8 text; convert it (e.g. iconv -t UTF-8) "
+                                  "and pipe it again") from None
             text = line.strip()
             if not text:
                 continue

@@ -149,6 +149,9 @@ def load_plan(model: str | os.PathLike) -> ModelPlan:
             raise NibbleError(f"{path}: not a GGUF file; give a .gguf file, a model folder or a Hub model id")
         return plan_from_gguf(path)
     if path.is_dir():
+        from engine.models.resolve import check_folder_config
+
+        check_folder_config(path, str(path))  # the one policy on repository code
         return plan_from_folder(path)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         return plan_from_hub(text)

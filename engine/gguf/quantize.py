@@ -329,6 +329,7 @@ def quantize(
         absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 (the worker runs elsewhere)
         job = {
             "input": absolute(intermediate), "output": absolute(part), "ftype": qt.ftype, "type": qt.name,
+            "source_name": str(model),
             "threads": threads, "imatrix_file": absolute(a["imatrix"]), "calibration_file": absolute(cal_path),
             "calibration_name": cal_path.name if cal_path else None,
             "imatrix_chunks": imatrix_chunks, "save_imatrix": absolute(im_part),

@@ -141,12 +141,27 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
                 f"{job['type']} needs an importance matrix: add --calibration FILE (or --calibration default for "
                 "Nibble's shipped text) or --imatrix FILE"
             )
-        tail = [ln for ln in capture.lines if ln.strip()][-3:]
-        raise NibbleError(f"llama.cpp could not quantize to {job['type']}: {' / '.join(tail) or 'error ' + str(rc)}")
+        raise _failure(job, capture.lines, rc)
     needs_imatrix = "will require an imatrix" in log
     fallbacks = sum(1 for ln in capture.lines if "falling back" in ln)
     return {"tensors": capture.tensors, "needs_imatrix": needs_imatrix, "fallbacks": fallbacks,
             "imatrix_entries": len(im.sums) if im else 0}
+
+
+def _failure(job: dict, lines: list[str], rc: int) -> NibbleError:
+    """llama.cpp's reason for refusing, in one line that names the model and what to do."""
+    source = job.get("source_name") or job["input"]
+    reason = next((m.group(1).strip() for ln in reversed(lines) if (m := re.search(r"failed to quantize: (.*)", ln))),
+                  None)
+    if reason and (m := re.search(r"tensor '([^']+)' has invalid data", reason)):
+        return NibbleError(f"{source}: tensor {m.group(1)} holds NaN or infinite values, so the weights are "
+                           "damaged; download the model again or use an intact copy")
+    if reason and (m := re.search(r"requantizing from type (\S+) is disabled", reason)):
+        return NibbleError(f"{source} is already quantized ({m.group(1)}); quantize from the original model "
+                           "or an F16, BF16 or F32 GGUF")
+    if not reason:
+        reason = next((ln.strip() for ln in reversed(lines) if ln.strip()), f"error {rc}")
+    return NibbleError(f"llama.cpp could not quantize {source} to {job['type']}: {reason[:300]}")
 
 
 def main(argv: list[str]) -> int:

@@ -59,8 +59,9 @@ def check_config(config: dict, where: str) -> str | None:
     auto_map = config.get("auto_map")
     if auto_map:
         names = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
-        modules = ", ".join(sorted({str(v if isinstance(v, str) else (v or [""])[0]).split(".")[0] for v in names}))
-        return (f"{where}: config.json names the repository's own code ({modules}.py); Nibble loads it with "
+        modules = ", ".join(sorted({str(v if isinstance(v, str) else (v or [""])[0]).split(".")[0] + ".py"
+                                    for v in names}))
+        return (f"{where}: config.json names the repository's own code ({modules}); Nibble loads it with "
                 f"transformers' {model_type} code instead, and never runs or copies the repository's code")
     return None
 
