@@ -27,6 +27,13 @@ def temp_path(out: Path, tag: str) -> Path:
     return out.with_name(f".{out.name}.{tag}.{os.getpid()}.tmp")
 
 
+def final_path(path: Path) -> Path:
+    """The output a temporary stands for (``.NAME.TAG.PID.tmp`` -> ``NAME``), or ``path`` itself."""
+    path = Path(path)
+    m = _TEMP.match(path.name)
+    return path.with_name(m.group("name")) if m else path
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -157,6 +164,15 @@ def check_free_space(folder: Path, need_bytes: int, what: str = "--out") -> None
 
 def write_error(exc: OSError, target: Path) -> NibbleError:
     """A failed write, in words for the user (disk full, read-only, ...)."""
-    if exc.errno in NO_SPACE:
-        return NibbleError(f"disk full while writing {target}; free some space in {Path(target).parent} and try again")
+    target = final_path(target)
+    short_write = exc.errno is None and "requested and" in str(exc)  # a writer that counts its bytes
+    if exc.errno in NO_SPACE or short_write:
+        return disk_full_error(target)
     return NibbleError(f"cannot write {target}: {exc.strerror or exc}; check the folder's permissions and free space")
+
+
+def disk_full_error(target: Path) -> NibbleError:
+    target = final_path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    return NibbleError(f"disk full while writing {target} (or a file-size limit reached); free some space in "
+                       f"{folder} or choose another folder, and try again")

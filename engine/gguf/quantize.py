@@ -359,6 +359,7 @@ def quantize(
 def _raise_if_disk_full(out: Path) -> None:
     import shutil
 
-    free = shutil.disk_usage(out.parent).free
-    if free < 64 * 2**20:
-        raise NibbleError(f"disk full while writing {out} ({free / 2**20:.0f} MiB free); free some space in {out.parent} and try again")
+    from engine.core.outputs import disk_full_error
+
+    if shutil.disk_usage(out.parent).free < 64 * 2**20:
+        raise disk_full_error(out)

@@ -42,6 +42,7 @@ import json
 import re
 import sys
 import traceback
+from pathlib import Path
 
 from engine.core.errors import NibbleError
 from engine.core.progress import JsonLinesReporter
@@ -159,6 +160,10 @@ def _failure(job: dict, lines: list[str], rc: int) -> NibbleError:
     if reason and (m := re.search(r"requantizing from type (\S+) is disabled", reason)):
         return NibbleError(f"{source} is already quantized ({m.group(1)}); quantize from the original model "
                            "or an F16, BF16 or F32 GGUF")
+    if reason and re.search(r"iostream error|failed to write|No space|File too large", reason):
+        from engine.core.outputs import disk_full_error
+
+        return disk_full_error(Path(job["output"]))
     if not reason:
         reason = next((ln.strip() for ln in reversed(lines) if ln.strip()), f"error {rc}")
     return NibbleError(f"llama.cpp could not quantize {source} to {job['type']}: {reason[:300]}")

@@ -27,6 +27,7 @@ from huggingface_hub.utils import (
 
 from engine.core.units import human_bytes
 from engine.core.errors import Cancelled, NibbleError
+from engine.core.outputs import write_error
 from engine.core.progress import Reporter
 from engine.hub.api import (
     check_repo,
@@ -203,6 +204,9 @@ def _download_file(
                         ) from None
                     log.warning("connection to the Hub dropped during %s; resuming at byte %d", name, have)
                     time.sleep(0.5 * failures)
+                except OSError as exc:  # a full disk: what arrived is kept for the next run to resume
+                    resumable = True
+                    raise write_error(exc, pointer) from None
         except NibbleError:
             if not resumable:
                 part.unlink(missing_ok=True)  # what a server sent wrongly is not kept
