@@ -18,8 +18,9 @@ headers and ``after_bytes`` of body, then close the socket. ``requests`` records
 ``lie(repo_id, **lies)`` turns the server hostile for one repository (a broken or malicious mirror): ``etag``
 (ETag and X-Linked-Etag of every file), ``commit`` (the sha in the model info and X-Repo-Commit),
 ``linked_size`` (X-Linked-Size of LFS files), ``listed_size`` (sizes in the file listing), ``body``
-(``"flip"``: one byte changed, ``"extra"``: more bytes than announced), ``redirect`` (``"loop"``: LFS
-files redirect to themselves forever; ``"elsewhere"``: to a path of this server that holds nothing).
+(LFS files: ``"flip"``: one byte changed, ``"extra"``: more bytes than announced), ``redirect`` (``"loop"``: LFS
+files redirect to themselves forever; ``"elsewhere"``: to a path of this server that holds nothing), ``slow``
+(bytes a second: a slow link, so a download can be interrupted half-way).
 
 Use the ``hub_server`` fixture: it points ``HF_ENDPOINT`` and ``HF_HOME`` at the server and a temporary
 folder, clears ``HF_HUB_OFFLINE`` / ``HF_TOKEN``, and patches the values ``huggingface_hub`` read at import.
@@ -32,6 +33,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -360,7 +362,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_bytes(self, repo: Repo, filename: str, data: bytes, headers: dict | None = None):
         headers = dict(headers or {})
-        body_lie = self.server_hub.lies.get(repo.repo_id, {}).get("body") if self.command == "GET" else None
+        lfs_get = self.command == "GET" and repo.is_lfs(filename)
+        body_lie = self.server_hub.lies.get(repo.repo_id, {}).get("body") if lfs_get else None
         if body_lie == "flip":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         elif body_lie == "extra":
@@ -378,6 +381,23 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start : end + 1]
         drop = self.server_hub._take_drop(repo.repo_id, filename) if self.command == "GET" else None
+        slow = self.server_hub.lies.get(repo.repo_id, {}).get("slow") if self.command == "GET" else None
+        if slow:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            piece = max(1, int(slow) // 20)
+            try:
+                for i in range(0, len(body), piece):
+                    self.wfile.write(body[i : i + piece])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client went away
+                self.close_connection = True
+            return
         if drop is None:
             return self._send(status, body, headers, ctype="application/octet-stream")
         # Send the full headers, part of the body, then cut the connection.

@@ -254,21 +254,16 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     if imatrix and calibration:
         raise NibbleError("give either --imatrix or --calibration, not both")
     src_path = resolve_model_path(model)
-    cal_path: Path | None = None
-    if calibration:
-        if str(calibration) == "default":  # for the demo, its own dialogues rather than general English
-            from engine.models.demo import default_calibration_path
-
-            cal_path = default_calibration_path(src_path)
-        else:
-            cal_path = Path(calibration).expanduser()
+    default_cal = calibration is not None and str(calibration) == "default"
+    cal_path = Path(calibration).expanduser() if calibration and not default_cal else None
+    if cal_path is not None:
         if not cal_path.is_file():
             raise NibbleError(f"--calibration {calibration}: file not found")
         if cal_path.stat().st_size < 1024:
             raise NibbleError(f"--calibration {cal_path}: only {cal_path.stat().st_size} bytes; give at least a few pages of text")
     if imatrix and not Path(imatrix).expanduser().is_file():
         raise NibbleError(f"--imatrix {imatrix}: file not found")
-    if save_imatrix and not cal_path:
+    if save_imatrix and not calibration:
         raise NibbleError(f"--save-imatrix {save_imatrix}: there is no importance matrix to save; add --calibration FILE")
     inputs = [*input_files(src_path), Path(imatrix).expanduser() if imatrix else None, cal_path]
     check_output(out, inputs=inputs, replaceable=lambda p: gguf_type(p) == "model", kind="a GGUF model")
@@ -282,6 +277,10 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     src_bytes = sum(f.stat().st_size for f in input_files(src_path) if f.suffix in (".safetensors", ".gguf"))
     need = int(src_bytes * _rough_bits(qt) / 16) + (0 if gguf_input else src_bytes) + extra_bytes + 16 * 2**20
     check_free_space(out.parent, need)
+    if default_cal:  # for the demo, its own dialogues rather than general English (made on first use)
+        from engine.models.demo import default_calibration_path
+
+        cal_path = default_calibration_path(src_path)
     return {"type": qt, "out": out, "src": src_path, "gguf_input": gguf_input, "calibration": cal_path,
             "imatrix": Path(imatrix).expanduser() if imatrix else None, "save_imatrix": saved}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.file_download import (
     get_hf_file_metadata,
     hf_hub_url,
@@ -205,6 +206,8 @@ def _download_file(
                     log.warning("connection to the Hub dropped during %s; resuming at byte %d", name, have)
                     time.sleep(0.5 * failures)
                 except OSError as exc:  # a full disk: what arrived is kept for the next run to resume
+                    if isinstance(exc, HfHubHTTPError):  # an answer of the server, not a write
+                        raise
                     resumable = True
                     raise write_error(exc, pointer) from None
         except NibbleError:
