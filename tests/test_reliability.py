@@ -83,6 +83,8 @@ def run_process(argv: list[str], *, env: dict | None = None, fsize: int | None =
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
+    if fsize is not None:  # a size limit would also cut the byte-code cache Python writes beside the sources
+        env = {**(env or {}), "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(module_argv("engine.commands.cli", *argv), capture_output=True, text=True, timeout=timeout,
                           env=child_env(env), cwd=cwd or ROOT, preexec_fn=limit if fsize else None)
 
@@ -174,6 +176,20 @@ def test_full_disk_is_one_line_and_leaves_nothing(what, argv, fsize, ws, tmp_pat
                     env={"HF_HUB_OFFLINE": "1"})
     error_line(r.returncode, r.stderr, f"disk full while writing {out}/x.gguf")
     assert list(out.iterdir()) == [] and changes(before, snapshot(ws)) == []
+    OUTCOMES.append(("full disk", "exit 2, one line, nothing changed"))
+
+
+def test_full_disk_during_awq_is_one_line_and_leaves_nothing(tmp_path):
+    from tinymodels import make_model
+
+    model = make_model(tmp_path / "tiny", "llama3", hidden=64, intermediate=128, layers=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = snapshot(model)
+    r = run_process(["quantize", str(model), "--type", "AWQ", "--out", str(out / "awq"), "--group-size", "64",
+                     "--samples", "2", "--seqlen", "32"], fsize=20_000, env={"HF_HUB_OFFLINE": "1"})
+    error_line(r.returncode, r.stderr, f"disk full while writing {out}/awq")
+    assert list(out.iterdir()) == [] and changes(before, snapshot(model)) == []
     OUTCOMES.append(("full disk", "exit 2, one line, nothing changed"))
 
 

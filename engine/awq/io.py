@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from engine.core.errors import NibbleError
@@ -50,6 +51,12 @@ class WeightReader:
         return t
 
 
+def _os_error(exc: Exception) -> OSError:
+    """safetensors' I/O failure as the OSError it stands for ("... (os error 28)")."""
+    m = re.search(r"os error (\d+)", str(exc))
+    return OSError(int(m.group(1)) if m else None, str(exc))
+
+
 class ShardWriter:
     """Collects tensors and writes ``model-0000k-of-0000n.safetensors`` shards plus an index.
 
@@ -75,7 +82,10 @@ class ShardWriter:
 
     def _flush(self) -> None:
         path = self.folder / f"shard-{len(self._written):05d}.tmp"
-        save_file(self._pending, str(path), metadata={"format": "pt"})
+        try:
+            save_file(self._pending, str(path), metadata={"format": "pt"})
+        except SafetensorError as exc:  # the writer's own error type, for what the file system refused
+            raise _os_error(exc) from None
         self._written.append((path, list(self._pending)))
         self._pending, self._pending_bytes = {}, 0
 

@@ -36,9 +36,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from engine.commands._models import quiet_libraries
     from engine.core.progress import JsonLinesReporter, TextReporter
     from engine.pipelines.quantize import quantize_model
 
+    quiet_libraries()
     reporter = JsonLinesReporter(sys.stdout) if args.json_progress else TextReporter(sys.stderr)
     result = quantize_model(
         args.model, args.type, args.out, awq_scales=args.awq, imatrix=args.imatrix, calibration=args.calibration,
