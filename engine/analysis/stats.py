@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from engine.core.errors import NibbleError
+from engine.core.errors import NibbleError, check_at_least
 from engine.core.progress import Reporter
 
 SLICE = 1 << 22  # elements per slice of a tensor
@@ -344,6 +344,8 @@ def summarize(tensors: list[TensorStats]) -> list[LayerSummary]:
 def compute_stats(original, quantized, *, bins: int = 64, top: int = 10, reporter: Reporter | None = None,
                   on_tensor: Callable[[TensorStats], None] | None = None) -> StatsReport:
     """All tensors, the per-layer summary, and the ``top`` tensors with the largest relative error."""
+    check_at_least(bins, 1, "histogram bins")
+    check_at_least(top, 0, "worst tensors to list")
     pairs_format = "awq" if pathlib.Path(quantized).is_dir() else "gguf"
     report = StatsReport(original=str(original), quantized=str(quantized), format=pairs_format)
     for ts in iter_stats(original, quantized, bins=bins, reporter=reporter):

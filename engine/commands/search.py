@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from engine.commands import _args
 from engine.core.units import human_bytes, human_count, parse_count, table
 
 NAME = "search"
@@ -16,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--sort", choices=["downloads", "recent", "likes"], default="downloads")
     p.add_argument("--max-params", metavar="N", help="at most this many parameters, e.g. 8B")
     p.add_argument("--min-params", metavar="N", help="at least this many parameters, e.g. 1B")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_args.positive_int("models"), default=20)
     p.add_argument("--json", action="store_true", help="one JSON object per model")
 
 

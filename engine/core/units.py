@@ -31,7 +31,7 @@ def human_count(n: int | None) -> str:
 
 def parse_count(text: str) -> int:
     """'7B', '500M', '1.5b', '3000000' -> a number of parameters."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmbt]?)\s*", text, re.I)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*", text, re.I)
     if not m:
         raise NibbleError(f"'{text}' is not a parameter count: write e.g. 8B, 500M or 1.5B")
     return int(float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}[m.group(2).lower()])

@@ -128,6 +128,9 @@ def load_plan(model: str | os.PathLike) -> ModelPlan:
             raise NibbleError(f"{path}: not a GGUF file; give a .gguf file, a model folder or a Hub model id")
         return plan_from_gguf(path)
     if path.is_dir():
+        from engine.models.resolve import check_folder_config
+
+        check_folder_config(path, str(path))  # the one policy on repository code
         return plan_from_folder(path)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         return plan_from_hub(text)
@@ -220,18 +223,25 @@ def _kv_section_bytes(reader: gguf.GGUFReader) -> int:
 def plan_from_hub(repo_id: str) -> ModelPlan:
     """Plan for a Hub model: config.json (one small download) and safetensors headers (range requests)."""
     try:
-        from huggingface_hub import get_safetensors_metadata, hf_hub_download
+        from huggingface_hub import get_safetensors_metadata
         from huggingface_hub.errors import HfHubHTTPError, NotASafetensorsRepoError
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise NibbleError("huggingface_hub is not installed; pip install huggingface-hub") from exc
+    from engine.hub.api import fetch_json
+    from engine.hub.common import check_repo_id, hub_errors, require_online
+
+    check_repo_id(repo_id)
+    require_online()
     try:
-        config = json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
-        meta = get_safetensors_metadata(repo_id)
+        with hub_errors(repo_id):
+            try:
+                config = fetch_json(repo_id, "config.json", None, None)
+                meta = get_safetensors_metadata(repo_id)
+            except HfHubHTTPError as exc:
+                raise NibbleError(f"{repo_id}: could not read it from the Hub ({str(exc).splitlines()[0]}); "
+                                  "check the id, your network or HF_TOKEN") from None
     except NotASafetensorsRepoError as exc:
         raise NibbleError(f"{repo_id}: has no safetensors weights on the Hub; Nibble reads safetensors only") from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise NibbleError(f"{repo_id}: could not read it from the Hub ({str(exc).splitlines()[0]}); "
-                          "check the id, your network or HF_TOKEN") from exc
     tensors: dict[str, dict] = {}
     source_bytes = 0
     for fmeta in meta.files_metadata.values():
@@ -241,7 +251,7 @@ def plan_from_hub(repo_id: str) -> ModelPlan:
     tok = tok_cfg = None
     for fname in ("tokenizer.json", "tokenizer_config.json"):
         try:
-            data = _read_json(Path(hf_hub_download(repo_id, fname)))
+            data = fetch_json(repo_id, fname, None, None)
         except Exception:  # the tokenizer only refines the metadata size; a missing one is fine
             data = None
         if fname == "tokenizer.json":

@@ -6,20 +6,20 @@ load in every llama.cpp-based tool. Tensors are streamed one at a time (memory b
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import shutil
 from pathlib import Path
 
 import gguf
 import numpy as np
 
 from engine.core.errors import NibbleError
+from engine.core.outputs import check_free_space, check_output, temp_path, write_error
+from engine.gguf.files import is_gguf
 from engine.gguf.vocab import write_vocab
 from engine.core.progress import Reporter
 from engine.models.families.tensors import PlannedTensor, materialise
-from engine.models.source import SourceModel, open_source
+from engine.models.source import SourceModel, check_finite, open_source
 
 _FILE_TYPE = {
     gguf.GGMLQuantizationType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
@@ -62,30 +62,16 @@ def write_metadata(writer: gguf.GGUFWriter, src: SourceModel, planned: list[Plan
 
 
 def _tensor_data(src: SourceModel, t: PlannedTensor) -> np.ndarray:
-    """A tensor's data in its GGUF storage type: F32, or the stored 16-bit words unchanged."""
+    """A tensor's data in its GGUF storage type: F32, or the stored 16-bit words unchanged; NaN or infinite
+    values are refused, naming the tensor."""
     if t.ggml_type == gguf.GGMLQuantizationType.F32 or any(src.tensors[n].dtype == "F64" for n in t.sources):
-        return materialise(t, src.read_f32).astype(np.float32, copy=False)
-    return materialise(t, src.read_raw)
-
-
-def temp_path_for(out: Path, tag: str) -> Path:
-    """A temporary name in the output's folder, so the final rename is atomic and cleanup is easy."""
-    return out.with_name(f".{out.name}.{tag}.{os.getpid()}.tmp")
-
-
-def check_output_folder(out: Path, need_bytes: int = 0) -> None:
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise NibbleError(f"output folder {folder} does not exist; create it or choose another --out")
-    if not os.access(folder, os.W_OK):
-        raise NibbleError(f"output folder {folder} is not writable; choose another --out")
-    if need_bytes:
-        free = shutil.disk_usage(folder).free
-        if free < need_bytes:
-            raise NibbleError(
-                f"not enough disk space in {folder}: {need_bytes / 2**30:.2f} GiB needed, {free / 2**30:.2f} GiB free; "
-                "free some space or choose another --out"
-            )
+        data = materialise(t, src.read_f32).astype(np.float32, copy=False)
+    else:
+        data = materialise(t, src.read_raw)
+    first = src.tensors[t.sources[0]] if t.sources else None
+    if first is not None:
+        check_finite(data, "BF16" if data.dtype == np.uint16 else "F32", first.file, t.sources[0])
+    return data
 
 
 def convert_to_gguf(
@@ -99,8 +85,9 @@ def convert_to_gguf(
     src = source if isinstance(source, SourceModel) else open_source(source)
     out = Path(out_path)
     planned = plan_tensors(src)
-    check_output_folder(out, sum(t.nbytes for t in planned))
-    tmp = temp_path_for(out, "convert")
+    check_output(out, inputs=[src.path], replaceable=is_gguf, kind="a GGUF file")
+    check_free_space(out.parent, sum(t.nbytes for t in planned))
+    tmp = temp_path(out, "convert")
     try:
         writer = gguf.GGUFWriter(tmp, src.gguf_architecture)
         write_metadata(writer, src, planned)
@@ -124,9 +111,7 @@ def convert_to_gguf(
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise NibbleError(f"disk full while writing {out}; free some space in {out.parent} and try again") from exc
-        raise NibbleError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise write_error(exc, out) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

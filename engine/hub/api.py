@@ -9,14 +9,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
-from huggingface_hub import ModelInfo, constants
+from huggingface_hub import ModelInfo
 from huggingface_hub.errors import (
     GatedRepoError,
     RepositoryNotFoundError,
 )
-from huggingface_hub.file_download import hf_hub_download, repo_folder_name
+from huggingface_hub.file_download import hf_hub_url, repo_folder_name
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from engine.core.errors import NibbleError
@@ -24,6 +23,9 @@ from engine.models import families
 from engine.hub.common import (
     TIMEOUT,
     api_client,
+    check_file_name,
+    check_repo_id,
+    check_revision,
     endpoint,
     hub_errors,
     require_online,
@@ -44,9 +46,6 @@ _SUPPORT_FILES = re.compile(
     r"|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(jinja|json)|spiece\.model"
     r"|model\.safetensors\.index\.json)"
 )
-
-log = logging.getLogger(__name__)
-
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +200,40 @@ def search_models(
     return models[:limit]
 
 
-def fetch_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict:
-    path = hf_hub_download(
-        repo_id, filename, revision=sha, token=token, cache_dir=constants.HF_HUB_CACHE, etag_timeout=TIMEOUT
-    )
+#: The largest JSON file read from the Hub (a big sharded model's index is a few MB).
+MAX_JSON_BYTES = 64 << 20
+
+
+def fetch_json(repo_id: str, filename: str, sha: str | None, token: str | None) -> dict:
+    """A small JSON file of a repository, read into memory (nothing is written: the download stores files,
+    under names it has checked)."""
+    check_file_name(filename, repo_id)
+    if sha and re.fullmatch(r"[0-9a-f]{40}", sha):  # a downloaded snapshot already holds it
+        cached = cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / sha / filename
+        if cached.is_file():
+            try:
+                return json.loads(cached.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass  # damaged: read it from the Hub
+    url = hf_hub_url(repo_id, filename, revision=sha or "main", endpoint=endpoint())
+    body = bytearray()
+    with get_session().stream("GET", url, headers=build_hf_headers(token=token), timeout=TIMEOUT,
+                              follow_redirects=True) as r:
+        if r.status_code >= 400:
+            r.read()
+            hf_raise_for_status(r)
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise NibbleError(f"{repo_id}: {filename} is larger than {MAX_JSON_BYTES >> 20} MB; the repository "
+                                  "looks broken")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except ValueError as exc:
         raise NibbleError(f"{repo_id}: {filename} is not valid JSON ({exc}); the repository looks broken") from None
+    if not isinstance(data, dict):
+        raise NibbleError(f"{repo_id}: {filename} is not a JSON object; the repository looks broken")
+    return data
 
 
 def weight_files(names: list[str], weight_map: dict | None) -> list[str]:
@@ -223,6 +248,8 @@ def weight_files(names: list[str], weight_map: dict | None) -> list[str]:
 
 def repo_model(repo_id: str, revision: str | None, token: str | None) -> HubModel:
     """Model info with the file list (sizes, LFS checksums) of one revision."""
+    check_repo_id(repo_id)
+    check_revision(revision)
     info = api_client(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=TIMEOUT)
     model = _from_info(info)
     model.files = [HubFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None) for s in info.siblings or []]
@@ -339,7 +366,9 @@ def check_repo(repo_id: str, *, revision: str | None = None, token: str | None =
         if "config.json" not in names:
             raise NibbleError(f"{repo_id} has no config.json; Nibble needs a transformers model repository")
         model.config = fetch_json(repo_id, "config.json", model.sha, token)
-    check_config(model.config, repo_id)
+    note = check_config(model.config, repo_id)
+    if note:
+        log.warning(note)
     _mark_family(model, model.config)
     return model
 

@@ -157,6 +157,22 @@ class SourceModel:
 
 
 
+def non_finite_error(file: Path, name: str) -> NibbleError:
+    """The one message for weights holding NaN or infinity: quantizing them gives nonsense or fails natively."""
+    return NibbleError(f"{Path(file).name}: tensor {name} holds NaN or infinite values, so the weights are damaged; "
+                       "download the model again or use an intact copy")
+
+
+def check_finite(data: np.ndarray, stored_dtype: str, file: Path, name: str) -> None:
+    """Refuse a tensor with NaN or infinite values (``data`` as :meth:`SourceModel.read_raw` returns it)."""
+    if stored_dtype == "BF16" and data.dtype == np.uint16:
+        bad = bool(np.any((data & 0x7F80) == 0x7F80))
+    else:
+        bad = not bool(np.isfinite(data).all())
+    if bad:
+        raise non_finite_error(file, name)
+
+
 def _is_sentencepiece_bpe(tokenizer_json: Path) -> bool:
     """True when a BPE tokenizer.json is a SentencePiece model in disguise (▁ for spaces, byte fallback)."""
     with open(tokenizer_json, encoding="utf-8") as f:
@@ -233,8 +249,6 @@ def open_source(spec: str | Path, *, require_supported: bool = True) -> SourceMo
     fam = families.for_config(config, str(cfg_file)) if require_supported else families.find(config)
     if "text_config" in config and "num_hidden_layers" not in config and not (fam and fam.text_of_multimodal):
         raise NibbleError(f"{cfg_file}: multimodal models are not supported; use a text-only causal language model")
-    if config.get("auto_map"):
-        raise NibbleError(f"{cfg_file} asks for custom model code (auto_map); Nibble never runs repository code")
     qc = config.get("quantization_config")
     if qc and require_supported:
         raise NibbleError(

@@ -5,7 +5,6 @@ the CLI's child process) call these same functions."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -85,13 +84,22 @@ def _quantize_gguf(model, type_name, out, *, awq_scales, imatrix, calibration, i
         return quantize(model, type_name, out, imatrix=imatrix, calibration=calibration,
                         imatrix_chunks=imatrix_chunks, save_imatrix=save_imatrix, threads=threads, reporter=reporter)
     from engine.awq import apply_awq_to_weights
+    from engine.awq.quantize import output_bytes
+    from engine.awq.config import read_config
+    from engine.core.outputs import temp_path
+    from engine.gguf.quantize import check_quantize_args
+    from engine.models.resolve import resolve_model_path
 
+    # Everything the GGUF step will check, checked before AWQ's search (minutes to hours) starts.
+    src = resolve_model_path(model)
+    scaled_bytes = output_bytes(src, read_config(src), "scaled") if src.is_dir() else 0
+    check_quantize_args(model, type_name, out, imatrix=imatrix, calibration=calibration, imatrix_chunks=imatrix_chunks,
+                        save_imatrix=save_imatrix, threads=threads, extra_bytes=scaled_bytes)
     if note and (text := awq_scales_note(type_name)):
         note(text)
-    out_parent = Path(out).expanduser().resolve().parent
-    out_parent.mkdir(parents=True, exist_ok=True)
-    scaled_dir = Path(tempfile.mkdtemp(prefix=".awq-scaled-", dir=out_parent))
+    scaled_dir = temp_path(Path(out).expanduser(), "awq-scaled")
     try:
+        scaled_dir.mkdir()
         apply_awq_to_weights(model, scaled_dir, group_size=group_size, calibration=calibration, samples=samples,
                              seqlen=seqlen, device=device, reporter=reporter, overwrite=True, clip=False)
         return quantize(scaled_dir, type_name, out, imatrix=imatrix, calibration=calibration,
