@@ -293,7 +293,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     raw_cfg = read_config(model_dir)
     dev = resolve_device(device)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise NibbleError(f"{out_dir} already exists and is not empty; choose another --out or remove it")
+        raise NibbleError(f"{out_dir} already exists and is not empty; choose another output path or remove it",
+                          setting="output path")
     config, model = _build_model_skeleton(model_dir)
     check_group_size(config, bits, group_size)
     search_samples = min(samples, search_samples or samples)

@@ -114,11 +114,12 @@ def prepare(plan: ModelPlan) -> None:
 
 def _check(plan: ModelPlan, ctx: int, kv_type: str, gpu_layers: int) -> None:
     if kv_type not in KV_TYPES:
-        raise NibbleError(f"--kv-type {kv_type}: choose one of {', '.join(KV_TYPES)}")
+        raise NibbleError(f"KV cache type {kv_type!r} is unknown; choose one of {', '.join(KV_TYPES)}",
+                          setting="KV cache type")
     if ctx < 1:
-        raise NibbleError(f"--ctx {ctx}: the context must be at least 1 token")
+        raise NibbleError(f"context length {ctx}: the context must be at least 1 token", setting="context length")
     if gpu_layers < 0:
-        raise NibbleError(f"--gpu-layers {gpu_layers}: must be 0 or more")
+        raise NibbleError(f"GPU layers {gpu_layers}: must be 0 or more", setting="GPU layers")
 
 
 def estimate(plan: ModelPlan, qtype: str, ctx: int = 4096, kv_type: str = "f16", gpu_layers: int = 0,

@@ -113,9 +113,8 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
     if rc != 0:
         if "requires an imatrix" in log or "requires an importance matrix" in log:
             raise NibbleError(
-                f"{job['type']} needs an importance matrix: add --calibration FILE (or --calibration default for "
-                "Nibble's shipped text) or --imatrix FILE"
-            )
+                f"{job['type']} needs an importance matrix: compute one from calibration text (Nibble's own, or "
+                "a file) or give an imatrix file", setting="importance matrix")
         tail = [ln for ln in capture.lines if ln.strip()][-3:]
         raise NibbleError(f"llama.cpp could not quantize to {job['type']}: {' / '.join(tail) or 'error ' + str(rc)}")
     needs_imatrix = "will require an imatrix" in log
@@ -132,7 +131,7 @@ def main(argv: list[str]) -> int:
         reporter._emit({"event": "result", **result})
         return 0
     except NibbleError as exc:
-        reporter._emit({"event": "error", "message": str(exc)})
+        reporter._emit({"event": "error", "message": str(exc), "setting": exc.setting})
         return 2
     except Exception as exc:  # a bug: keep the traceback for the parent to show
         reporter._emit({"event": "error", "message": f"internal error: {exc}", "traceback": traceback.format_exc()})
