@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from eval_models import EVAL_TEXT, build_tiny_llama, tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
+from eval_models import EVAL_TEXT, build_tiny_llama
 
 from engine.core.errors import NibbleError
 
