@@ -80,7 +80,7 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
         with open(job["calibration_file"], encoding="utf-8", errors="replace") as f:
             text = f.read()
         im = compute_imatrix(
-            job["input"], text, ctx=int(job.get("imatrix_ctx", 512)), max_chunks=job.get("imatrix_chunks"),
+            job["input"], text, max_chunks=job.get("imatrix_chunks"),
             threads=job.get("threads"), reporter=reporter, dataset_name=job.get("calibration_name", "calibration"),
         )
         if job.get("save_imatrix"):
@@ -91,8 +91,6 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
     params = L.llama_model_quantize_default_params()
     params.ftype = int(job["ftype"])
     params.nthread = int(job.get("threads") or 0)
-    params.allow_requantize = bool(job.get("allow_requantize", False))
-    params.dry_run = bool(job.get("dry_run", False))
     if im is not None:
         values = im.values()
         arr = (L.llama_model_imatrix_data * (len(values) + 1))()
