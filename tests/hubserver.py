@@ -119,6 +119,9 @@ class Repo:
         }
         if not full["safetensors"]:
             del full["safetensors"]
+        if "config.json" in self.files:  # the Hub's summary of config.json
+            cfg = json.loads(self.files["config.json"])
+            full["config"] = {k: cfg[k] for k in ("architectures", "model_type") if k in cfg}
         if expand:
             keep = {"_id", "id", *expand}
             full = {k: v for k, v in full.items() if k in keep}
@@ -240,6 +243,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._route()
 
+    def do_POST(self):  # creating repositories and uploading: tests/hubwrite.py
+        from hubwrite import route_write
+
+        route_write(self)
+
+    do_PUT = do_POST
+
     def _route(self):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
@@ -249,7 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             user = self._user()
             if user is None:
                 return self._error(401, "", "Invalid credentials in Authorization header")
-            return self._json({"type": "user", "name": user, "auth": {"accessToken": {"displayName": "nibble", "role": "read"}}})
+            role, orgs = getattr(self.server_hub, "token_roles", {}).get(self.headers["Authorization"][7:].strip(), ("read", ()))
+            return self._json({"type": "user", "name": user, "orgs": [{"name": o} for o in orgs],
+                               "auth": {"accessToken": {"displayName": "nibble", "role": role}}})
         if parts[:2] == ["api", "models"] and len(parts) == 2:
             self._record()
             return self._search(query)

@@ -374,3 +374,22 @@ def test_cli_search_download_models_login(hub_models):
     out2 = _cli("login", "--status")
     assert "stored login" in out2.stdout
     assert TOKEN not in out.stdout + out.stderr + out2.stdout + out2.stderr
+
+
+def test_search_marks_what_nibble_converts_and_points_at_a_gguf(hub_models):
+    """From config.json alone, before any download: which results convert, and what to do when one cannot."""
+    gpt2 = llama_config(architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    hub_models.add_model("acme/odd-gpt", {"config.json": gpt2, "model.safetensors": tiny_safetensors({"w": (8, 8)}),
+                                          "odd-gpt-F16.gguf": b"GGUF" + b"\0" * 1000})
+    found = {m.id: m for m in hub.search_models("acme")}
+    assert found["acme/tiny-chat"].convertible is True and found["acme/tiny-chat"].family == "Llama, Mistral"
+    odd = found["acme/odd-gpt"]
+    assert odd.convertible is False and odd.architecture == "GPT2LMHeadModel"
+    assert hub.conversion_note(found["acme/tiny-chat"]) is None
+    note = hub.conversion_note(hub.model_details("acme/odd-gpt"))
+    assert "GPT2LMHeadModel" in note and "odd-gpt-F16.gguf" in note and "--gguf" in note
+    out = _cli("search", "acme", "--json")
+    rows = {r["id"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert rows["acme/odd-gpt"]["convertible"] is False and rows["acme/tiny-chat"]["convertible"] is True
+    table = _cli("search", "odd-gpt").stdout.splitlines()
+    assert "CONVERTS" in table[0] and " no " in table[1]

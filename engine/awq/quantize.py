@@ -31,15 +31,12 @@ from torch import nn
 
 from engine.awq import search
 from engine.awq.calibration import calibration_blocks
-from engine.awq.config import check_group_size, check_memory, read_config, resolve_device
+from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files
 from engine.awq.pack import pack_gemm
 from engine.core.errors import NibbleError
 from engine.core.progress import Reporter
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # as AutoAWQ: clipping q/k hurts attention scores
 
 
 @dataclass
@@ -150,8 +147,8 @@ def _sub(layer: nn.Module, path: str) -> nn.Module:
 class _LayerQuantizer:
     """Searches, folds, clips and quantizes one decoder layer in place."""
 
-    def __init__(self, layer, pos, group_size, bits, chunk, reporter, clip=True):
-        self.layer, self.pos, self.g, self.bits = layer, pos, group_size, bits
+    def __init__(self, layer, spec, pos, group_size, bits, chunk, reporter, clip=True):
+        self.layer, self.spec, self.pos, self.g, self.bits = layer, spec, pos, group_size, bits
         self.chunk, self.reporter, self.clip = chunk, reporter, clip
         self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
 
@@ -180,7 +177,7 @@ class _LayerQuantizer:
         """Clip (unless q/k) against inputs with Gram ``h``, keep the fp weight, install its fake quantization."""
         lin = _sub(self.layer, name)
         w = lin.weight.data
-        if self.clip and name not in NO_CLIP:
+        if self.clip and name not in self.spec.no_clip:
             max_val = search.search_clip(w, h, self.g, self.bits, check=self.check)
             w = search.apply_clip(w, max_val, self.g)
         self.fp[name] = w
@@ -291,6 +288,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
 
     model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir)
     raw_cfg = read_config(model_dir)
+    spec = awq_family(raw_cfg, str(model_dir / "config.json")).awq
     dev = resolve_device(device)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise NibbleError(f"{out_dir} already exists and is not empty; choose another output path or remove it",
@@ -326,8 +324,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                 reporter.check_cancel()
                 prefix = f"model.layers.{i}."
                 layer = _materialise_layer(model.model.layers[i], prefix, reader, dev)
-                src_dtype = reader.get(prefix + LINEARS[0] + ".weight").dtype
-                lq = _LayerQuantizer(layer, pos, group_size, bits, chunk, reporter, clip=clip)
+                src_dtype = reader.get(prefix + spec.linears[0] + ".weight").dtype
+                lq = _LayerQuantizer(layer, spec, pos, group_size, bits, chunk, reporter, clip=clip)
                 lq.run(x, out, search_idx)
                 _write_layer(writer, layer, lq.fp, prefix, mode, group_size, bits, src_dtype)
                 layer.to_empty(device="meta")

@@ -45,6 +45,9 @@ def run(args) -> int:
 
             for side, rt in (("reference", ref), ("candidate", cand)):
                 task[side] = score_task(runtime_chat(rt), n=args.task_questions, reporter=reporter)
+    from engine.pipelines.record import record_evaluation
+
+    record_evaluation(args.reference, args.candidate, result, str(text_path), task)
     if args.json:
         out = result.to_json()
         if task:

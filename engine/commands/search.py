@@ -35,6 +35,7 @@ def run(args) -> int:
             print(json.dumps({
                 "id": m.id, "downloads": m.downloads, "likes": m.likes, "params": m.params,
                 "safetensors_bytes": m.safetensors_bytes, "gated": m.gated, "license": m.license,
+                "architecture": m.architecture, "family": m.family, "convertible": m.convertible,
                 "last_modified": m.last_modified.isoformat() if m.last_modified else None,
             }))  # fmt: skip
         return 0
@@ -42,9 +43,10 @@ def run(args) -> int:
         print("no text-generation models found")
         return 0
     rows = [
-        [m.id, human_count(m.params), human_bytes(m.safetensors_bytes), f"{m.downloads:,}", f"{m.likes:,}",
+        [m.id, human_count(m.params), human_bytes(m.safetensors_bytes),
+         {True: "yes", False: "no", None: "?"}[m.convertible], f"{m.downloads:,}", f"{m.likes:,}",
          "gated" if m.gated else "", m.license or "", m.last_modified.date().isoformat() if m.last_modified else ""]
         for m in models
     ]  # fmt: skip
-    print(table(rows, ["MODEL", "PARAMS", "SIZE", "DOWNLOADS", "LIKES", "ACCESS", "LICENSE", "UPDATED"]))
+    print(table(rows, ["MODEL", "PARAMS", "SIZE", "CONVERTS", "DOWNLOADS", "LIKES", "ACCESS", "LICENSE", "UPDATED"]))
     return 0

@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import NibbleError
+from engine.models import families
 from engine.models.resolve import resolve_model_path
-
-# HF architecture class -> GGUF architecture name. Mistral uses llama's graph in llama.cpp.
-SUPPORTED_ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2",
-    "Qwen3ForCausalLM": "qwen3",
-}
 
 SAFETENSORS_DTYPES = {
     "BF16": (np.uint16, 2),  # bfloat16 kept as raw 16-bit words
@@ -64,12 +57,30 @@ class SourceModel:
         return archs[0] if archs else str(self.config.get("model_type", "unknown"))
 
     @property
+    def family(self):
+        """The registered family of this model (a NibbleError naming config.json if there is none)."""
+        return families.for_config(self.config, str(self.path / "config.json"))
+
+    @property
+    def supported(self) -> bool:
+        return families.find(self.config) is not None
+
+    @property
     def gguf_architecture(self) -> str:
-        return SUPPORTED_ARCHITECTURES[self.hf_architecture]
+        import gguf
+
+        return gguf.MODEL_ARCH_NAMES[self.family.gguf_arch]
 
     @property
     def text_config(self) -> dict:
-        return self.config
+        """The language model's settings as its family reads them (text_config merged, defaults under)."""
+        fam = families.find(self.config)
+        return fam.config(self.config) if fam else self.config
+
+    @property
+    def table(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Tensor name -> (shape, safetensors dtype), what a family plans GGUF tensors from."""
+        return {n: (t.shape, t.dtype) for n, t in self.tensors.items()}
 
     @property
     def param_count(self) -> int:
@@ -217,15 +228,11 @@ def open_source(spec: str | Path, *, require_supported: bool = True) -> SourceMo
         config = json.loads(cfg_file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise NibbleError(f"{cfg_file} is not valid JSON ({exc}); download it again") from exc
-    if "text_config" in config and "num_hidden_layers" not in config:
+    if not isinstance(config, dict):
+        raise NibbleError(f"{cfg_file} does not hold a JSON object; download it again")
+    fam = families.for_config(config, str(cfg_file)) if require_supported else families.find(config)
+    if "text_config" in config and "num_hidden_layers" not in config and not (fam and fam.text_of_multimodal):
         raise NibbleError(f"{cfg_file}: multimodal models are not supported; use a text-only causal language model")
-    archs = config.get("architectures") or []
-    arch = archs[0] if archs else config.get("model_type", "unknown")
-    if require_supported and arch not in SUPPORTED_ARCHITECTURES:
-        raise NibbleError(
-            f"{cfg_file}: architecture {arch} is not supported; Nibble supports "
-            + ", ".join(sorted(SUPPORTED_ARCHITECTURES))
-        )
     if config.get("auto_map"):
         raise NibbleError(f"{cfg_file} asks for custom model code (auto_map); Nibble never runs repository code")
     qc = config.get("quantization_config")
