@@ -31,14 +31,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NICE = shutil.which("nice") if sys.platform != "win32" else None
 
 
-def engine_argv(command: str, *args: str) -> list[str]:
-    """The argument list (program first) that runs one engine command with JSON output: progress lines
-    where the command has ``--json-progress``, else its ``--json`` result."""
-    from app.features import command_options
-
-    opts = command_options(command)
-    flags = [f for f in ("--json-progress", "--json") if f in opts][:1] or ["--json-progress"]
-    return module_argv("engine", command, *args, *flags)
+def engine_argv(command: str, *args: str, output: str = "--json-progress") -> list[str]:
+    """The argument list (program first) that runs one engine command with JSON output: ``--json-progress``
+    (one event a line, for long jobs) or ``--json`` (one result at the end)."""
+    return module_argv("engine", command, *args, output)
 
 
 def command_line(argv: list[str]) -> str:
@@ -108,6 +104,7 @@ class ProcessJob(QObject):
         self.clock = EtaClock()
         self.result: dict | None = None
         self.error: str | None = None
+        self.error_setting: str | None = None  # the setting the engine's error names (engine.core.errors.SETTINGS)
         self.stage = ""  # the job's current stage, where it names one (e.g. "convert", "quantize")
         self._stdout_buf = b""
         self._stderr_lines: list[str] = []
@@ -218,6 +215,7 @@ class ProcessJob(QObject):
             self.result = event
         elif kind == "error":
             self.error = str(event.get("message", ""))
+            self.error_setting = event.get("setting")
         else:
             self.log.emit(line)
 

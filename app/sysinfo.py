@@ -19,11 +19,10 @@ def versions() -> dict[str, str]:
     from PySide6 import __version__ as pyside_version
     from PySide6.QtCore import qVersion
 
-    from app import features
-
-    build_info = features.engine_function("core.buildinfo", "build_info")
-    info = build_info(load_torch=False) if build_info else {}
     import engine
+    from engine.core.buildinfo import build_info
+
+    info = build_info(load_torch=False)
 
     llama = info.get("llama_cpp_python") or llama_cpp_version()
     if info.get("ggml"):

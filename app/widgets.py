@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from app.state import AppState, ModelEntry
+from app.services import GGUF, MODEL_KINDS
+from app.state import AppState, ModelEntry, kind_of
 
 
 class Banner(QFrame):
-    """A one-line message in place: what went wrong, or what this build does not have."""
+    """A one-line message in place: what went wrong, or what to do next."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -38,7 +39,7 @@ class ModelPicker(QWidget):
 
     changed = Signal(object)  # ModelEntry or None
 
-    def __init__(self, state: AppState, kinds: tuple[str, ...] = ("original", "gguf", "awq"), parent=None):
+    def __init__(self, state: AppState, kinds: tuple[str, ...] = MODEL_KINDS, parent=None):
         super().__init__(parent)
         self.state = state
         self.kinds = kinds
@@ -95,9 +96,7 @@ class ModelPicker(QWidget):
     def _browse(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
-        from app.state import kind_of
-
-        if "gguf" in self.kinds:
+        if GGUF in self.kinds:
             path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "", "GGUF models (*.gguf);;All files (*)")
             if not path:
                 path = QFileDialog.getExistingDirectory(self, "Or open a model folder")
@@ -105,18 +104,6 @@ class ModelPicker(QWidget):
             path = QFileDialog.getExistingDirectory(self, "Open a model folder")
         if path:
             self.set_model(ModelEntry(path, kind_of(path)))
-
-
-class Placeholder(QWidget):
-    """What a view shows when this build lacks the engine part behind it."""
-
-    def __init__(self, text: str, parent=None):
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lab = QLabel(text)
-        lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        lab.setWordWrap(True)
-        lay.addWidget(lab)
 
 
 def path_size(path) -> int | None:

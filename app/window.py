@@ -20,12 +20,14 @@ from PySide6.QtWidgets import (
 )
 
 from app import sysinfo
+from app.settings import WINDOW_GEOMETRY, WINDOW_VIEW
 from app.state import AppState
+from app.views import View
 
 VIEW_NAMES = ("Quantize", "Chat", "Compare", "Analysis", "Library")
 
 
-def _make_views(state: AppState) -> dict[str, QWidget]:
+def _make_views(state: AppState) -> dict[str, View]:
     from app.views.analysis import AnalysisView
     from app.views.chat import ChatView
     from app.views.compare import CompareView
@@ -139,16 +141,12 @@ class MainWindow(QMainWindow):
         if row < 0:
             return
         self.stack.setCurrentIndex(row)
-        self.state.set_value("window/view", VIEW_NAMES[row])
-        view = self.stack.currentWidget()
-        if hasattr(view, "activated"):
-            view.activated()
+        self.state.put(WINDOW_VIEW, VIEW_NAMES[row])
+        self.views[VIEW_NAMES[row]].activated()
 
     def _open_requested(self, view: str, payload: dict) -> None:
         self.show_view(view)
-        target = self.views[view]
-        if hasattr(target, "open_payload"):
-            target.open_payload(payload or {})
+        self.views[view].open_payload(payload or {})
 
     def _new_quantization(self) -> None:
         self.show_view("Quantize")
@@ -173,16 +171,16 @@ class MainWindow(QMainWindow):
     # -- geometry ----------------------------------------------------------------------------------
 
     def _restore(self) -> None:
-        geo = self.state.value("window/geometry")
+        geo = self.state.get(WINDOW_GEOMETRY)
         if isinstance(geo, (QByteArray, bytes)) and not self.restoreGeometry(QByteArray(geo)):
             geo = None
         if not geo:
             self.resize(1280, 720)
-        name = self.state.value("window/view", "Quantize")
+        name = self.state.get(WINDOW_VIEW)
         self.show_view(name if name in VIEW_NAMES else "Quantize")
 
     def closeEvent(self, event: QEvent) -> None:
-        busy = [n for n, v in self.views.items() if getattr(v, "is_busy", lambda: False)()]
+        busy = [n for n, v in self.views.items() if v.is_busy()]
         if busy and self.isVisible():
             answer = QMessageBox.question(
                 self, "Nibble", f"{', '.join(busy)} still running. Stop and quit?",
@@ -192,8 +190,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         for v in self.views.values():
-            if hasattr(v, "shutdown"):
-                v.shutdown()
-        self.state.set_value("window/geometry", self.saveGeometry())
+            v.shutdown()
+        self.state.put(WINDOW_GEOMETRY, self.saveGeometry())
         self.state.settings.sync()
         super().closeEvent(event)

@@ -38,9 +38,9 @@ def main() -> int:
                          env=env, cwd=ROOT)
         est = awq_cost(plan, args.group_size, n, L)
         real_ckpt = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-        err = est["calibration_peak_ram_bytes"] / r["peak_rss_bytes"] - 1
-        print(f"| {n} × {L} | {est['checkpoint_bytes'] / 2**20:.1f} MiB | {real_ckpt / 2**20:.1f} MiB | "
-              f"{est['calibration_peak_ram_bytes'] / 2**20:.0f} MiB | {r['peak_rss_bytes'] / 2**20:.0f} MiB | {err:+.1%} |",
+        err = est.calibration_peak_ram_bytes / r["peak_rss_bytes"] - 1
+        print(f"| {n} × {L} | {est.checkpoint_bytes / 2**20:.1f} MiB | {real_ckpt / 2**20:.1f} MiB | "
+              f"{est.calibration_peak_ram_bytes / 2**20:.0f} MiB | {r['peak_rss_bytes'] / 2**20:.0f} MiB | {err:+.1%} |",
               flush=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -115,7 +115,7 @@ def main() -> int:
         if chat.is_busy():  # the last reply is still being wound up
             QTimer.singleShot(10, ask)
             return
-        chat.messages.clear()
+        chat.conversation.reset()
         chat.input.setPlainText("Tell me about the weather.")
         chat.send()
 

@@ -1,14 +1,12 @@
 """Tiny models for the evaluate / chat / compare / bench / stats tests.
 
 Built with the shared ``tinymodels`` factory (random weights, tokenizer trained offline), converted with
-Nibble's own converter and quantized with Nibble's quantizer, once per test session.
+Nibble's own converter and quantized with Nibble's quantizer, once per test session (the fixtures are in conftest.py).
 """
 
 from __future__ import annotations
 
 import pathlib
-
-import pytest
 
 from tinymodels import make_model
 
@@ -33,18 +31,3 @@ def quantize_gguf(src: pathlib.Path, qtype: str, out: pathlib.Path) -> pathlib.P
 
     quantize(src, qtype, out)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> pathlib.Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tiny_llama_dir, tmp_path_factory) -> pathlib.Path:
-    return convert(tiny_llama_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny-f32.gguf")
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf_q4(tiny_gguf, tmp_path_factory) -> pathlib.Path:
-    return quantize_gguf(tiny_gguf, "Q4_0", tmp_path_factory.mktemp("tiny-q4") / "tiny-q4_0.gguf")

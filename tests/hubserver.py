@@ -22,7 +22,7 @@ headers and ``after_bytes`` of body, then close the socket. ``requests`` records
 files redirect to themselves forever; ``"elsewhere"``: to a path of this server that holds nothing), ``slow``
 (bytes a second: a slow link, so a download can be interrupted half-way).
 
-Use the ``hub_server`` fixture: it points ``HF_ENDPOINT`` and ``HF_HOME`` at the server and a temporary
+Use the ``hub_server`` fixture (tests/conftest.py): it points ``HF_ENDPOINT`` and ``HF_HOME`` at the server and a temporary
 folder, clears ``HF_HUB_OFFLINE`` / ``HF_TOKEN``, and patches the values ``huggingface_hub`` read at import.
 """
 
@@ -37,8 +37,6 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
-
-import pytest
 
 _LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".model")
 
@@ -454,35 +452,4 @@ def llama_config(**extra) -> bytes:
     return json.dumps(cfg).encode()
 
 
-@pytest.fixture
-def hub_server(tmp_path, monkeypatch):
-    """A running :class:`StandInHub` that ``huggingface_hub`` (and Nibble) talk to, with a fresh HF_HOME."""
-    import huggingface_hub.constants as c
-    import huggingface_hub.hf_api as hf_api
-
-    hub = StandInHub()
-    home = tmp_path / "hf_home"
-    home.mkdir()
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE",
-                "HUGGINGFACE_HUB_CACHE", "HF_TOKEN_PATH", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("NIBBLE_HOME", str(tmp_path / "nibble_home"))
-    monkeypatch.setattr(c, "ENDPOINT", hub.url)
-    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(c, "HF_HOME", str(home))
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(c, "HF_ASSETS_CACHE", str(home / "assets"))
-    monkeypatch.setattr(c, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(c, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-    monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
-    hub.home = home
-    hub.cache = home / "hub"
-    yield hub
-    hub.close()
-
-
-__all__ = ["StandInHub", "Repo", "hub_server", "tiny_safetensors", "llama_config", "git_blob_id"]
+__all__ = ["StandInHub", "Repo", "tiny_safetensors", "llama_config", "git_blob_id"]

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("engine.analysis.stats", reason="lands with the runtime/eval/stats engine")
-
 import csv
 
 import numpy as np
-
-from apptest import settings, state, tiny_model, tiny_q2, window  # noqa: F401  (fixtures)
 
 
 def test_histograms_and_layers_hold_data(qtbot, window, tiny_model, tiny_q2, tmp_path):

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
-
-from apptest import settings, state, tiny_gguf, tiny_model, window  # noqa: F401  (fixtures)
-
 from app.state import ModelEntry
 
 
@@ -20,8 +14,8 @@ def _chat(window, gguf):
     return chat
 
 
-def test_chat_streams_a_reply(qtbot, window, tiny_gguf):
-    chat = _chat(window, tiny_gguf)
+def test_chat_streams_a_reply(qtbot, window, tiny_chat_gguf):
+    chat = _chat(window, tiny_chat_gguf)
     chat.max_tokens.setValue(24)
     pieces, busy = [], []
     chat.piece_shown.connect(pieces.append)
@@ -32,8 +26,8 @@ def test_chat_streams_a_reply(qtbot, window, tiny_gguf):
     reply = blocker.args[0]
     assert len(pieces) > 1 and "".join(pieces) == reply  # it arrived piece by piece
     assert not any(busy)  # while streaming: Send disabled, Stop enabled
-    assert [m["role"] for m in chat.messages] == ["user", "assistant"]
-    assert chat.messages[1]["content"] == reply
+    assert [m["role"] for m in chat.conversation.history] == ["user", "assistant"]
+    assert chat.conversation.history[1]["content"] == reply
     assert "Hello there" in chat.transcript.toPlainText()
     assert reply.strip()[:10] in chat.transcript.toPlainText()
     assert "tokens/s" in chat.stats.text()
@@ -45,14 +39,14 @@ def test_chat_streams_a_reply(qtbot, window, tiny_gguf):
     with qtbot.waitSignal(chat.reply_finished, timeout=60000) as again:
         chat.regen_btn.click()
     assert again.args[0] == reply
-    assert [m["role"] for m in chat.messages] == ["user", "assistant"]
+    assert [m["role"] for m in chat.conversation.history] == ["user", "assistant"]
     qtbot.waitUntil(lambda: chat.send_btn.isEnabled())
     chat.clear_btn.click()
-    assert chat.messages == [] and chat.transcript.toPlainText().strip() == ""
+    assert chat.conversation.history == [] and chat.transcript.toPlainText().strip() == ""
 
 
-def test_stop_ends_the_stream(qtbot, window, tiny_gguf):
-    chat = _chat(window, tiny_gguf)
+def test_stop_ends_the_stream(qtbot, window, tiny_chat_gguf):
+    chat = _chat(window, tiny_chat_gguf)
     chat.max_tokens.setValue(4000)  # far more than it would produce before the stop
     chat.input.setPlainText("Tell me a long story")
     chat.send()

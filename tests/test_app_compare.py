@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
-pytest.importorskip("engine.analysis.compare", reason="lands with the runtime/eval/stats engine")
-pytest.importorskip("engine.analysis.evaluate", reason="lands with the runtime/eval/stats engine")
-
-from apptest import settings, state, tiny_model, tiny_q2, window  # noqa: F401  (fixtures)
-
 
 def test_side_by_side_marks_the_divergence(qtbot, window, tiny_model, tiny_q2):
     window.show_view("Compare")
@@ -23,17 +15,17 @@ def test_side_by_side_marks_the_divergence(qtbot, window, tiny_model, tiny_q2):
     with qtbot.waitSignal(view.compared, timeout=120000) as blocker:
         view.run_btn.click()
     r = blocker.args[0]
-    o, q = r["original"], r["quantized"]
-    assert o["token_ids"] and q["token_ids"]
-    assert "".join(o["pieces"]).strip()[:5] in view.left.text.toPlainText()
-    assert "".join(q["pieces"]).strip()[:5] in view.right.text.toPlainText()
-    div = r["first_divergence"]
-    assert div is not None and o["token_ids"][:div] == q["token_ids"][:div]
-    assert o["token_ids"][div:div + 1] != q["token_ids"][div:div + 1]
+    o, q = r.original, r.quantized
+    assert o.token_ids and q.token_ids
+    assert "".join(o.pieces).strip()[:5] in view.left.text.toPlainText()
+    assert "".join(q.pieces).strip()[:5] in view.right.text.toPlainText()
+    div = r.first_divergence
+    assert div is not None and o.token_ids[:div] == q.token_ids[:div]
+    assert o.token_ids[div:div + 1] != q.token_ids[div:div + 1]
     for panel in (view.left, view.right):
         assert 'title="first divergence"' in panel.text.toHtml() or "background-color" in panel.text.toHtml()
         assert "tokens/s" in panel.stats.text() and "memory" in panel.stats.text()
-    assert r["kld_mean"] > 0
+    assert r.kld_mean > 0
     assert f"token {div + 1}" in view.summary.text() and "KL divergence" in view.summary.text()
 
 
@@ -46,7 +38,7 @@ def test_full_eval_shows_ppl_kld_agreement(qtbot, window, tiny_model, tiny_q2):
         view.eval_btn.click()
         assert view.eval_btn.text() == "Cancel eval"
     res = blocker.args[0]
-    assert res["chunks"] == 2 and res["kld"]["mean"] > 0
+    assert res.chunks == 2 and res.kld_mean > 0
     assert "→" in view.eval_labels["ppl"].text()
     assert view.eval_labels["kld"].text()[0].isdigit()
     assert view.eval_labels["agree"].text().endswith("%")

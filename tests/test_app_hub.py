@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from apptest import settings, state, window  # noqa: F401  (fixtures)
-from tests.hubserver import hub_server, llama_config, tiny_safetensors  # noqa: F401  (fixture)
+from tests.hubserver import llama_config, tiny_safetensors
 
 
 def test_search_download_and_cache(qtbot, hub_server, window):

@@ -11,7 +11,6 @@ import time
 import psutil
 import pytest
 
-from apptest import settings  # noqa: F401  (fixture)
 
 from app.jobs import EtaClock, ProcessJob, format_seconds, run_in_thread
 from engine.core.errors import NibbleError

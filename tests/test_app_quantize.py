@@ -7,7 +7,6 @@ import pathlib
 import psutil
 from PySide6.QtGui import QGuiApplication
 
-from apptest import settings, state, tiny_model, window  # noqa: F401  (fixtures)
 
 from app.state import ModelEntry
 
@@ -179,3 +178,15 @@ def test_wizard_makes_an_awq_model(qtbot, window, tiny_model, tmp_path):
     assert wiz.done_page.output.kind == "awq"
     assert "vllm serve" in wiz.done_page.commands["vLLM"]
     assert any(e.path == str(out) and e.kind == "awq" for e in window.state.models())
+
+
+def test_a_setting_at_fault_is_named_by_its_field_not_a_flag(qtbot, window, tiny_model, tmp_path):
+    wiz = _to_format_page(qtbot, window, tiny_model)
+    page = wiz.format_page
+    page.select_type("Q8_0")
+    page.output.setText(str(tmp_path / "tiny.bin"))  # not a .gguf name
+    with qtbot.waitSignal(wiz.run_page.failed, timeout=60000) as blocker:
+        wiz.next_btn.click()
+    assert "must end in .gguf" in blocker.args[0] and "--" not in blocker.args[0]
+    assert wiz.run_page.job.error_setting == "output path"
+    assert wiz.run_page.banner.label.text().startswith("Quantization failed (Save to): output path")

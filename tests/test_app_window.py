@@ -7,7 +7,6 @@ import sys
 
 from PySide6.QtCore import QRect, Qt
 
-from apptest import settings, state, window  # noqa: F401  (fixtures)
 
 from app.window import VIEW_NAMES, MainWindow
 

@@ -247,18 +247,18 @@ def test_bad_inputs_say_what_to_do(llama, tmp_path):
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     _expect(r"GPT2LMHeadModel.*not supported.*Llama, Mistral.*Qwen2/2.5, Qwen3", **dict(base, model_dir=gpt2))
-    _expect(r"--group-size 48 does not divide the hidden size .*128", **dict(base, group_size=48))
-    _expect(r"--bits 3.*4-bit", **dict(base, bits=3, group_size=32))
+    _expect(r"group size 48 does not divide the hidden size .*128", **dict(base, group_size=48))
+    _expect(r"3 bits.*4-bit", **dict(base, bits=3, group_size=32))
     _expect(r"calib.txt gave \d+ tokens, enough for \d+ samples of 64 tokens; 100000 samples need",
             **dict(base, samples=100000, group_size=32))
     if not torch.backends.mps.is_available():
-        _expect(r"--device mps.*no Apple Metal", **dict(base, device="mps", group_size=32))
+        _expect(r"device mps.*no Apple Metal", **dict(base, device="mps", group_size=32))
     import engine.awq.config as awq_config
 
     orig = awq_config.free_memory
     awq_config.free_memory = lambda dev: 1 << 20
     try:
-        _expect(r"calibration batch needs about .* lower --samples \(now 8\) or --seqlen \(now 64\)",
+        _expect(r"calibration batch needs about .* fewer calibration samples \(now 8\), a shorter sample length \(now 64\)",
                 **dict(base, group_size=32))
     finally:
         awq_config.free_memory = orig
@@ -300,4 +300,4 @@ def test_cli_quantize_awq_with_shipped_calibration(llama, tmp_path):
     assert card.startswith("---\n") and "quantized_by: Nibble" in card and "| AWQ | AWQ W4 g32 |" in card
     bad = subprocess.run(cmd[:-1] + [str(tmp_path / "other"), "--group-size", "48"], cwd=root,
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("nibble: error: --group-size 48 does not divide")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("nibble: error: --group-size: group size 48 does not divide")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from engine.analysis import tasks
 from engine.models import demo
 from engine.core.errors import Cancelled
 from engine.core.progress import Reporter
+from transformers_chat import TransformersChat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +92,7 @@ def test_heldout_questions_never_appear_in_training_data():
     held_pairs = {q.split_key for q in held if q.kind in ("add", "sub", "mul")}
     assert len(held_pairs) > 50
     seen_texts, seen_pairs = set(), set()
-    reply_re = demo.re.compile(r"(\d+) ([-+*]) (\d+) = ")
+    reply_re = re.compile(r"(\d+) ([-+*]) (\d+) = ")
     kinds = {"+": "add", "-": "sub", "*": "mul"}
     for dialogue in demo.training_dialogues(30000, seed=0):
         for m in dialogue:
@@ -136,13 +139,13 @@ def test_scorer_gives_an_oracle_full_marks_and_a_wrong_answerer_none():
         wrong = str(int(q.answer) + 1) if q.numeric else q.answer + "x"
         return q.reply.replace(q.answer, wrong)
 
-    full = demo.score_task(oracle, n=80, seed=5)
+    full = tasks.score_task(oracle, n=80, seed=5)
     assert full.overall == 1.0 and full.total == 80
     assert all(c.accuracy == 1.0 and c.total == 20 for c in full.per_category.values())
-    assert demo.score_task(terse, n=80, seed=5).overall == 1.0
-    none = demo.score_task(off_by_one, n=80, seed=5)
+    assert tasks.score_task(terse, n=80, seed=5).overall == 1.0
+    none = tasks.score_task(off_by_one, n=80, seed=5)
     assert none.overall == 0.0 and none.correct == 0
-    assert demo.score_task(lambda m: "", n=8, seed=5).overall == 0.0
+    assert tasks.score_task(lambda m: "", n=8, seed=5).overall == 0.0
     d = full.to_dict()
     assert d["per_category"]["arithmetic"]["label"] == "sums" and d["overall"] == 1.0
 
@@ -160,16 +163,16 @@ def test_scorer_reports_progress_and_stops_when_cancelled():
 
     rep = Stop()
     with pytest.raises(Cancelled):
-        demo.score_task(lambda m: "0", n=10, reporter=rep)
+        tasks.score_task(lambda m: "0", n=10, reporter=rep)
     assert rep.seen == [(1, 10), (2, 10), (3, 10)]
 
 
 def test_shipped_model_answers_heldout_questions():
     """The real demo, unquantized, greedy on the CPU: most held-out answers are right."""
-    chat = demo.TransformersChat(demo.DEMO_DIR)
+    chat = TransformersChat(demo.DEMO_DIR)
     questions = demo.heldout_questions(20, seed=123)
     replies = chat.batch([demo.question_messages(q) for q in questions])
-    score = demo.score_answers(questions, replies)
+    score = tasks.score_answers(questions, replies)
     assert score.overall >= 0.8, [(i.question.text, i.reply) for i in score.items if not i.correct]
     assert chat([{"role": "user", "content": "What is 25 + 17?"}]).endswith("42.")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.models import demo
+from engine.analysis import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("llama_cpp")
@@ -56,5 +56,5 @@ def test_kl_divergence_grows_as_bits_shrink(ggufs):
 
 def test_q8_gguf_answers_heldout_questions_in_llama_cpp(ggufs):
     bench = _bench()
-    score = demo.score_task(bench.gguf_chat(ggufs["Q8_0"]), n=12, seed=321)
+    score = tasks.score_task(bench.gguf_chat(ggufs["Q8_0"]), n=12, seed=321)
     assert score.overall >= 0.75, [(i.question.text, i.reply) for i in score.items if not i.correct]

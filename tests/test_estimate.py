@@ -131,6 +131,25 @@ def test_fit_verdict_suggests_largest_setting(ggufs):
     assert both.suggestion_text.startswith("no GPU memory here: use 0 GPU layers and a context of")
 
 
+def test_tight_means_under_a_fifth_of_the_free_memory_to_spare(ggufs):
+    from engine.estimate import TIGHT_MARGIN
+
+    plan = load_plan(ggufs["dense"])
+    need = estimate(plan, "Q8_0", ctx=4096).run.ram_needed_bytes
+
+    def verdict(free_ram: int) -> str:
+        m = Machine(free_ram_bytes=free_ram, free_vram_bytes=0, free_disk_bytes=10**12, disk_path="/")
+        return estimate(plan, "Q8_0", ctx=4096, machine=m).fit.verdict
+
+    assert TIGHT_MARGIN == 0.2
+    assert verdict(need - 1) == "no"
+    assert verdict(need) == "tight"  # fits, nothing to spare
+    assert verdict(int(need / 0.8) - 1000) == "tight"  # just under a fifth to spare
+    assert verdict(int(need / 0.8) + 1000) == "fits"
+    assert estimate(plan, "Q4_K_M", ctx=4096).run.total_bytes == sum(
+        p.bytes for p in estimate(plan, "Q4_K_M", ctx=4096).run.parts)  # RAM and VRAM: every part counted once
+
+
 def _tiny_hf_model(folder: Path, rope_llama3: bool = False) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

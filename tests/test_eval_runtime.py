@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from eval_models import EVAL_TEXT, build_tiny_llama, tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
+from eval_models import EVAL_TEXT, build_tiny_llama
 
 from engine.core.errors import NibbleError
 
@@ -244,6 +244,14 @@ def test_chat_streams_stops_and_keeps_history(gguf_f32):
     conv.send("And wasps?")
     assert [m["role"] for m in conv.history] == ["user", "assistant", "user", "assistant"]
     assert conv.last_finish in ("eos", "length", "stop")
+    # Regenerate: the last answer is taken back and given again (greedy: the same words)
+    answer = conv.history[-1]["content"]
+    assert conv.retry() and conv.history[-1]["role"] == "user"
+    prompt = gguf_f32.chat_prompt_ids(conv.messages())
+    assert "".join(conv.reply()) == answer and len(conv.history) == 4
+    f = conv.last_figures
+    assert f.prompt_tokens == len(prompt) and f.context_size == gguf_f32.n_ctx
+    assert f.context_used == len(prompt) + f.completion_tokens and f.completion_tokens >= 1
 
 
 def test_stop_string_ends_generation(gguf_f32):

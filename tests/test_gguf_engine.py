@@ -185,8 +185,23 @@ def test_type_list_comes_from_the_library():
     assert set(REPRESENTATIVE) <= names
     assert {n for n in lib if "MOE" not in n and "FP4" not in n and n != "Q4_1_SOME_F16"} <= names
     assert find_type("q4_k").name == "Q4_K_M"
-    with pytest.raises(NibbleError, match="unknown quantization type"):
+    with pytest.raises(NibbleError, match="quant type .Q9_9. is unknown") as bad:
         find_type("Q9_9")
+    assert bad.value.setting == "quant type"
+
+
+def test_one_type_parser_for_quantizing_and_the_estimate():
+    """The estimate and the quantizer read type names the same way, llama-quantize's aliases included."""
+    from engine.commands.cli import error_line
+    from engine.estimate.tensor_types import ft_name, parse_file_type
+    from engine.gguf.quantize import find_type
+
+    for spelling in ("q4_k", " Q4_K_M ", "q3_k", "Q5_K", "iq4_xs", "q8_0"):
+        assert ft_name(parse_file_type(spelling)) == find_type(spelling).name
+    with pytest.raises(NibbleError) as bad:
+        parse_file_type("Q9_9")
+    assert "--" not in str(bad.value)  # the engine names the setting in words; the CLI adds its option
+    assert error_line(bad.value).startswith("--type: quant type 'Q9_9' is unknown")
 
 
 def test_every_representative_type_loads_and_generates(models, tmp_path):

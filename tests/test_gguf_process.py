@@ -16,7 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-from eval_models import tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # noqa: F401
 
 from engine.core.errors import NibbleError
 

@@ -15,7 +15,7 @@ import pytest
 from engine import hub
 from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
-from tests.hubserver import hub_server, llama_config, tiny_safetensors  # noqa: F401  (fixture)
+from tests.hubserver import llama_config, tiny_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_TestTokenThatMustNeverBePrinted1234"

@@ -2,7 +2,9 @@
 
 - engine/ never imports Qt, pyqtgraph or the app, and the whole engine imports where Qt cannot;
 - engine's packages stand in layers, each importing only its own layer or the ones below;
-- no import cycle between modules of engine/ or app/.
+- no import cycle between modules of engine/ or app/;
+- app/views/ reach the engine only through app/services.py (or other app modules), and nothing in app/ looks
+  an engine module up by a name string (app/launcher.py's ``-m`` runner for frozen builds aside).
 """
 
 import ast
@@ -186,3 +188,45 @@ def test_engine_cli_runs_without_qt(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "nibble" in out.stdout
+
+
+# Calls that find a module by a string: what the app must not do to reach the engine.
+_NAME_LOOKUPS = ("import_module", "__import__", "run_module", "find_spec")
+
+
+def _name_lookups(source: str) -> list[int]:
+    """Lines of ``source`` that look a module up by a name string (importlib, __import__, runpy)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in _NAME_LOOKUPS:
+            lines.append(node.lineno)
+    return lines
+
+
+def _engine_imports(path: pathlib.Path) -> list[str]:
+    return [f"{path.relative_to(ROOT)}:{line} imports {name}" for name, line in _imports(path)
+            if name == "engine" or name.startswith("engine.")]
+
+
+def test_views_reach_the_engine_only_through_app_services():
+    views = sorted((ROOT / "app" / "views").rglob("*.py"))
+    assert views, "app/views/ has no Python files"
+    offenders = [hit for path in views for hit in _engine_imports(path)]
+    assert not offenders, "views import the engine through app/services.py:\n" + "\n".join(offenders)
+    assert _engine_imports(ROOT / "app" / "services.py"), "app/services.py is where the views' engine calls live"
+
+
+def test_the_app_never_looks_up_engine_modules_by_name():
+    offenders = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        if path == ROOT / "app" / "launcher.py":  # runs ``nibble -m engine.<module>`` in a frozen build
+            continue
+        offenders += [f"{path.relative_to(ROOT)}:{line}" for line in _name_lookups(path.read_text(encoding="utf-8"))]
+    assert not offenders, "import engine modules by name, not by string lookup:\n" + "\n".join(offenders)
+
+
+def test_the_name_lookup_check_sees_an_offence():
+    """The rule above would catch a string lookup (the view rule is seen working on app/services.py)."""
+    assert _name_lookups("import importlib\nfn = getattr(importlib.import_module('engine.estimate'), 'estimate')\n") == [2]
+    assert _name_lookups("mod = __import__('engine.hub')\n") == [1]
+    assert _name_lookups("from engine.estimate import estimate\n") == []

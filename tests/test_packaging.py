@@ -22,7 +22,7 @@ def nibble(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def selftest_model(tmp_path_factory):
     from tinymodels import make_model
 
     return make_model(tmp_path_factory.mktemp("selftest") / "tiny", hidden=128, intermediate=256)
@@ -83,8 +83,8 @@ def test_version_names_nibble_and_llama_cpp():
     assert any(line.startswith("llama.cpp backends: CPU") for line in lines)
 
 
-def test_selftest_quantizes_loads_and_generates(tiny_model):
-    res = nibble("selftest", "--model", str(tiny_model), "--tokens", "5", "--threads", "2")
+def test_selftest_quantizes_loads_and_generates(selftest_model):
+    res = nibble("selftest", "--model", str(selftest_model), "--tokens", "5", "--threads", "2")
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert out.splitlines()[-1].startswith("PASS")
@@ -93,10 +93,10 @@ def test_selftest_quantizes_loads_and_generates(tiny_model):
     assert len(tokens) == 5
 
 
-def test_selftest_fails_on_a_broken_model(tiny_model, tmp_path):
+def test_selftest_fails_on_a_broken_model(selftest_model, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
-    for f in tiny_model.iterdir():
+    for f in selftest_model.iterdir():
         data = f.read_bytes()
         (broken / f.name).write_bytes(data[: len(data) // 3] if f.suffix == ".safetensors" else data)
     res = nibble("selftest", "--model", str(broken), "--tokens", "2")

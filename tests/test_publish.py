@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hubserver import hub_server  # noqa: F401
 from hubwrite import fail_uploads, write_token
 
 from engine.commands.cli import main
@@ -52,7 +51,7 @@ def _cli(*argv) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def hub(hub_server, monkeypatch):  # noqa: F811
+def hub(hub_server, monkeypatch):
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)  # the stand-in speaks the LFS protocol

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import pathlib
-import re
 
 import numpy as np
 import pyqtgraph as pg
@@ -26,27 +25,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import calls, features
-from app.features import field
+from app import services
 from app.jobs import run_in_thread
+from app.services import AWQ, GGUF, ORIGINAL, TensorStats
 from app.state import AppState, ModelEntry, kind_of
 from app.style import plot_colors
+from app.views import View
 from app.widgets import Banner, ModelPicker
 
-_LAYER = re.compile(r"(?:^|\.)(?:blk|layers|h|block)\.(\d+)\.")
+OTHER = "Other tensors"
 
 
-def layer_of(name: str) -> str:
-    m = _LAYER.search(name)
-    return f"Layer {int(m.group(1))}" if m else "Other tensors"
+def layer_label(name: str) -> str:
+    """The tree group a tensor goes in: its decoder layer, or the tensors outside the layers."""
+    n = services.layer_of(name)
+    return OTHER if n is None else f"Layer {n}"
 
 
-def _layer_key(label: str) -> tuple[int, int]:
-    m = re.match(r"Layer (\d+)", label)
-    return (0, int(m.group(1))) if m else (1, 0)
+def _group_key(label: str) -> tuple[int, int]:
+    return (1, 0) if label == OTHER else (0, int(label.split()[1]))
 
 
-class AnalysisView(QWidget):
+class AnalysisView(View):
     stats_shown = Signal(object)
     layers_shown = Signal(object)
 
@@ -64,10 +64,10 @@ class AnalysisView(QWidget):
         lay = QVBoxLayout(self)
         top = QGridLayout()
         top.addWidget(QLabel("Original:"), 0, 0)
-        self.original = ModelPicker(state, kinds=("original",))
+        self.original = ModelPicker(state, kinds=(ORIGINAL,))
         top.addWidget(self.original, 0, 1)
         top.addWidget(QLabel("Quantized:"), 1, 0)
-        self.quantized = ModelPicker(state, kinds=("gguf", "awq"))
+        self.quantized = ModelPicker(state, kinds=(GGUF, AWQ))
         top.addWidget(self.quantized, 1, 1)
         self.load_btn = QPushButton("Analyse")
         top.addWidget(self.load_btn, 0, 2, 2, 1)
@@ -132,8 +132,6 @@ class AnalysisView(QWidget):
         self.log_y.toggled.connect(self._redraw_hists)
         self.export_png.clicked.connect(lambda: self.export_figures())
         self.export_csv.clicked.connect(lambda: self.export_numbers())
-        if not calls.stats_available():
-            self.banner.show_message(features.not_available_text("Weight and error statistics"), "warn")
 
     def _apply_colors(self) -> None:
         c = plot_colors()
@@ -172,9 +170,6 @@ class AnalysisView(QWidget):
         paths = self._paths()
         if paths is None:
             return
-        if not calls.stats_available():
-            self.banner.show_message(features.not_available_text("Weight and error statistics"), "warn")
-            return
         if paths[1] is None:
             self.banner.show_message("Pick a quantized model (GGUF or AWQ) to compare with the original.")
             return
@@ -190,9 +185,9 @@ class AnalysisView(QWidget):
         self.layer_bars.setOpts(x=[], height=[], width=0.8)
         self.progress.setRange(0, 0)
         self.progress.show()
-        self._jobs.append(run_in_thread(calls.list_tensors, *paths, on_result=self._fill_tree,
+        self._jobs.append(run_in_thread(services.list_tensors, *paths, on_result=self._fill_tree,
                                         on_error=self.banner.show_message))
-        self.job = run_in_thread(calls.model_stats, *paths, pass_reporter=True, on_item=self._tensor_done,
+        self.job = run_in_thread(services.model_stats, *paths, pass_reporter=True, on_item=self._tensor_done,
                                  on_progress=self._progress, on_result=self._model_done,
                                  on_error=self.banner.show_message, on_end=self._model_ended)
 
@@ -210,14 +205,14 @@ class AnalysisView(QWidget):
             return
         groups: dict[str, QTreeWidgetItem] = {}
         for name in names:
-            label = layer_of(name)
+            label = layer_label(name)
             if label not in groups:
                 groups[label] = QTreeWidgetItem([label])
             item = QTreeWidgetItem([name, "", ""])
             item.setData(0, Qt.ItemDataRole.UserRole, name)
             groups[label].addChild(item)
             self.items[name] = item
-        for label in sorted(groups, key=_layer_key):
+        for label in sorted(groups, key=_group_key):
             self.tree.addTopLevelItem(groups[label])
         for name, st in self.computed.items():
             self._decorate(name, st)
@@ -227,22 +222,22 @@ class AnalysisView(QWidget):
             if first.childCount():
                 self.tree.setCurrentItem(first.child(0))
 
-    def _decorate(self, name: str, st) -> None:
+    def _decorate(self, name: str, st: TensorStats) -> None:
         item = self.items.get(name)
         if item is not None:
-            item.setText(1, "×".join(str(x) for x in field(st, "shape", ())))
-            item.setText(2, f"{field(st, 'qtype', '')}  rel. error {field(st, 'relative_error', 0):.4f}")
+            item.setText(1, "×".join(str(x) for x in st.shape))
+            item.setText(2, f"{st.qtype}  rel. error {st.relative_error:.4f}")
 
-    def _tensor_done(self, st) -> None:
-        name = field(st, "name")
+    def _tensor_done(self, st: TensorStats) -> None:
+        name = st.name
         self.computed[name] = st
         self._decorate(name, st)
         cur = self.tree.currentItem()
         if cur is not None and cur.data(0, Qt.ItemDataRole.UserRole) == name and self.current_stats is None:
             self.show_stats(st)
 
-    def _model_done(self, report) -> None:
-        self._show_layers(field(report, "layers", []))
+    def _model_done(self, report: services.StatsReport) -> None:
+        self._show_layers(report.layers)
 
     def _tensor_selected(self, item: QTreeWidgetItem | None, _prev=None) -> None:
         if item is None:
@@ -254,27 +249,24 @@ class AnalysisView(QWidget):
             self.show_stats(self.computed[name])
             return
         self.numbers["name"].setText(f"{name} (computing…)")
-        self._jobs.append(run_in_thread(calls.tensor_stats, *self.paths, name, on_result=self._single_done,
+        self._jobs.append(run_in_thread(services.tensor_stats, *self.paths, name, on_result=self._single_done,
                                         on_error=self.banner.show_message))
 
-    def _single_done(self, st) -> None:
-        self.computed.setdefault(field(st, "name"), st)
+    def _single_done(self, st: TensorStats) -> None:
+        self.computed.setdefault(st.name, st)
         cur = self.tree.currentItem()
-        if cur is not None and cur.data(0, Qt.ItemDataRole.UserRole) == field(st, "name"):
+        if cur is not None and cur.data(0, Qt.ItemDataRole.UserRole) == st.name:
             self.show_stats(st)
 
     # -- showing -----------------------------------------------------------------------------------
 
-    def show_stats(self, stats) -> None:
+    def show_stats(self, stats: TensorStats) -> None:
         self.current_stats = stats
-        self.numbers["name"].setText(str(field(stats, "name", "")))
-        for key, attr, fmt in (("rmse", "rmse", "{:.6g}"), ("max_error", "max_abs_error", "{:.6g}"),
-                               ("cosine", "cosine", "{:.6f}"), ("bpw", "bits_per_weight", "{:.3f}")):
-            v = field(stats, attr)
-            self.numbers[key].setText(fmt.format(v) if isinstance(v, (int, float)) else "—")
-        rel = field(stats, "relative_error")
-        if isinstance(rel, (int, float)):
-            self.numbers["rmse"].setText(self.numbers["rmse"].text() + f"  (relative {rel:.4f})")
+        self.numbers["name"].setText(stats.name)
+        self.numbers["rmse"].setText(f"{stats.rmse:.6g}  (relative {stats.relative_error:.4f})")
+        self.numbers["max_error"].setText(f"{stats.max_abs_error:.6g}")
+        self.numbers["cosine"].setText(f"{stats.cosine:.6f}")
+        self.numbers["bpw"].setText(f"{stats.bits_per_weight:.3f}")
         self._redraw_hists()
         self.stats_shown.emit(stats)
 
@@ -292,19 +284,16 @@ class AnalysisView(QWidget):
         if s is None:
             return
         log = self.log_y.isChecked()
-        for item, plot, key in ((self.weights_hist, self.weights_plot, "weights"), (self.error_hist, self.error_plot, "error")):
-            h = field(s, "weight_hist" if key == "weights" else "error_hist")
-            if h is None:
-                item.setOpts(x=[], height=[], width=1)
-                continue
-            item.setOpts(**self._bars(field(h, "edges"), field(h, "counts"), log))
+        for item, plot, h in ((self.weights_hist, self.weights_plot, s.weight_hist),
+                              (self.error_hist, self.error_plot, s.error_hist)):
+            item.setOpts(**self._bars(h.edges, h.counts, log))
             plot.setLabel("left", "log10(count + 1)" if log else "count")
             plot.autoRange()
 
-    def _show_layers(self, rows) -> None:
-        self.layer_rows = [r for r in (rows or []) if field(r, "layer") is not None]
-        xs = [int(field(r, "layer")) for r in self.layer_rows]
-        heights = [float(field(r, "relative_error", 0.0) or 0.0) for r in self.layer_rows]
+    def _show_layers(self, rows: list[services.LayerSummary]) -> None:
+        self.layer_rows = [r for r in rows if r.layer is not None]
+        xs = [r.layer for r in self.layer_rows]
+        heights = [r.relative_error for r in self.layer_rows]
         self.layer_bars.setOpts(x=xs, height=heights, width=0.8)
         self.layer_plot.setLabel("bottom", "layer")
         self.layer_plot.setLabel("left", "relative RMSE")
@@ -335,13 +324,13 @@ class AnalysisView(QWidget):
             w = csv.writer(f)
             w.writerow(["scope", "name", "qtype", "n_elements", "bits_per_weight", "rmse", "relative_error",
                         "max_abs_error", "cosine"])
-            for name in sorted(self.computed, key=lambda n: (layer_of(n) == "Other tensors", n)):
+            for name in sorted(self.computed, key=lambda n: (layer_label(n) == OTHER, n)):
                 t = self.computed[name]
-                w.writerow(["tensor", name, field(t, "qtype"), field(t, "n_elements"), field(t, "bits_per_weight"),
-                            field(t, "rmse"), field(t, "relative_error"), field(t, "max_abs_error"), field(t, "cosine")])
+                w.writerow(["tensor", name, t.qtype, t.n_elements, t.bits_per_weight, t.rmse, t.relative_error,
+                            t.max_abs_error, t.cosine])
             for r in self.layer_rows:
-                w.writerow(["layer", field(r, "layer"), "", field(r, "n_elements"), field(r, "bits_per_weight"),
-                            field(r, "rmse"), field(r, "relative_error"), "", field(r, "min_cosine")])
+                w.writerow(["layer", r.layer, "", r.n_elements, r.bits_per_weight, r.rmse, r.relative_error, "",
+                            r.min_cosine])
         return p
 
     def is_busy(self) -> bool:

@@ -22,13 +22,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import calls, features
-from app.features import field
+from app import services
 from app.jobs import run_in_thread
-from app.state import AppState, ModelEntry
+from app.services import ChatSettings, Conversation, ReplyFigures
+from app.settings import CHAT_MAX_TOKENS, CHAT_SYSTEM, CHAT_TEMPERATURE, CHAT_TOP_P
+from app.state import AppState, ModelEntry, kind_of
+from app.views import View
 from app.widgets import Banner, ModelPicker
-
-DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 def _escape(text: str) -> str:
@@ -37,17 +37,16 @@ def _escape(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
 
-class ChatView(QWidget):
+class ChatView(View):
     reply_finished = Signal(str)  # the whole reply, after a stream ends (done or stopped)
     piece_shown = Signal(str)  # each streamed piece, once it is on screen
 
     def __init__(self, state: AppState, parent=None):
         super().__init__(parent)
         self.state = state
-        self.runtime = None
+        self.conversation = Conversation()  # the history; its runtime is the loaded model
         self.runtime_path: str | None = None
-        self.messages: list[dict] = []
-        self.reply = ""
+        self.reply = ""  # the answer as it streams
         self.job = None
         self.load_job = None
         self._t0 = 0.0
@@ -99,14 +98,14 @@ class ChatView(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         box = QGroupBox("Settings")
         form = QFormLayout(box)
-        self.system = QPlainTextEdit(state.value("chat/system", DEFAULT_SYSTEM))
+        self.system = QPlainTextEdit(state.get(CHAT_SYSTEM))
         self.system.setMaximumHeight(90)
         self.temperature = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=2.0, singleStep=0.05)
-        self.temperature.setValue(state.value("chat/temperature", 0.7, float))
+        self.temperature.setValue(state.get(CHAT_TEMPERATURE))
         self.top_p = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=1.0, singleStep=0.05)
-        self.top_p.setValue(state.value("chat/top_p", 0.95, float))
+        self.top_p.setValue(state.get(CHAT_TOP_P))
         self.max_tokens = QSpinBox(minimum=1, maximum=32768)
-        self.max_tokens.setValue(state.value("chat/max_tokens", 256, int))
+        self.max_tokens.setValue(state.get(CHAT_MAX_TOKENS))
         form.addRow("System prompt:", self.system)
         form.addRow("Temperature:", self.temperature)
         form.addRow("Top-p:", self.top_p)
@@ -129,16 +128,17 @@ class ChatView(QWidget):
         QShortcut(QKeySequence("Escape"), self, self.stop)
         self.picker.changed.connect(self._model_changed)
         self._update_buttons()
-        if not calls.runtime_available():
-            self.banner.show_message(features.not_available_text("Chat (the model runtime)"), "warn")
+
+    @property
+    def runtime(self):
+        """The loaded model, or None."""
+        return self.conversation.runtime
 
     # -- model -------------------------------------------------------------------------------------
 
     def open_payload(self, payload: dict) -> None:
         path = payload.get("model")
         if path:
-            from app.state import kind_of
-
             self.picker.set_model(ModelEntry(path, kind_of(path)))
 
     def _model_changed(self, entry: ModelEntry | None) -> None:
@@ -147,9 +147,8 @@ class ChatView(QWidget):
         self.unload()
 
     def unload(self) -> None:
-        if self.runtime is not None:
-            calls.close_model(self.runtime)
-        self.runtime = None
+        services.close_model(self.conversation.runtime)
+        self.conversation.runtime = None
         self.runtime_path = None
         self.template.clear()
 
@@ -162,20 +161,17 @@ class ChatView(QWidget):
         if self.runtime is not None and self.runtime_path == entry.path:
             then()
             return
-        if not calls.runtime_available():
-            self.banner.show_message(features.not_available_text("Chat (the model runtime)"), "warn")
-            return
         self.unload()
         self.stats.setText(f"Loading {entry.label}…")
 
         def loaded(rt):
-            self.runtime, self.runtime_path = rt, entry.path
-            self.template.setPlainText(str(field(rt, "chat_template", "") or "(the model has no chat template; "
-                                                                          "a plain prompt format is used)"))
+            self.conversation.runtime, self.runtime_path = rt, entry.path
+            self.template.setPlainText(rt.chat_template or "(the model has no chat template; "
+                                                           "a plain prompt format is used)")
             self.stats.setText("Model loaded.")
             then()
 
-        self.load_job = run_in_thread(calls.open_model, entry.path, on_result=loaded, on_error=self._error,
+        self.load_job = run_in_thread(services.open_model, entry.path, on_result=loaded, on_error=self._error,
                                       on_end=self._load_ended)
         self._update_buttons()
 
@@ -191,22 +187,20 @@ class ChatView(QWidget):
             return
         self.banner.clear()
         self.input.clear()
-        self.messages.append({"role": "user", "content": text})
+        self.conversation.ask(text)
         self._render()
         self.ensure_model(self._generate)
 
     def regenerate(self) -> None:
         if self.is_busy():
             return
-        while self.messages and self.messages[-1]["role"] == "assistant":
-            self.messages.pop()
-        if self.messages:
+        if self.conversation.retry():
             self._render()
             self.ensure_model(self._generate)
 
     def clear(self) -> None:
         self.stop()
-        self.messages.clear()
+        self.conversation.reset()
         self.reply = ""
         self.fill.setValue(0)
         self.stats.clear()
@@ -216,25 +210,22 @@ class ChatView(QWidget):
         if self.job is not None:
             self.job.cancel()
 
-    def settings(self) -> dict:
-        return {
-            "temperature": self.temperature.value(),
-            "top_p": self.top_p.value(),
-            "max_tokens": self.max_tokens.value(),
-        }
+    def settings(self) -> ChatSettings:
+        return ChatSettings(system_prompt=self.system.toPlainText().strip() or None,
+                            temperature=self.temperature.value(), top_p=self.top_p.value(),
+                            max_tokens=self.max_tokens.value())
 
     def _generate(self) -> None:
-        sysmsg = self.system.toPlainText().strip()
-        self.state.set_value("chat/system", sysmsg)
-        for k, v in self.settings().items():
-            self.state.set_value(f"chat/{k}", v)
-        msgs = ([{"role": "system", "content": sysmsg}] if sysmsg else []) + list(self.messages)
+        s = self.conversation.settings = self.settings()
+        for setting, value in ((CHAT_SYSTEM, s.system_prompt or ""), (CHAT_TEMPERATURE, s.temperature),
+                               (CHAT_TOP_P, s.top_p), (CHAT_MAX_TOKENS, s.max_tokens)):
+            self.state.put(setting, value)
         self.reply = ""
         self._pieces = 0
         self._streaming = True
         self._t0 = time.monotonic()
         self.job = run_in_thread(
-            calls.chat_stream, self.runtime, msgs, self.settings(), pass_reporter=True,
+            services.chat_reply, self.conversation, pass_reporter=True,
             on_item=self._piece, on_result=self._done, on_cancelled=lambda: self._done(None),
             on_error=self._error, on_end=self._gen_ended,
         )
@@ -254,19 +245,15 @@ class ChatView(QWidget):
             self.stats.setText(f"{self._pieces / dt:.1f} tokens/s")
         self._render_reply()
 
-    def _done(self, result) -> None:
+    def _done(self, figures: ReplyFigures | None) -> None:
+        """The reply ended; ``figures`` is None when it was stopped (its text stays in the history)."""
         self._streaming = False
         self._redraw.stop()
-        self.messages.append({"role": "assistant", "content": self.reply})
-        if result is not None:
-            tps = field(result, "tokens_per_second")
-            n = field(result, "completion_tokens", self._pieces)
-            used, n_ctx = field(result, "context_used"), field(result, "context_size")
-            if tps:
-                self.stats.setText(f"{n} tokens, {tps:.1f} tokens/s")
-            if used is not None and n_ctx:
-                self.fill.setValue(int(100 * used / n_ctx))
-                self.fill.setToolTip(f"{used} of {n_ctx} tokens of context used")
+        if figures is not None:
+            if figures.tokens_per_second:
+                self.stats.setText(f"{figures.completion_tokens} tokens, {figures.tokens_per_second:.1f} tokens/s")
+            self.fill.setValue(int(100 * figures.context_used / figures.context_size))
+            self.fill.setToolTip(f"{figures.context_used} of {figures.context_size} tokens of context used")
         else:
             self.stats.setText(self.stats.text() + " — stopped")
         self._render()
@@ -284,7 +271,7 @@ class ChatView(QWidget):
 
     def _render(self) -> None:
         parts = []
-        for m in self.messages:
+        for m in self.conversation.history:
             who = "You" if m["role"] == "user" else "Model"
             parts.append(f"<p><b>{who}:</b><br>{_escape(m['content'])}</p>")
         self._base_html = "".join(parts)
@@ -300,7 +287,7 @@ class ChatView(QWidget):
     def _update_buttons(self) -> None:
         busy = self.is_busy()
         self.send_btn.setEnabled(not busy)
-        self.regen_btn.setEnabled(not busy and bool(self.messages))
+        self.regen_btn.setEnabled(not busy and bool(self.conversation.history))
         self.stop_btn.setEnabled(self.job is not None)
 
     # -- window hooks ------------------------------------------------------------------------------

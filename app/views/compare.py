@@ -18,18 +18,16 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QTextBrowser,
     QVBoxLayout,
-    QWidget,
 )
 
-from app import calls, features
-from app.features import field
+from app import services
 from app.jobs import ProcessJob, engine_argv, run_in_thread
+from app.services import AWQ, GGUF, ORIGINAL, CompareOutcome, EvalFigures, human_bytes
+from app.settings import COMPARE_MAX_TOKENS, COMPARE_PROMPT
 from app.state import AppState, ModelEntry, kind_of
 from app.style import plot_colors
-from engine.core.units import human_bytes
+from app.views import View
 from app.widgets import Banner, ModelPicker
-
-DEFAULT_PROMPT = "Write two sentences about why the sky is blue."
 
 
 def highlight_pieces(pieces: list[str], diverge_at: int | None, colour: str) -> str:
@@ -44,13 +42,6 @@ def highlight_pieces(pieces: list[str], diverge_at: int | None, colour: str) -> 
     return "".join(out)
 
 
-def first_divergence(a: list, b: list) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 class SidePanel(QGroupBox):
     def __init__(self, title: str, parent=None):
         super().__init__(title, parent)
@@ -61,7 +52,7 @@ class SidePanel(QGroupBox):
         lay.addWidget(self.stats)
 
 
-class CompareView(QWidget):
+class CompareView(View):
     compared = Signal(object)
     evaluated = Signal(object)
 
@@ -70,26 +61,26 @@ class CompareView(QWidget):
         self.state = state
         self.job = None
         self.eval_job: ProcessJob | None = None
-        self.result = None
-        self.eval_result: dict | None = None
+        self.result: CompareOutcome | None = None
+        self.eval_result: EvalFigures | None = None
 
         lay = QVBoxLayout(self)
         grid = QGridLayout()
         grid.addWidget(QLabel("Original:"), 0, 0)
-        self.original = ModelPicker(state, kinds=("original", "gguf"))
+        self.original = ModelPicker(state, kinds=(ORIGINAL, GGUF))
         grid.addWidget(self.original, 0, 1)
         grid.addWidget(QLabel("Quantized:"), 1, 0)
-        self.quantized = ModelPicker(state, kinds=("gguf", "awq"))
+        self.quantized = ModelPicker(state, kinds=(GGUF, AWQ))
         grid.addWidget(self.quantized, 1, 1)
         lay.addLayout(grid)
-        self.prompt = QPlainTextEdit(state.value("compare/prompt", DEFAULT_PROMPT))
+        self.prompt = QPlainTextEdit(state.get(COMPARE_PROMPT))
         self.prompt.setMaximumHeight(70)
         lay.addWidget(self.prompt)
         row = QHBoxLayout()
         self.greedy = QCheckBox("Greedy (same tokens if nothing changed)")
         self.greedy.setChecked(True)
         self.max_tokens = QSpinBox(minimum=1, maximum=4096)
-        self.max_tokens.setValue(state.value("compare/max_tokens", 64, int))
+        self.max_tokens.setValue(state.get(COMPARE_MAX_TOKENS))
         self.run_btn = QPushButton("Compare")
         self.run_btn.setShortcut("Ctrl+Return")
         row.addWidget(self.greedy)
@@ -134,11 +125,6 @@ class CompareView(QWidget):
 
         self.run_btn.clicked.connect(self.run_compare)
         self.eval_btn.clicked.connect(self.run_eval)
-        if not calls.compare_available():
-            self.banner.show_message(features.not_available_text("Side-by-side compare"), "warn")
-        if not features.has_command("eval"):
-            self.eval_btn.setEnabled(False)
-            self.eval_btn.setToolTip(features.not_available_text("Evaluation"))
 
     def open_payload(self, payload: dict) -> None:
         for key, picker in (("original", self.original), ("quantized", self.quantized)):
@@ -160,19 +146,16 @@ class CompareView(QWidget):
         paths = self._paths()
         if paths is None:
             return
-        if not calls.compare_available():
-            self.banner.show_message(features.not_available_text("Side-by-side compare"), "warn")
-            return
         self.banner.clear()
-        prompt = self.prompt.toPlainText().strip() or DEFAULT_PROMPT
-        self.state.set_value("compare/prompt", prompt)
-        self.state.set_value("compare/max_tokens", self.max_tokens.value())
-        settings = {"max_tokens": self.max_tokens.value(), "temperature": 0.0 if self.greedy.isChecked() else 0.7}
+        prompt = self.prompt.toPlainText().strip() or COMPARE_PROMPT.default
+        self.state.put(COMPARE_PROMPT, prompt)
+        self.state.put(COMPARE_MAX_TOKENS, self.max_tokens.value())
         self.left.text.setPlainText("Loading…")
         self.right.text.setPlainText("Waiting for the original…")
         self.run_btn.setEnabled(False)
         self.job = run_in_thread(
-            calls.compare, paths[0], paths[1], prompt, settings, pass_reporter=True,
+            services.compare, paths[0], paths[1], prompt, max_tokens=self.max_tokens.value(),
+            temperature=0.0 if self.greedy.isChecked() else 0.7, pass_reporter=True,
             on_result=self.show_result, on_error=self._error, on_end=self._ended,
             on_progress=lambda d, t, m: self.summary.setText(m), on_item=self._stream_piece,
         )
@@ -192,35 +175,19 @@ class CompareView(QWidget):
         self.left.text.clear()
         self.right.text.clear()
 
-    def show_result(self, result) -> None:
+    def show_result(self, result: CompareOutcome) -> None:
         self.result = result
         colour = plot_colors()["highlight"].name()
-        o, q = field(result, "original"), field(result, "quantized")
-        po, pq = list(field(o, "pieces", [])), list(field(q, "pieces", []))
-        div = field(result, "first_divergence", None)
-        if div is None:
-            div = first_divergence(list(field(o, "token_ids", po)), list(field(q, "token_ids", pq)))
-        self.divergence = div
-        self.left.text.setHtml(highlight_pieces(po, div, colour))
-        self.right.text.setHtml(highlight_pieces(pq, div, colour))
-        for panel, side in ((self.left, o), (self.right, q)):
-            tps = field(side, "tokens_per_second")
-            mem = field(side, "memory_bytes")
-            panel.stats.setText(
-                f"{len(field(side, 'pieces', []))} tokens · {tps:.1f} tokens/s · memory {human_bytes(mem)}"
-                if tps else "—"
-            )
-        kld = field(result, "kld_mean")
-        parts = ["Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted)."]
-        if kld is not None:
-            parts.append(f"KL divergence of the quantized model along the original's answer: mean {kld:.4f}")
-            kmax = field(result, "kld_max")
-            if kmax is not None:
-                parts[-1] += f", max {kmax:.4f}"
-            agree = field(result, "top1_agreement")
-            if agree is not None:
-                parts[-1] += f"; same top token {100 * agree:.1f} %"
-        self.summary.setText(" ".join(parts))
+        div = self.divergence = result.first_divergence
+        for panel, side in ((self.left, result.original), (self.right, result.quantized)):
+            panel.text.setHtml(highlight_pieces(side.pieces, div, colour))
+            tps = side.tokens_per_second
+            panel.stats.setText(f"{len(side.pieces)} tokens · {tps:.1f} tokens/s · memory {human_bytes(side.memory_bytes)}"
+                                if tps else "—")
+        self.summary.setText(
+            ("Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted).")
+            + f" KL divergence of the quantized model along the original's answer: mean {result.kld_mean:.4f},"
+            f" max {result.kld_max:.4f}; same top token {100 * result.top1_agreement:.1f} %")
         self.compared.emit(result)
 
     # -- full eval ---------------------------------------------------------------------------------
@@ -234,7 +201,7 @@ class CompareView(QWidget):
             return
         self.banner.clear()
         extra = ["--chunks", str(self.eval_chunks.value())] if self.eval_chunks.value() else []
-        self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1], *extra), self)
+        self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1], *extra, output="--json"), self)
         self.eval_job.progress.connect(self._eval_progress)
         self.eval_job.succeeded.connect(self._eval_done)
         self.eval_job.failed.connect(lambda m: self.banner.show_message(f"Evaluation failed: {m}"))
@@ -249,19 +216,13 @@ class CompareView(QWidget):
             self.eval_progress.setValue(done)
 
     def _eval_done(self, result: dict) -> None:
-        self.eval_result = result
+        self.eval_result = e = EvalFigures.from_json(result)
         self.eval_progress.setRange(0, 1)
         self.eval_progress.setValue(1)
-        r = result.get("result", result)
-        ref, cand, kld = r.get("reference") or {}, r.get("candidate") or {}, r.get("kld") or {}
-        if ref.get("ppl") is not None and cand.get("ppl") is not None:
-            self.eval_labels["ppl"].setText(f"{ref['ppl']:.3f} → {cand['ppl']:.3f}")
-        if kld.get("mean") is not None:
-            p99 = kld.get("p99")
-            self.eval_labels["kld"].setText(f"{kld['mean']:.5f}" + (f", {p99:.5f}" if p99 is not None else ""))
-        if r.get("top1_agreement") is not None:
-            self.eval_labels["agree"].setText(f"{100 * r['top1_agreement']:.2f} %")
-        self.evaluated.emit(result)
+        self.eval_labels["ppl"].setText(f"{e.ppl_original:.3f} → {e.ppl_quantized:.3f}")
+        self.eval_labels["kld"].setText(f"{e.kld_mean:.5f}, {e.kld_p99:.5f}")
+        self.eval_labels["agree"].setText(f"{100 * e.top1_agreement:.2f} %")
+        self.evaluated.emit(e)
 
     # -- window hooks ------------------------------------------------------------------------------
 

@@ -15,16 +15,15 @@ from PySide6.QtWidgets import (
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
-from app import features
+from app.services import ORIGINAL, human_bytes
 from app.state import AppState, ModelEntry
-from engine.core.units import human_bytes
+from app.views import View
 from app.widgets import path_size
 
 
-class LibraryView(QWidget):
+class LibraryView(View):
     def __init__(self, state: AppState, parent=None):
         super().__init__(parent)
         self.state = state
@@ -65,8 +64,7 @@ class LibraryView(QWidget):
     def refresh(self) -> None:
         self.tree.clear()
         models = self.state.models()
-        src = "the engine's library" if features.engine_function("models.library", "list_entries") else "recent models"
-        self.note.setText(f"Originals and the outputs made from them ({src}).")
+        self.note.setText("Originals and the outputs made from them.")
         originals: dict[str, QTreeWidgetItem] = {}
 
         def item_for(e: ModelEntry) -> QTreeWidgetItem:
@@ -76,11 +74,11 @@ class LibraryView(QWidget):
             return it
 
         for e in models:
-            if e.kind == "original":
+            if e.kind == ORIGINAL:
                 originals[str(pathlib.Path(e.path).resolve())] = it = item_for(e)
                 self.tree.addTopLevelItem(it)
         for e in models:
-            if e.kind == "original":
+            if e.kind == ORIGINAL:
                 continue
             parent = originals.get(str(pathlib.Path(e.origin).resolve())) if e.origin else None
             it = item_for(e)
@@ -96,9 +94,9 @@ class LibraryView(QWidget):
         e = self.selected()
         for b in (self.chat_btn, self.show_btn):
             b.setEnabled(e is not None)
-        self.compare_btn.setEnabled(e is not None and e.kind != "original" and bool(e.origin))
+        self.compare_btn.setEnabled(e is not None and e.kind != ORIGINAL and bool(e.origin))
         self.analyse_btn.setEnabled(e is not None and bool(e.origin))
-        self.quantize_btn.setEnabled(e is not None and e.kind == "original")
+        self.quantize_btn.setEnabled(e is not None and e.kind == ORIGINAL)
 
     def _act(self, what: str) -> None:
         e = self.selected()

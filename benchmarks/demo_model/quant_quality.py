@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from engine.analysis import tasks  # noqa: E402
 from engine.models import demo  # noqa: E402
+from transformers_chat import TransformersChat  # noqa: E402
 
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 
@@ -74,7 +76,7 @@ def gguf_kld(path: Path, windows: list[list[int]], ref: list[np.ndarray]) -> dic
 
 
 def gguf_chat(path: Path, max_new_tokens: int = 32):
-    """A greedy chat callable over a GGUF file (llama.cpp), for ``demo.score_task``."""
+    """A greedy chat callable over a GGUF file (llama.cpp), for ``tasks.score_task``."""
     llm = open_gguf(path)
     eos = llm.token_eos()
 
@@ -103,15 +105,15 @@ def main(argv=None) -> int:
     windows = kld_tokens()
     ref = reference_logprobs(windows)
     questions = demo.heldout_questions(args.n)
-    chat = demo.TransformersChat(demo.DEMO_DIR)
-    base = demo.score_answers(questions, chat.batch([demo.question_messages(q) for q in questions]))
+    chat = TransformersChat(demo.DEMO_DIR)
+    base = tasks.score_answers(questions, chat.batch([demo.question_messages(q) for q in questions]))
     rows = [("bf16 (transformers)", demo.DEMO_DIR / "model.safetensors", base, None)]
     with tempfile.TemporaryDirectory() as tmp:
         for t in args.types.split(","):
             path = Path(tmp) / f"demo-{t}.gguf"
             quantize("demo", t, path)
             t0 = time.time()
-            score = demo.score_task(gguf_chat(path), n=args.n)
+            score = tasks.score_task(gguf_chat(path), n=args.n)
             q = gguf_kld(path, windows, ref)
             rows.append((t, path, score, q))
             print(f"{t}: {score.summary()}; KLD {q['kld']:.4f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)

@@ -172,15 +172,17 @@ def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str |
 def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, reporter: Reporter, text_name: str,
               max_chunks: int | None) -> EvalResult:
     if ctx < 8:
-        raise NibbleError(f"--ctx {ctx} is too small; use at least 8 (llama.cpp's default is 512)")
+        raise NibbleError(f"context length {ctx} is too small; use at least 8 (llama.cpp's default is 512)",
+                          setting="context length")
     for rt in (reference, candidate):
         if ctx > rt.n_ctx:
-            raise NibbleError(f"--ctx {ctx} is longer than the {rt.n_ctx} tokens {rt.name} was opened with")
+            raise NibbleError(f"context length {ctx} is longer than the {rt.n_ctx} tokens {rt.name} was opened with",
+                              setting="context length")
     check_same_vocab(reference, candidate)
     tokens = reference.tokenize(text, add_bos=reference.add_bos, special=text_name == DEMO_TEXT_NAME)
     if len(tokens) < 2 * ctx:
         raise NibbleError(f"{text_name} tokenizes to {len(tokens)} tokens, fewer than the {2 * ctx} needed for "
-                          f"two windows of --ctx {ctx}; use a longer text or a smaller --ctx")
+                          f"two windows of {ctx}; use a longer text or a shorter context length", setting="context length")
     windows = eval_windows(tokens, ctx, reference.bos_id if reference.add_bos else None)
     if max_chunks:
         windows = windows[:max_chunks]

@@ -19,23 +19,24 @@ def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen:
     was made from it, see ``engine.models.demo.is_demo_model``) its own dialogues instead.
     """
     if samples < 1 or seqlen < 2:
-        raise NibbleError(f"--samples ({samples}) must be at least 1 and --seqlen ({seqlen}) at least 2")
+        raise NibbleError(f"calibration samples ({samples}) must be at least 1 and the sample length ({seqlen}) at "
+                          "least 2 tokens", setting="calibration samples" if samples < 1 else "sample length")
     if path is not None and str(path) == "default":
         path = None
     p = Path(path) if path is not None else default_calibration_path(model_dir)
     if not p.is_file():
-        where = "pass --calibration FILE with plain text" if path is None else "check the --calibration path"
-        raise NibbleError(f"calibration text {p} not found; {where}")
+        where = "give a plain text file as calibration text" if path is None else "check its path"
+        raise NibbleError(f"calibration text {p} not found; {where}", setting="calibration text")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise NibbleError(f"calibration file {p} is not UTF-8 text") from exc
+        raise NibbleError(f"calibration file {p} is not UTF-8 text", setting="calibration text") from exc
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     need = samples * seqlen
     if len(ids) < need:
         fit = len(ids) // seqlen
         raise NibbleError(
             f"calibration file {p} gave {len(ids)} tokens, enough for {fit} samples of {seqlen} tokens; "
-            f"{samples} samples need {need}. Use --samples {max(fit, 1)}, a shorter --seqlen or a longer file"
-        )
+            f"{samples} samples need {need}; use {max(fit, 1)} samples, a shorter sample length or a longer file",
+            setting="calibration samples")
     return torch.tensor(ids[:need], dtype=torch.long).reshape(samples, seqlen)

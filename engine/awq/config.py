@@ -38,13 +38,15 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise NibbleError(f"--device {device} asked for, but this machine has no usable CUDA GPU; use --device cpu")
+            raise NibbleError(f"device {device} asked for, but this machine has no usable CUDA GPU; use the CPU",
+                              setting="device")
         return torch.device(device)
     if device == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise NibbleError("--device mps asked for, but this machine has no Apple Metal (mps) support; use --device cpu")
+            raise NibbleError("device mps asked for, but this machine has no Apple Metal (mps) support; use the CPU",
+                              setting="device")
         return torch.device("mps")
-    raise NibbleError(f"--device {device!r} is not one of cpu, cuda, mps")
+    raise NibbleError(f"device {device!r} is not one of cpu, cuda, mps", setting="device")
 
 
 def read_config(model_dir: Path) -> dict:
@@ -68,9 +70,10 @@ def read_config(model_dir: Path) -> dict:
 
 def check_group_size(config, bits: int, group_size: int) -> None:
     if bits != 4:
-        raise NibbleError(f"--bits {bits}: AWQ in the GEMM layout stores 4-bit weights only; use --bits 4")
+        raise NibbleError(f"{bits} bits: AWQ in the GEMM layout stores 4-bit weights only; use 4", setting="bits")
     if group_size < 8 or group_size % 8:
-        raise NibbleError(f"--group-size {group_size} must be a positive multiple of 8 (128 is usual)")
+        raise NibbleError(f"group size {group_size} must be a positive multiple of 8 (128 is usual)",
+                          setting="group size")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     widths = {"hidden size (q/k/v/gate/up inputs)": config.hidden_size,
               "attention width (o_proj input)": config.num_attention_heads * head_dim,
@@ -78,8 +81,8 @@ def check_group_size(config, bits: int, group_size: int) -> None:
     for what, w in widths.items():
         if w % group_size:
             divisors = [g for g in (32, 64, 128) if all(v % g == 0 for v in widths.values())]
-            hint = f"use --group-size {max(divisors)}" if divisors else "choose a group size dividing it"
-            raise NibbleError(f"--group-size {group_size} does not divide the {what} {w}; {hint}")
+            hint = f"use {max(divisors)}" if divisors else "choose a group size dividing it"
+            raise NibbleError(f"group size {group_size} does not divide the {what} {w}; {hint}", setting="group size")
     out_widths = [config.num_key_value_heads * head_dim, config.hidden_size, config.intermediate_size,
                   config.num_attention_heads * head_dim]
     if any(w % 8 for w in out_widths):
@@ -105,7 +108,8 @@ def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_sa
         gib = 1 << 30
         raise NibbleError(
             f"the calibration batch needs about {need / gib:.1f} GiB on {dev.type} but {avail / gib:.1f} GiB is free; "
-            f"lower --samples (now {samples}) or --seqlen (now {seqlen}), or use another --device")
+            f"use fewer calibration samples (now {samples}), a shorter sample length (now {seqlen}) or another device",
+            setting="calibration samples")
 
 
 def read_awq_quant_config(model_dir: Path, raw: dict | None) -> dict:

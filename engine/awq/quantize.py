@@ -298,7 +298,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     dev = resolve_device(device)
     check_output(out_dir, inputs=[model_dir], folder_output=True)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise NibbleError(f"{out_dir} already exists and is not empty; choose another --out or remove it")
+        raise NibbleError(f"{out_dir} already exists and is not empty; choose another output path or remove it",
+                          setting="output path")
     check_free_space(out_dir.parent, output_bytes(model_dir, raw_cfg, mode))
     config, model = _build_model_skeleton(model_dir)
     check_group_size(config, bits, group_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import pkgutil
 import signal
@@ -17,6 +18,21 @@ import engine
 import engine.commands
 from engine.commands._args import OneLineParser
 from engine.core.errors import Cancelled, NibbleError
+
+
+# Engine messages name settings in words (engine.core.errors.SETTINGS); on the command line each is an option.
+FLAGS = {
+    "quant type": "--type", "output path": "--out", "calibration text": "--calibration",
+    "importance matrix": "--imatrix", "saved importance matrix": "--save-imatrix", "context length": "--ctx", "KV cache type": "--kv-type",
+    "GPU layers": "--gpu-layers", "device": "--device", "bits": "--bits", "group size": "--group-size",
+    "calibration samples": "--samples", "sample length": "--seqlen", "revision": "--revision",
+}
+
+
+def error_line(exc: NibbleError) -> str:
+    """The one line the CLI prints for ``exc``: its message, after the option that sets what it names."""
+    flag = FLAGS.get(exc.setting or "")
+    return f"{flag}: {exc}" if flag else str(exc)
 
 
 def _command_modules():
@@ -102,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print("nibble: cancelled; no output was written", file=sys.stderr)
         return 2
     except NibbleError as exc:
-        print(f"nibble: error: {exc}", file=sys.stderr)
+        if getattr(args, "json_progress", False):  # the app reads this, in its own words for the setting
+            print(json.dumps({"event": "error", "message": str(exc), "setting": exc.setting}), flush=True)
+        print(f"nibble: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

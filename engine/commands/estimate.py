@@ -42,7 +42,7 @@ def run(args) -> int:
             "machine": {"free_ram_bytes": machine.free_ram_bytes, "free_vram_bytes": machine.free_vram_bytes,
                         "free_disk_bytes": machine.free_disk_bytes, "disk_path": machine.disk_path},
             "types": [e.to_json() for e in ests],
-            "awq": awq,
+            "awq": awq.to_json(),
         }, indent=1))
         return 0
     _print_table(plan, ests, machine, awq, sys.stdout)
@@ -59,7 +59,7 @@ def _print_table(plan, ests, machine, awq, out) -> None:
            f"{'quant RAM':>11}{'temp disk':>11}  fits"
     print(head, file=out)
     for e in ests:
-        fit = "-" if e.fit is None else ("yes" if e.fit.fits else "no")
+        fit = "-" if e.fit is None else ("no" if not e.fit.fits else "tight" if e.fit.verdict == "tight" else "yes")
         if e.fit and e.fit.suggestion_text:
             fit += f" ({e.fit.suggestion_text})"
         print(f"{e.type:<10}{human_bytes(e.file_bytes):>11}{e.bits_per_weight:>7.2f}{human_bytes(e.run.ram_bytes):>11}"
@@ -82,6 +82,6 @@ def _print_table(plan, ests, machine, awq, out) -> None:
             print(f"does not fit: {problem}", file=out)
     print(f"\nfile sizes are {'exact' if plan.metadata_exact else 'exact for tensors; the tokenizer header is estimated'};"
           " weights and KV cache exact; compute buffers, overhead and quantizer memory estimated.", file=out)
-    print(f"AWQ 4-bit (group {awq['group_size']}): checkpoint {human_bytes(awq['checkpoint_bytes'])}, calibration "
-          f"~{human_bytes(awq['calibration_peak_ram_bytes'])} RAM ({awq['n_samples']} samples x {awq['seq_len']} tokens, "
+    print(f"AWQ 4-bit (group {awq.group_size}): checkpoint {human_bytes(awq.checkpoint_bytes)}, calibration "
+          f"~{human_bytes(awq.calibration_peak_ram_bytes)} RAM ({awq.n_samples} samples x {awq.seq_len} tokens, "
           "estimated)", file=out)

@@ -42,7 +42,7 @@ def run(args) -> int:
         result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
                           max_chunks=args.chunks)
         if args.task == "demo" or (args.task == "auto" and ref_is_demo):
-            from engine.models.demo import runtime_chat, score_task
+            from engine.analysis.tasks import runtime_chat, score_task
 
             for side, rt in (("reference", ref), ("candidate", cand)):
                 task[side] = score_task(runtime_chat(rt), n=args.task_questions, reporter=reporter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from engine.core.units import human_bytes, table
+from engine.models.resolve import GGUF, ORIGINAL
 
 NAME = "models"
 HELP = "List models in the local Hugging Face cache and in Nibble's library (works offline)"
@@ -28,7 +29,7 @@ def run(args) -> int:
         return 0
     if args.add:
         path = hub.resolve_model(args.add)
-        kind = "gguf" if path.suffix == ".gguf" else "original"
+        kind = GGUF if path.suffix == ".gguf" else ORIGINAL
         entry = lib.add_entry(path, kind)
         print(f"{entry.id}  {entry.name}  {entry.path}")
         return 0

@@ -1,8 +1,19 @@
 """The one exception type for problems a user can cause and fix."""
 
+from __future__ import annotations
+
 
 class NibbleError(Exception):
-    """A user-fixable problem. The message is one line, names the file or setting, and says what to do."""
+    """A user-fixable problem. The message is one line, names the file or setting, and says what to do.
+
+    ``setting`` names the setting at fault in words both front ends know ("output path", "context length",
+    "device", ...; see :data:`SETTINGS`): the CLI adds its option to the message, the app points at its field.
+    The message itself speaks of settings in words, never of command-line options.
+    """
+
+    def __init__(self, message: str = "", *, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class Cancelled(Exception):
@@ -10,6 +21,14 @@ class Cancelled(Exception):
 
     def __init__(self, message: str = "cancelled; no output was written"):
         super().__init__(message)
+
+
+# The settings an engine message may name. Each front end maps these words to its own control: the CLI
+# to an option (engine.commands.cli), the app to a field label.
+SETTINGS = (
+    "quant type", "output path", "calibration text", "importance matrix", "saved importance matrix", "context length", "KV cache type",
+    "GPU layers", "device", "bits", "group size", "calibration samples", "sample length", "revision",
+)
 
 
 def check_at_least(value, minimum: int, what: str, *, optional: bool = False) -> None:

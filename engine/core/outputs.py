@@ -74,7 +74,7 @@ def _real(path: Path, what: str) -> Path:
     try:
         return Path(path).expanduser().resolve(strict=False)
     except (OSError, RuntimeError):  # a loop of symbolic links
-        raise NibbleError(f"{what} {path} goes through a loop of symbolic links; give a real path") from None
+        raise NibbleError(f"{what} {path} goes through a loop of symbolic links; give a real path", setting=what) from None
 
 
 def same_path(a: Path, b: Path) -> bool:
@@ -100,7 +100,7 @@ def input_files(path: Path | None) -> list[Path]:
         return []
 
 
-def check_output(out: Path, *, what: str = "--out", inputs=(), replaceable=None, kind: str = "a file of this kind",
+def check_output(out: Path, *, what: str = "output path", inputs=(), replaceable=None, kind: str = "a file of this kind",
                  folder_output: bool = False) -> Path:
     """Refuse an output path that would go wrong, before any work: a loop of links, a symbolic link, a
     missing or read-only folder, one of the ``inputs`` (files or folders read by the job), or an existing
@@ -110,39 +110,39 @@ def check_output(out: Path, *, what: str = "--out", inputs=(), replaceable=None,
     out = Path(out).expanduser()
     real = _real(out, what)
     if out.is_symlink():
-        raise NibbleError(f"{what} {out} is a symbolic link; give the real path so nothing else is overwritten")
+        raise NibbleError(f"{what} {out} is a symbolic link; give the real path so nothing else is overwritten", setting=what)
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
-        raise NibbleError(f"{what} {out}: the folder {folder} does not exist; create it or choose another {what}")
+        raise NibbleError(f"{what} {out}: the folder {folder} does not exist; create it or choose another {what}", setting=what)
     for src in inputs:
         if src is None:
             continue
         src = Path(src)
         if same_path(src, out) or real == _real(src, "input"):
-            raise NibbleError(f"{what} {out} is an input of this job; choose another name so the original is kept")
+            raise NibbleError(f"{what} {out} is an input of this job; choose another name so the original is kept", setting=what)
         if folder_output and src.exists() and _real(src, "input").is_relative_to(real):
-            raise NibbleError(f"{what} {out} holds an input of this job; choose another folder")
+            raise NibbleError(f"{what} {out} holds an input of this job; choose another folder", setting=what)
     if out.exists():
         if folder_output:
             if not out.is_dir():
-                raise NibbleError(f"{what} {out} is a file; AWQ writes a folder: choose a new folder name")
+                raise NibbleError(f"{what} {out} is a file; AWQ writes a folder: choose a new folder name", setting=what)
             if any(out.iterdir()) and not (out / "config.json").is_file():
-                raise NibbleError(f"{what} {out} is a folder that is not a model; choose a new or empty folder")
+                raise NibbleError(f"{what} {out} is a folder that is not a model; choose a new or empty folder", setting=what)
         else:
             if out.is_dir():
-                raise NibbleError(f"{what} {out} is a folder; give a file name")
+                raise NibbleError(f"{what} {out} is a folder; give a file name", setting=what)
             if replaceable is not None and not replaceable(out):
-                raise NibbleError(f"{what} {out} exists and is not {kind}; choose another name or remove it first")
+                raise NibbleError(f"{what} {out} exists and is not {kind}; choose another name or remove it first", setting=what)
             try:  # opens without changing it: fails on a read-only or immutable file
                 os.close(os.open(out, os.O_WRONLY))
             except OSError as exc:
-                raise NibbleError(f"{what} {out} cannot be replaced ({exc.strerror}); choose another name") from None
+                raise NibbleError(f"{what} {out} cannot be replaced ({exc.strerror}); choose another name", setting=what) from None
     probe = temp_path(out, "probe")
     try:
         with open(probe, "wb"):
             pass
     except OSError as exc:
-        raise NibbleError(f"cannot write in {folder} ({exc.strerror}); choose another {what}") from None
+        raise NibbleError(f"cannot write in {folder} ({exc.strerror}); choose another {what}", setting=what) from None
     finally:
         try:
             probe.unlink()
@@ -152,7 +152,7 @@ def check_output(out: Path, *, what: str = "--out", inputs=(), replaceable=None,
     return out
 
 
-def check_free_space(folder: Path, need_bytes: int, what: str = "--out") -> None:
+def check_free_space(folder: Path, need_bytes: int, what: str = "output path") -> None:
     """Refuse to start when ``folder`` lacks ``need_bytes`` of free space."""
     if need_bytes <= 0:
         return

@@ -24,10 +24,13 @@ from engine.estimate.plan import load_plan as _read_plan
 from engine.estimate.tensor_types import file_types, parse_file_type
 
 __all__ = [
-    "AwqCost", "Estimate", "Fit", "FileLayout", "KV_TYPES", "Machine", "ModelPlan", "Part", "PlanTensor",
+    "AwqCost", "COMMON_TYPES", "Estimate", "Fit", "FileLayout", "KV_TYPES", "Machine", "ModelPlan", "Part", "PlanTensor",
     "QuantizeCost", "RunMemory", "awq_cost", "estimate", "estimate_all", "file_types", "kv_cache_bytes",
-    "load_plan", "prepare", "probe_machine", "source_gguf_bytes",
+    "load_plan", "prepare", "probe_machine", "source_gguf_bytes", "TIGHT_MARGIN",
 ]
+
+# "tight": it fits, with under this fraction of the free memory (RAM or VRAM) to spare.
+TIGHT_MARGIN = 0.2
 
 # Types shown by default (``--all`` shows every file type llama.cpp can write).
 COMMON_TYPES = ("Q2_K", "Q3_K_M", "Q4_0", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
@@ -39,7 +42,8 @@ class Fit:
     """Whether it fits this machine, why not, and the largest setting that does.
 
     ``suggestion`` is a dict of changed settings (``ctx``, ``kv_type``, ``gpu_layers`` or ``type``) or None;
-    ``suggestion_text`` says it in words.
+    ``suggestion_text`` says it in words. ``verdict`` is what running it comes to: "fits", "tight" (fits
+    with under :data:`TIGHT_MARGIN` of the free RAM or VRAM to spare) or "no".
     """
 
     fits: bool
@@ -48,6 +52,22 @@ class Fit:
     problems: tuple[str, ...]
     suggestion: dict | None
     suggestion_text: str
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class AwqCost:
+    """AWQ (4-bit GEMM layout) checkpoint size and the RAM calibration needs; estimated, see :func:`awq_cost`."""
+
+    checkpoint_bytes: int
+    calibration_peak_ram_bytes: int
+    group_size: int
+    n_samples: int
+    seq_len: int
+    exact: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -114,11 +134,12 @@ def prepare(plan: ModelPlan) -> None:
 
 def _check(plan: ModelPlan, ctx: int, kv_type: str, gpu_layers: int) -> None:
     if kv_type not in KV_TYPES:
-        raise NibbleError(f"--kv-type {kv_type}: choose one of {', '.join(KV_TYPES)}")
+        raise NibbleError(f"KV cache type {kv_type!r} is unknown; choose one of {', '.join(KV_TYPES)}",
+                          setting="KV cache type")
     if ctx < 1:
-        raise NibbleError(f"--ctx {ctx}: the context must be at least 1 token")
+        raise NibbleError(f"context length {ctx}: the context must be at least 1 token", setting="context length")
     if gpu_layers < 0:
-        raise NibbleError(f"--gpu-layers {gpu_layers}: must be 0 or more")
+        raise NibbleError(f"GPU layers {gpu_layers}: must be 0 or more", setting="GPU layers")
 
 
 def estimate(plan: ModelPlan, qtype: str, ctx: int = 4096, kv_type: str = "f16", gpu_layers: int = 0,
@@ -159,6 +180,15 @@ def _run_fits(run: RunMemory, m: Machine) -> bool:
     return run.ram_needed_bytes <= m.free_ram_bytes and run.vram_bytes <= m.free_vram_bytes
 
 
+def _verdict(run: RunMemory, m: Machine) -> str:
+    if not _run_fits(run, m):
+        return "no"
+    keep = 1 - TIGHT_MARGIN
+    if run.ram_needed_bytes > keep * m.free_ram_bytes or (run.vram_bytes and run.vram_bytes > keep * m.free_vram_bytes):
+        return "tight"
+    return "fits"
+
+
 def _fit(plan, qtype, lay, run, cost, ctx, kv_type, gpu_layers, m: Machine, swa_full) -> Fit:
     problems = []
     gib = 1024 ** 3
@@ -186,7 +216,7 @@ def _fit(plan, qtype, lay, run, cost, ctx, kv_type, gpu_layers, m: Machine, swa_
         if best > gpu_layers:
             suggestion, text = {"gpu_layers": best}, f"up to {best} GPU layers fit"
     return Fit(fits=r_ok and q_ok, run_fits=r_ok, quantize_fits=q_ok, problems=tuple(problems),
-               suggestion=suggestion, suggestion_text=text)
+               suggestion=suggestion, suggestion_text=text, verdict=_verdict(run, m))
 
 
 def _max_gpu_layers(plan, lay, ctx, kv_type, m, swa_full) -> int:
@@ -235,7 +265,7 @@ def _kv_smaller(a: str, b: str) -> bool:
     return order.index(a) < order.index(b)
 
 
-def awq_cost(plan: ModelPlan, group_size: int = 128, n_samples: int = 128, seq_len: int = 512) -> dict:
+def awq_cost(plan: ModelPlan, group_size: int = 128, n_samples: int = 128, seq_len: int = 512) -> AwqCost:
     """AWQ (4-bit GEMM layout) checkpoint size and calibration memory — estimated.
 
     Checkpoint: each decoder linear becomes int32 ``qweight`` (4 bits a weight), int32 ``qzeros`` and fp16
@@ -260,5 +290,5 @@ def awq_cost(plan: ModelPlan, group_size: int = 128, n_samples: int = 128, seq_l
     act = tokens * 4 * (2 * plan.n_embd + plan.n_head * plan.head_dim_v)
     model16 = plan.n_params * 2
     peak = model16 + largest_layer + act + 600 * 1024 * 1024  # plus Python, torch and transformers
-    return {"checkpoint_bytes": ckpt, "calibration_peak_ram_bytes": peak, "group_size": group_size,
-            "n_samples": n_samples, "seq_len": seq_len, "exact": False}
+    return AwqCost(checkpoint_bytes=ckpt, calibration_peak_ram_bytes=peak, group_size=group_size,
+                   n_samples=n_samples, seq_len=seq_len)

@@ -87,6 +87,11 @@ class RunMemory:
     overhead_bytes: int
     parts: tuple[Part, ...]
 
+    @property
+    def total_bytes(self) -> int:
+        """RAM and VRAM together: what "memory to run" means where one figure is shown."""
+        return self.ram_bytes + self.vram_bytes
+
 
 @dataclass(frozen=True)
 class QuantizeCost:

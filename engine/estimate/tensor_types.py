@@ -21,6 +21,7 @@ from __future__ import annotations
 import gguf
 
 from engine.core.errors import NibbleError
+from engine.gguf.types import parse_type
 
 QT = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -75,11 +76,9 @@ def ft_name(ft: FT) -> str:
 
 
 def parse_file_type(name: str) -> FT:
-    key = name.strip().upper()
-    for ft in DEFAULT_TYPE:
-        if ft_name(ft) == key:
-            return ft
-    raise NibbleError(f"unknown quant type {name!r}; choose one of: {', '.join(file_types())}")
+    """The llama.cpp file type ``name`` stands for (aliases accepted: :func:`engine.gguf.types.parse_type`)."""
+    key = parse_type(name, file_types())
+    return next(ft for ft in DEFAULT_TYPE if ft_name(ft) == key)
 
 
 def is_quantized(t: QT) -> bool:

@@ -77,7 +77,7 @@ def load_imatrix(path: str | Path) -> ImportanceMatrix:
     """Read an importance matrix written by llama-imatrix (GGUF or legacy .dat) or by Nibble."""
     path = Path(path)
     if not path.is_file():
-        raise NibbleError(f"importance matrix {path} not found; check --imatrix")
+        raise NibbleError(f"importance matrix {path} not found; check its path", setting="importance matrix")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"GGUF":
@@ -91,7 +91,8 @@ def _load_gguf_imatrix(path: Path) -> ImportanceMatrix:
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises assorted errors on corrupt files
-        raise NibbleError(f"{path} is not a readable imatrix GGUF ({exc}); make it again with llama-imatrix or --calibration") from exc
+        raise NibbleError(f"{path} is not a readable imatrix GGUF ({exc}); make it again with llama-imatrix or from calibration text",
+                          setting="importance matrix") from exc
     im = ImportanceMatrix()
     sums, counts = {}, {}
     for t in reader.tensors:
@@ -260,8 +261,8 @@ def compute_imatrix(
             n_chunks = min(n_chunks, max_chunks)
         if n_chunks < 1:
             raise NibbleError(
-                f"calibration text is too short: {len(tokens)} tokens, need at least {ctx} (one window); use a longer --calibration file"
-            )
+                f"calibration text is too short: {len(tokens)} tokens, need at least {ctx} (one window); use a longer file",
+                setting="calibration text")
         cparams = L.llama_context_default_params()
         cparams.n_ctx = ctx
         cparams.n_batch = ctx

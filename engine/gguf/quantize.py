@@ -14,85 +14,13 @@ import selectors
 import subprocess
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
 from engine.core.spawn import ROOT, child_env, module_argv
 from engine.gguf.files import gguf_type, is_gguf
-
-# llama-quantize's short descriptions, for people choosing a type. The list of types itself is read
-# from the installed library (see quant_types), so new types appear without a change here.
-_DESCRIPTIONS = {
-    "F32": "32-bit float, no loss", "F16": "16-bit float, practically lossless", "BF16": "bfloat16, as most models are trained",
-    "Q8_0": "8-bit, nearly lossless", "Q6_K": "6.6 bits, very small loss", "Q5_K_M": "5.7 bits, small loss",
-    "Q5_K_S": "5.5 bits, small loss", "Q5_1": "6 bits (legacy)", "Q5_0": "5.5 bits (legacy)",
-    "Q4_K_M": "4.9 bits, the usual balance", "Q4_K_S": "4.6 bits", "Q4_1": "5 bits (legacy)", "Q4_0": "4.5 bits (legacy)",
-    "IQ4_NL": "4.5 bits, non-linear", "IQ4_XS": "4.25 bits, non-linear", "Q3_K_L": "4.3 bits", "Q3_K_M": "3.9 bits",
-    "Q3_K_S": "3.5 bits", "IQ3_M": "3.7 bits", "IQ3_S": "3.4 bits", "IQ3_XS": "3.3 bits", "IQ3_XXS": "3.1 bits",
-    "Q2_K": "3.4 bits on small models, large loss", "Q2_K_S": "2.9 bits", "IQ2_M": "2.7 bits", "IQ2_S": "2.5 bits",
-    "IQ2_XS": "2.3 bits", "IQ2_XXS": "2.1 bits", "IQ1_M": "1.75 bits, extreme loss", "IQ1_S": "1.56 bits, extreme loss",
-    "TQ1_0": "1.69 bits ternary (for ternary-trained models)", "TQ2_0": "2.06 bits ternary (for ternary-trained models)",
-}
-# Types llama-quantize does not offer for ordinary models, or that name no real file type.
-_HIDDEN = {"GUESSED", "MOSTLY_Q4_1_SOME_F16"}
-# Aliases llama-quantize accepts.
-_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
-
-
-@dataclass(frozen=True)
-class QuantType:
-    name: str
-    ftype: int
-    description: str
-    needs_imatrix: bool  # without an importance matrix llama.cpp refuses (for most models)
-    recommends_imatrix: bool  # quality improves markedly with one
-
-    @property
-    def is_float(self) -> bool:
-        return self.name in ("F32", "F16", "BF16")
-
-
-def _needs_imatrix(name: str) -> bool:
-    return name.startswith(("IQ1_", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS")) or name == "Q2_K_S"
-
-
-@lru_cache(maxsize=1)
-def quant_types() -> tuple[QuantType, ...]:
-    """Every file type the installed llama.cpp can quantize to, from llama_cpp's LLAMA_FTYPE_* constants."""
-    from engine.core.llama import llama_facts
-
-    facts = llama_facts()
-    if not facts.get("ftypes"):
-        raise NibbleError(f"llama.cpp is not usable ({facts.get('error') or 'no file types'}); "
-                          "run the set-up command from README.md")
-    out = []
-    for attr, ftype in sorted(facts["ftypes"].items(), key=lambda kv: kv[0]):
-        key = attr[len("LLAMA_FTYPE_"):]
-        if key in _HIDDEN:
-            continue
-        name = key.removeprefix("MOSTLY_").removeprefix("ALL_")
-        if "MOE" in name or "FP4" in name:
-            continue  # mixture-of-experts / fp4-only types: none of the supported families use them
-        out.append(QuantType(
-            name=name, ftype=ftype, description=_DESCRIPTIONS.get(name, ""),
-            needs_imatrix=_needs_imatrix(name),
-            recommends_imatrix=name.startswith("IQ") or name.startswith(("Q2_K", "Q3_K")),
-        ))
-    order = {n: i for i, n in enumerate(_DESCRIPTIONS)}
-    return tuple(sorted(out, key=lambda t: (order.get(t.name, 999), t.name)))
-
-
-def find_type(name: str) -> QuantType:
-    key = name.strip().upper()
-    key = _ALIASES.get(key, key)
-    for t in quant_types():
-        if t.name == key:
-            return t
-    names = ", ".join(t.name for t in quant_types())
-    raise NibbleError(f"--type {name}: unknown quantization type; choose one of {names}, or AWQ")
-
+from engine.gguf.types import QuantType, find_type, quant_types  # noqa: F401  (quantize's API)
 
 @dataclass
 class QuantizeResult:
@@ -160,6 +88,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     proc: subprocess.Popen | None = None
     result: dict | None = None
     error: str | None = None
+    setting: str | None = None
     sel = selectors.DefaultSelector()
     buf = b""
     try:
@@ -197,7 +126,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                 elif kind == "result":
                     result = ev
                 elif kind == "error":
-                    error = ev.get("message")
+                    error, setting = ev.get("message"), ev.get("setting")
                     if ev.get("traceback"):
                         error += "\n" + ev["traceback"]
         rc = proc.wait()
@@ -211,7 +140,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     _stop(proc)
     if rc != 0 or result is None:
         if error and not error.startswith("internal error"):
-            raise NibbleError(error)
+            raise NibbleError(error, setting=setting)
         if rc < 0:
             import signal
 
@@ -269,7 +198,7 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     check_output(out, inputs=inputs, replaceable=lambda p: gguf_type(p) == "model", kind="a GGUF model")
     saved = None
     if save_imatrix:
-        saved = check_output(Path(save_imatrix), what="--save-imatrix", inputs=[*inputs, out],
+        saved = check_output(Path(save_imatrix), what="saved importance matrix", inputs=[*inputs, out],
                              replaceable=lambda p: gguf_type(p) == "imatrix", kind="an importance matrix")
     gguf_input = is_gguf(src_path)
     if src_path.is_file() and not gguf_input:

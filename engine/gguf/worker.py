@@ -106,7 +106,7 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
         with open(job["calibration_file"], encoding="utf-8", errors="replace") as f:
             text = f.read()
         im = compute_imatrix(
-            job["input"], text, ctx=int(job.get("imatrix_ctx", 512)), max_chunks=job.get("imatrix_chunks"),
+            job["input"], text, max_chunks=job.get("imatrix_chunks"),
             threads=job.get("threads"), reporter=reporter, dataset_name=job.get("calibration_name", "calibration"),
         )
         if job.get("save_imatrix"):
@@ -117,8 +117,6 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
     params = L.llama_model_quantize_default_params()
     params.ftype = int(job["ftype"])
     params.nthread = int(job.get("threads") or 0)
-    params.allow_requantize = bool(job.get("allow_requantize", False))
-    params.dry_run = bool(job.get("dry_run", False))
     if im is not None:
         values = im.values()
         arr = (L.llama_model_imatrix_data * (len(values) + 1))()
@@ -139,9 +137,8 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
     if rc != 0:
         if "requires an imatrix" in log or "requires an importance matrix" in log:
             raise NibbleError(
-                f"{job['type']} needs an importance matrix: add --calibration FILE (or --calibration default for "
-                "Nibble's shipped text) or --imatrix FILE"
-            )
+                f"{job['type']} needs an importance matrix: compute one from calibration text (Nibble's own, or "
+                "a file) or give an imatrix file", setting="importance matrix")
         raise _failure(job, capture.lines, rc)
     needs_imatrix = "will require an imatrix" in log
     fallbacks = sum(1 for ln in capture.lines if "falling back" in ln)
@@ -177,7 +174,7 @@ def main(argv: list[str]) -> int:
         reporter._emit({"event": "result", **result})
         return 0
     except NibbleError as exc:
-        reporter._emit({"event": "error", "message": str(exc)})
+        reporter._emit({"event": "error", "message": str(exc), "setting": exc.setting})
         return 2
     except Exception as exc:  # a bug: keep the traceback for the parent to show
         reporter._emit({"event": "error", "message": f"internal error: {exc}", "traceback": traceback.format_exc()})

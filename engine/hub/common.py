@@ -142,7 +142,8 @@ def hub_errors(repo_id: str | None, token: str | None = None, revision: str | No
             msg = f"{repo_id} is gated: accept its terms at {page}, then give Nibble your Hugging Face token ({token_hint()})"
         raise NibbleError(msg) from None
     except RevisionNotFoundError:
-        raise NibbleError(f"{repo_id} has no revision '{revision}'; leave out --revision to use main") from None
+        raise NibbleError(f"{repo_id} has no revision '{revision}'; leave the revision out to use main",
+                          setting="revision") from None
     except RepositoryNotFoundError:
         raise NibbleError(
             f"no model '{repo_id}' on the Hugging Face Hub: check the spelling (owner/name); "

@@ -27,7 +27,7 @@ from huggingface_hub.utils import (
 )
 
 from engine.core.units import human_bytes
-from engine.core.errors import Cancelled, NibbleError
+from engine.core.errors import NibbleError
 from engine.core.outputs import write_error
 from engine.core.progress import Reporter
 from engine.hub.api import (

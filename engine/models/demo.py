@@ -1,4 +1,4 @@
-"""Nibble's demo model: where it lives, the questions it was trained on, and its task score.
+"""Nibble's demo model: where it lives, its chat template, and the questions it was trained and tested on.
 
 The demo is a small Llama-architecture chat model trained by ``benchmarks/demo_model/train.py`` on
 dialogues generated here: arithmetic, unit conversions, counting and facts from a table this module
@@ -10,11 +10,8 @@ wording; for the other kinds (which are recalled, not computed) the key is the q
 held-out question is a wording of a fact the model never saw in that wording. Training dialogues
 only ever contain training-split questions.
 
-``score_task(generate)`` asks held-out questions through any chat callable (transformers, a GGUF in
-llama.cpp, an AWQ model) and scores exact match on the answer at the end of each reply.
-
-Imports nothing heavy: no torch, no transformers, no Qt (those load lazily inside
-:func:`transformers_chat`).
+Scoring answers to held-out questions is :mod:`engine.analysis.tasks`' job. Imports nothing heavy: no
+torch, no transformers, no Qt.
 """
 
 from __future__ import annotations
@@ -23,14 +20,12 @@ import json
 import os
 import hashlib
 import random
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from engine.core.errors import NibbleError
 from engine.core.resources import DEMO_DIR, resource_path
-from engine.core.progress import Reporter
 
 DEMO_NAME = "demo"
 
@@ -328,172 +323,9 @@ def training_dialogues(n: int, seed: int = 0) -> Iterator[list[dict]]:
         yield msgs
 
 
-# ---------------------------------------------------------------------------------------------
-# Scoring
-
-_NUMBER = re.compile(r"-?\d+")
-_WORD = re.compile(r"[a-z]+")
-
-
-def extract_answer(reply: str, numeric: bool) -> str:
-    """The answer a reply gives: its last number (thousands separators ignored), or its last word."""
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", reply)
-    if numeric:
-        nums = _NUMBER.findall(text)
-        return str(int(nums[-1])) if nums else ""
-    words = _WORD.findall(text.lower())
-    return words[-1] if words else ""
-
-
-def is_correct(q: Question, reply: str) -> bool:
-    expected = q.answer if q.numeric else q.answer.lower()
-    return extract_answer(reply, q.numeric) == expected
-
-
-@dataclass
-class CategoryScore:
-    correct: int = 0
-    total: int = 0
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-
-@dataclass
-class ScoredItem:
-    question: Question
-    reply: str
-    correct: bool
-
-
-@dataclass
-class TaskScore:
-    """Exact-match accuracy on held-out demo questions, overall and by category."""
-
-    per_category: dict[str, CategoryScore]
-    items: list[ScoredItem] = field(default_factory=list)
-
-    @property
-    def correct(self) -> int:
-        return sum(c.correct for c in self.per_category.values())
-
-    @property
-    def total(self) -> int:
-        return sum(c.total for c in self.per_category.values())
-
-    @property
-    def overall(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-    def summary(self) -> str:
-        parts = [f"{self.overall:.0%} overall ({self.correct}/{self.total})"]
-        for name, c in self.per_category.items():
-            parts.append(f"{CATEGORY_LABELS[name]} {c.accuracy:.0%}")
-        return ", ".join(parts)
-
-    def to_dict(self) -> dict:
-        return {
-            "overall": self.overall,
-            "correct": self.correct,
-            "total": self.total,
-            "per_category": {
-                k: {"accuracy": c.accuracy, "correct": c.correct, "total": c.total, "label": CATEGORY_LABELS[k]}
-                for k, c in self.per_category.items()
-            },
-        }
-
-
-def score_answers(questions: list[Question], replies: list[str]) -> TaskScore:
-    """Score replies already produced for ``questions`` (for runtimes that answer in batches)."""
-    score = TaskScore({c: CategoryScore() for c in CATEGORIES})
-    for q, reply in zip(questions, replies, strict=True):
-        _add(score, q, reply)
-    return score
-
-
-def _add(score: TaskScore, q: Question, reply: str) -> bool:
-    ok = is_correct(q, reply)
-    cat = score.per_category[q.category]
-    cat.total += 1
-    cat.correct += ok
-    score.items.append(ScoredItem(q, reply, ok))
-    return ok
-
-
-def score_task(
-    generate: Callable[[list[dict]], str],
-    n: int = 200,
-    seed: int = 0,
-    reporter: Reporter | None = None,
-) -> TaskScore:
-    """Ask ``n`` held-out questions through ``generate(messages) -> reply`` and score exact match.
-
-    ``generate`` gets ``[{"role": "user", "content": question}]`` and returns the assistant's reply
-    (greedy decoding is what makes scores comparable between quantizations).
-    """
-    reporter = reporter or Reporter()
-    score = TaskScore({c: CategoryScore() for c in CATEGORIES})
-    questions = heldout_questions(n, seed)
-    for i, q in enumerate(questions):
-        reporter.check_cancel()
-        _add(score, q, generate(question_messages(q)))
-        reporter.progress(i + 1, len(questions), f"demo task: {score.correct}/{i + 1} right")
-    return score
-
-
 def question_messages(q: Question) -> list[dict]:
     """The chat a question is asked in when scoring."""
     return [{"role": "user", "content": q.text}]
-
-
-class TransformersChat:
-    """Greedy chat with a Hugging Face folder (or an already loaded model) through transformers.
-
-    Call it with one conversation, or use :meth:`batch` to answer many at once (left-padded).
-    torch and transformers are imported only when one is made.
-    """
-
-    def __init__(self, model_dir: str | Path = DEMO_DIR, max_new_tokens: int = 32, model=None, tokenizer=None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = model or AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-        self.max_new_tokens = max_new_tokens
-
-    def __call__(self, messages: list[dict]) -> str:
-        return self.batch([messages])[0]
-
-    def batch(self, conversations: list[list[dict]], batch_size: int = 128) -> list[str]:
-        import torch
-
-        tok, model = self.tokenizer, self.model
-        device = next(model.parameters()).device
-        side, tok.padding_side = tok.padding_side, "left"
-        was_training = model.training
-        model.eval()
-        replies: list[str] = []
-        try:
-            for i in range(0, len(conversations), batch_size):
-                prompts = [
-                    tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                    for c in conversations[i:i + batch_size]
-                ]
-                enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                with torch.no_grad(), torch.autocast(
-                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-                ):
-                    out = model.generate(
-                        **enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                    )
-                new = out[:, enc["input_ids"].shape[1]:]
-                replies += [tok.decode(row, skip_special_tokens=True).strip() for row in new]
-        finally:
-            tok.padding_side = side
-            model.train(was_training)
-        return replies
 
 
 def is_demo_path(path: str | Path | None) -> bool:
@@ -560,16 +392,6 @@ def heldout_text(n: int = 600, seed: int = 1) -> str:
     for q in heldout_questions(n, seed):
         parts.append(render_chat([{"role": "user", "content": q.text}, {"role": "assistant", "content": q.reply}]))
     return "".join(parts)
-
-
-def runtime_chat(runtime, max_tokens: int = 32) -> Callable[[list[dict]], str]:
-    """A greedy ``generate(messages) -> reply`` over any Nibble runtime (GGUF, Hugging Face, AWQ)."""
-
-    def generate(messages: list[dict]) -> str:
-        ids = runtime.chat_prompt_ids(messages)
-        return "".join(piece for _, piece in runtime.generate_tokens(ids, max_tokens=max_tokens, temperature=0.0))
-
-    return generate
 
 
 def default_calibration_path(model: str | Path | None = None) -> Path:

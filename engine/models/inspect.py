@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.core.errors import NibbleError
+from engine.models.resolve import ORIGINAL
 
 
 @dataclass
@@ -18,7 +19,7 @@ class TensorSummary:
 @dataclass
 class ModelInfo:
     path: str
-    format: str  # "huggingface" or "gguf"
+    format: str  # engine.models.resolve.MODEL_KINDS: "original" or "gguf"
     architecture: str
     parameters: int
     context_length: int
@@ -52,7 +53,7 @@ def inspect_hf(path: Path) -> ModelInfo:
     cfg = src.text_config
     tensors = [TensorSummary(t.name, list(t.shape), t.dtype) for t in src.tensors.values()]
     return ModelInfo(
-        path=str(path), format="huggingface", architecture=src.hf_architecture,
+        path=str(path), format=ORIGINAL, architecture=src.hf_architecture,
         parameters=src.param_count, context_length=int(cfg.get("max_position_embeddings", 0)),
         vocab_size=int(cfg.get("vocab_size", 0)), tokenizer=src.tokenizer_kind,
         chat_template=bool(src.chat_template()), layers=int(cfg.get("num_hidden_layers", 0)),

@@ -25,8 +25,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from engine.core.errors import NibbleError
+from engine.models.resolve import MODEL_KINDS
 
-KINDS = ("original", "gguf", "awq")
+KINDS = MODEL_KINDS
 _VERSION = 1
 
 

@@ -179,3 +179,36 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
     if "/" in str(spec) and not str(spec).startswith((".", "/")) and looks_like_repo_id(str(spec).strip()):
         return resolve_model(spec)
     raise NibbleError(f"{spec}: no such file or folder; give a Hugging Face model folder or a .gguf file")
+
+
+# What a model path holds. "original" is an unquantized Hugging Face folder (the reference every
+# quantization is measured against); the same three words name models in the runtime, the library and the app.
+ORIGINAL, GGUF, AWQ = "original", "gguf", "awq"
+MODEL_KINDS = (ORIGINAL, GGUF, AWQ)
+
+
+def model_kind(path: Path) -> str:
+    """'original', 'gguf' or 'awq' for an existing path, or a NibbleError saying why it is none of them."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"GGUF":
+            return GGUF
+        raise NibbleError(f"{path} is not a GGUF file (it does not start with 'GGUF'); pass a .gguf file or a "
+                          "Hugging Face model folder")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise NibbleError(f"{path} is a folder without config.json; pass a Hugging Face model folder or a .gguf file")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise NibbleError(f"{cfg_path} is not valid JSON") from None
+    qc = cfg.get("quantization_config") or {}
+    method = str(qc.get("quant_method", "")).lower() if isinstance(qc, dict) else ""
+    if method == "awq":
+        return AWQ
+    if method:
+        raise NibbleError(f"{path} is quantized with {method!r}, which Nibble does not run; use the original "
+                          "model, a GGUF or an AWQ checkpoint")
+    return ORIGINAL

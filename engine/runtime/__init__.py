@@ -13,46 +13,18 @@ and cancel. Evaluation, chat, compare and bench are written once against this in
 
 from __future__ import annotations
 
-import json
-import pathlib
 import sys
 
 from engine.core.errors import NibbleError, check_at_least
-from engine.models.resolve import resolve_model_path
+from engine.models.resolve import AWQ, GGUF, model_kind, resolve_model_path
 from engine.runtime.base import GenerationResult, Runtime, check_same_vocab, sample_token
-from engine.runtime.gguf import GGUF_MAGIC, GGUFRuntime, check_gguf, read_whole_gguf
+from engine.runtime.gguf import GGUFRuntime, check_gguf, read_whole_gguf
 from engine.runtime.torch_model import TorchRuntime, open_awq, open_hf
 
 __all__ = [
     "GGUFRuntime", "GenerationResult", "Runtime", "TorchRuntime", "check_gguf", "check_same_vocab", "model_kind",
     "open_awq", "open_hf", "open_runtime", "read_whole_gguf", "sample_token", "uses_torch",
 ]
-
-
-def model_kind(path: pathlib.Path) -> str:
-    """'gguf', 'hf' or 'awq' for an existing path, or a NibbleError saying why it is none of them."""
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head == GGUF_MAGIC:
-            return "gguf"
-        raise NibbleError(f"{path} is not a GGUF file (it does not start with 'GGUF'); pass a .gguf file or a "
-                          "Hugging Face model folder")
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise NibbleError(f"{path} is a folder without config.json; pass a Hugging Face model folder or a .gguf file")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise NibbleError(f"{cfg_path} is not valid JSON") from None
-    qc = cfg.get("quantization_config") or {}
-    method = str(qc.get("quant_method", "")).lower()
-    if method == "awq":
-        return "awq"
-    if method:
-        raise NibbleError(f"{path} is quantized with {method!r}, which Nibble does not run; use the original "
-                          "model, a GGUF or an AWQ checkpoint")
-    return "hf"
 
 
 def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_ctx: int = 2048,
@@ -69,7 +41,7 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
     check_at_least(gpu_layers, -1, "GPU layers", optional=True)
     path = resolve_model_path(path)
     kind = model_kind(path)
-    if kind == "gguf":
+    if kind == GGUF:
         from engine.core.llama import needs_own_process
 
         options = dict(device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
@@ -80,7 +52,7 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
         return GGUFRuntime(path, **options)
     if device in ("metal", "gpu"):
         device = "mps" if sys.platform == "darwin" else "cuda"
-    if kind == "awq":
+    if kind == AWQ:
         return open_awq(path, device=device, n_ctx=n_ctx)
     return open_hf(path, device=device, n_ctx=n_ctx, dtype=dtype)
 
@@ -88,6 +60,6 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
 def uses_torch(path) -> bool:
     """Whether opening ``path`` runs torch (an original Hugging Face model or an AWQ checkpoint)."""
     try:
-        return model_kind(resolve_model_path(path)) != "gguf"
+        return model_kind(resolve_model_path(path)) != GGUF
     except NibbleError:
         return False

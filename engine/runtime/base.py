@@ -63,7 +63,7 @@ class GenerationResult:
 class Runtime(ABC):
     """A loaded model. Subclasses fill the attributes and the four primitives at the bottom."""
 
-    kind: str = ""  # "gguf", "hf" or "awq"
+    kind: str = ""  # engine.models.resolve.MODEL_KINDS: "original", "gguf" or "awq"
     path: pathlib.Path
     device: str = "cpu"
     n_vocab: int = 0
@@ -183,7 +183,8 @@ class Runtime(ABC):
             raise NibbleError("the prompt is empty; type something first")
         if len(prompt_ids) >= self.n_ctx:
             raise NibbleError(f"the prompt is {len(prompt_ids)} tokens but {self.name} was opened with a "
-                              f"context of {self.n_ctx}; start a new conversation or raise --ctx")
+                              f"context of {self.n_ctx}; start a new conversation or raise the context length",
+                              setting="context length")
         stops = [s for s in stop if s]
         rng = np.random.default_rng(seed)
         result = GenerationResult(prompt_tokens=len(prompt_ids))

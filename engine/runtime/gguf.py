@@ -137,7 +137,7 @@ class GGUFRuntime(Runtime):
                 self._cached = []
                 self._ll.llama_memory_clear(self._mem, True)
                 raise NibbleError(f"llama.cpp could not run {self.name} on {len(ids)} tokens (code {rc}); "
-                                  "use a smaller --ctx")
+                                  "use a shorter context length", setting="context length")
             self._cached.extend(chunk)
             n_out = min(len(chunk), max(0, base + len(chunk) - max(out_from, base)))
             if n_out:

@@ -69,7 +69,7 @@ class GGUFProcessRuntime(Runtime):
             code = self._proc.wait()
             self._proc = None
             raise NibbleError(f"llama.cpp stopped while running {self.name} (exit code {code}); "
-                              "try fewer --gpu-layers or a smaller --ctx") from None
+                              "try fewer GPU layers or a shorter context length", setting="GPU layers") from None
         if status == "ok":
             return payload[0]
         kind, message = payload

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.core.errors import NibbleError
+from engine.models.resolve import ORIGINAL
 from engine.runtime.base import Runtime, _reusable_prefix, check_fits
 
 _GiB = 1024**3
@@ -38,19 +39,20 @@ def _torch_device(device: str) -> str:
         return "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise NibbleError("--device cuda was asked for but this PyTorch has no CUDA GPU; use --device cpu")
+            raise NibbleError("device cuda was asked for but this PyTorch has no CUDA GPU; use the CPU",
+                              setting="device")
         return device
     if device == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise NibbleError("--device mps was asked for but Apple Metal is not available; use --device cpu")
+            raise NibbleError("device mps was asked for but Apple Metal is not available; use the CPU", setting="device")
         return "mps"
-    raise NibbleError(f"unknown device {device!r}; use cpu, cuda or mps")
+    raise NibbleError(f"unknown device {device!r}; use cpu, cuda or mps", setting="device")
 
 
 class TorchRuntime(Runtime):
     """A causal LM in torch with a Hugging Face tokenizer (the original model, or an AWQ checkpoint)."""
 
-    kind = "hf"
+    kind = ORIGINAL
 
     def __init__(self, path: pathlib.Path, model, tokenizer, *, device: str, n_ctx: int):
         super().__init__()

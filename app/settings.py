@@ -1,0 +1,38 @@
+"""Every QSettings key the app keeps, with its default and type, in one place.
+
+Views read and write them through :class:`app.state.AppState` (``state.get(CHAT_TEMPERATURE)``), never by a
+key string of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: Any
+    type: type | None = str  # None: stored as Qt gives it (window geometry)
+
+
+# the window
+WINDOW_VIEW = Setting("window/view", "Quantize")
+WINDOW_GEOMETRY = Setting("window/geometry", None, None)
+# the models the user has worked with (JSON list of app.state.ModelEntry)
+RECENT_MODELS = Setting("models/recent", "[]")
+# Quantize
+QUANTIZE_TYPE = Setting("quantize/type", "Q4_K_M")
+QUANTIZE_FORMAT = Setting("quantize/format", "gguf")
+QUANTIZE_CTX = Setting("quantize/ctx", 4096, int)
+QUANTIZE_KV = Setting("quantize/kv", "f16")
+QUANTIZE_OUTPUT_DIR = Setting("quantize/output_dir", "")  # "": next to the original
+# Chat
+CHAT_SYSTEM = Setting("chat/system", "You are a helpful assistant.")
+CHAT_TEMPERATURE = Setting("chat/temperature", 0.7, float)
+CHAT_TOP_P = Setting("chat/top_p", 0.95, float)
+CHAT_MAX_TOKENS = Setting("chat/max_tokens", 256, int)
+# Compare
+COMPARE_PROMPT = Setting("compare/prompt", "Write two sentences about why the sky is blue.")
+COMPARE_MAX_TOKENS = Setting("compare/max_tokens", 64, int)
