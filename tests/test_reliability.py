@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from reliability_cases import CASES, ROOT, build_workspace, changes, snapshot
-from tests.hubserver import hub_server, llama_config, tiny_safetensors  # noqa: F401  (fixture)
+from tests.hubserver import llama_config, tiny_safetensors
 
 OUTCOMES: list[tuple[str, str]] = []  # (kind, outcome) of every case run
 
