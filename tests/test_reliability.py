@@ -150,7 +150,7 @@ def test_immutable_output_is_refused_before_work(ws, tmp_path):
         pytest.skip("chattr +i is not available here")
     try:
         for argv, expect in [
-            (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(target)], f"--out {target} cannot be replaced"),
+            (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(target)], f"--out: output path {target} cannot be replaced"),
             (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(folder / "x.gguf")], f"cannot write in {folder}"),
             (["quantize", str(ws / "m"), "--type", "AWQ", "--out", str(folder / "awq")], f"cannot write in {folder}"),
         ]:
