@@ -97,15 +97,18 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
                                     pad_token_id=None)
 
 
-def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0) -> Path:
-    """A tiny random model of ``SPECS[key]`` in ``folder``."""
+def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0, tok: str | None = None,
+                      **config) -> Path:
+    """A tiny random model of ``SPECS[key]`` in ``folder``, ``config`` overriding its config; with a tokenizer of
+    kind ``tok`` if given (e.g. one transformers loads without sentencepiece's protobuf extras)."""
     import torch
     import transformers
 
-    model_type, tok, _, overrides = SPECS[key]
+    model_type, spec_tok, _, overrides = SPECS[key]
+    tok = tok or spec_tok
     folder = Path(folder)
     n_vocab, special = tokenizer(folder, tok)
-    kw = {**SHAPE, "vocab_size": n_vocab, **special, **overrides}
+    kw = {**SHAPE, "vocab_size": n_vocab, **special, **overrides, **config}
     if key == "gemma3-vl":  # the text part of a Gemma 3 multimodal checkpoint, a tiny vision tower beside it
         text = {**SHAPE, "vocab_size": n_vocab, **special, "head_dim": 16, "sliding_window": 8,
                 "query_pre_attn_scalar": 16}
