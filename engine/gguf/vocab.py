@@ -22,6 +22,12 @@ _QWEN2 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# o200k (GPT-4o), as Phi-4-mini's tokenizer.json has it
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # Some tokenizers spell the case-insensitive contractions out instead of using (?i:...).
 _LLAMA3_SPELLED = _LLAMA3.replace(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
@@ -36,6 +42,7 @@ PRE_TOKENIZER_PATTERNS: dict[tuple[str, ...], str] = {
     (_QWEN2,): "qwen2",
     (_QWEN2_SPELLED,): "qwen2",
     (_GPT2,): "gpt-2",
+    (_GPT4O,): "gpt-4o",
 }
 
 
@@ -66,7 +73,7 @@ def detect_bpe_pre(tokenizer_json: dict, source: Path) -> str:
         shown = " + ".join(p[:60] for p in pats) or "none"
         raise NibbleError(
             f"{source}: its BPE pre-tokenizer ({shown}) is not one llama.cpp implements; "
-            "supported: Llama-3, Qwen2 and GPT-2 style patterns"
+            "supported: Llama-3, Qwen2, GPT-2 and GPT-4o style patterns"
         )
     return name
 
