@@ -49,6 +49,7 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
                                                       attention_multiplier=0.0625, logits_scaling=8.0)),
     "olmo2": ("olmo2", "llama3", "llama-bpe", {}),
     "olmo3": ("olmo3", "llama3", "llama-bpe", dict(num_hidden_layers=4, sliding_window=8)),
+    "glm4": ("glm4", "glm4", "glm4", dict(head_dim=16, pad_token_id=None, bos_token_id=None)),
     "exaone4": ("exaone4", "qwen2", "qwen2", dict(sliding_window=None, layer_types=["full_attention"] * 2, head_dim=16,
                                                   rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
                                                                    "factor": 16.0, "low_freq_factor": 1.0,
@@ -97,8 +98,12 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         return sp.vocab_size(), dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)
     from tokenizers import Tokenizer
 
-    pattern = {"llama3": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
+    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
     train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
+    if kind == "glm4":  # GLM-4's chat markers, which its converter reads as special tokens
+        t = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        t.add_special_tokens(["<|user|>", "<|assistant|>"])
+        t.save(str(folder / "tokenizer.json"))
     if kind == "gpt2":  # Phi-4-mini declares a GPT-2 tokenizer class (and splits text as GPT-4o)
         tc = json.loads((folder / "tokenizer_config.json").read_text())
         tc["tokenizer_class"] = "GPT2Tokenizer"

@@ -104,8 +104,14 @@ def _write_llama_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[
     writer.add_token_types(types)
 
 
-def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size: int | None) -> int:
-    """Add tokenizer.ggml.* fields; returns the vocabulary size written."""
+def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size: int | None,
+                pre_names: dict[str, str] | None = None, special_tokens: dict[str, str] | None = None) -> int:
+    """Add tokenizer.ggml.* fields; returns the vocabulary size written.
+
+    ``pre_names`` renames a detected BPE pre-tokenizer where the family's converter names it otherwise
+    (GLM-4's Llama-3 pattern is llama.cpp's ``glm4``); ``special_tokens`` (kind -> token text) fill in
+    special token ids the tokenizer files leave unset, as the family's converter does.
+    """
     # gguf's SpecialVocab logs notes about post-processor templates it does not model; they say nothing
     # a user can act on, and the fields Nibble needs are checked by its tests.
     logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
@@ -133,7 +139,8 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
                 tokens.append(reverse[i])
                 types.append(T.NORMAL)
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(detect_bpe_pre(tj, tj_path))
+        pre = detect_bpe_pre(tj, tj_path)
+        writer.add_tokenizer_pre((pre_names or {}).get(pre, pre))
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n)
@@ -217,5 +224,11 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
             f"{model_dir}: the tokenizer has {n} tokens but config.json's vocab_size is {vocab_size}; "
             "the tokenizer files do not belong to these weights"
         )
+    for typ, text in (special_tokens or {}).items():
+        ids = [i for i, t in added.items() if t["content"] == text]
+        if not ids:
+            raise NibbleError(f"{model_dir}: the tokenizer lacks the {text} token this model family marks as {typ}; "
+                              "the tokenizer files do not belong to this model")
+        special._set_special_token(typ, ids[0])  # as the family's converter: ids the files set stay
     special.add_to_gguf(writer, quiet=True)
     return n

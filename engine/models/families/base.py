@@ -78,6 +78,8 @@ class Family:
     rope_types: tuple[str, ...] = ("default", "linear", "yarn")
     skip_lm_head: bool = False
     text_of_multimodal: bool = False  # converts the language model of an ...ForConditionalGeneration
+    bpe_pre: dict[str, str] = {}  # pre-tokenizer names the family's converter writes for a detected pattern
+    special_tokens: dict[str, str] = {}  # special token kind -> token text, set where the files leave it unset
     awq: AwqSpec | None = None
     awq_refusal: str = ""  # why AWQ refuses the family, when ``awq`` is None
 
