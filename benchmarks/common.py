@@ -49,10 +49,8 @@ def run_measured(cmd: list[str], **kw) -> dict:
     return {"wall_s": wall, "peak_rss_bytes": peak, "output": out.decode(errors="replace")}
 
 
-def write_random_llama(folder: Path, config: dict, seed: int = 0, dtype: str = "BF16") -> Path:
-    """A random-weight Llama-architecture model of ``config``'s shape, written tensor by tensor."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+def llama_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors of a Llama-architecture checkpoint of ``config``'s shape."""
     h, f, L = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     nh, nkv = config["num_attention_heads"], config["num_key_value_heads"]
     hd = config.get("head_dim", h // nh)
@@ -68,6 +66,15 @@ def write_random_llama(folder: Path, config: dict, seed: int = 0, dtype: str = "
             p + "self_attn.v_proj.weight": (nkv * hd, h), p + "self_attn.o_proj.weight": (h, nh * hd),
             p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f),
         })
+    return shapes
+
+
+def write_random_model(folder: Path, config: dict, shapes: dict[str, tuple[int, ...]], seed: int = 0,
+                       dtype: str = "BF16") -> Path:
+    """A random-weight checkpoint of ``shapes`` with ``config``, written tensor by tensor (never whole in memory):
+    1-D tensors (norms) near 1, matrices scaled by 1/sqrt(fan-in)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     header, off = {}, 0
     for name, shape in shapes.items():
         n = int(np.prod(shape)) * 2
@@ -83,7 +90,12 @@ def write_random_llama(folder: Path, config: dict, seed: int = 0, dtype: str = "
             if len(shape) == 1:
                 w = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
             else:
-                w = rng.standard_normal(shape, dtype=np.float32) * np.float32(1.0 / np.sqrt(shape[1]))
+                w = rng.standard_normal(shape, dtype=np.float32) * np.float32(1.0 / np.sqrt(shape[-1]))
             out.write((np.asarray(w, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes())
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     return folder
+
+
+def write_random_llama(folder: Path, config: dict, seed: int = 0, dtype: str = "BF16") -> Path:
+    """A random-weight Llama-architecture model of ``config``'s shape, written tensor by tensor."""
+    return write_random_model(folder, config, llama_shapes(config), seed, dtype)

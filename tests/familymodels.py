@@ -18,6 +18,12 @@ from tinymodels import LLAMA3_PATTERN, QWEN2_PATTERN, SAMPLE_TEXT, train_bpe_tok
 GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
                   "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
                   "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+# Phi-4-mini's tokenizer.json splits text with the o200k (GPT-4o) pattern
+GPT4O_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PHI3_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
@@ -33,7 +39,7 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
                                                 num_hidden_layers=7)),
     "gemma3-vl": ("gemma3", "gemma", "", {}),
     "phi3": ("phi3", "spm", "", dict(original_max_position_embeddings=4096)),
-    "phi4-mini": ("phi3", "gpt2", "qwen2", dict(
+    "phi4-mini": ("phi3", "gpt2", "gpt-4o", dict(
         max_position_embeddings=8192, original_max_position_embeddings=2048, tie_word_embeddings=True,
         rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                          "long_factor": [1.0 + 0.25 * i for i in range(6)], "short_factor": [1.0] * 6,
@@ -42,6 +48,13 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
     "granite": ("granite", "llama3", "llama-bpe", dict(embedding_multiplier=12.0, residual_multiplier=0.22,
                                                       attention_multiplier=0.0625, logits_scaling=8.0)),
     "olmo2": ("olmo2", "llama3", "llama-bpe", {}),
+    "olmo3": ("olmo3", "llama3", "llama-bpe", dict(num_hidden_layers=4, sliding_window=8)),
+    "glm4": ("glm4", "glm4", "glm4", dict(head_dim=16, pad_token_id=None, bos_token_id=None)),
+    "exaone4": ("exaone4", "qwen2", "qwen2", dict(sliding_window=None, layer_types=["full_attention"] * 2, head_dim=16,
+                                                  rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                                                                   "factor": 16.0, "low_freq_factor": 1.0,
+                                                                   "high_freq_factor": 4.0,
+                                                                   "original_max_position_embeddings": 64})),
     "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
@@ -85,9 +98,13 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         return sp.vocab_size(), dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)
     from tokenizers import Tokenizer
 
-    pattern = LLAMA3_PATTERN if kind == "llama3" else QWEN2_PATTERN
+    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
     train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
-    if kind == "gpt2":  # Phi-4-mini declares a GPT-2 tokenizer class
+    if kind == "glm4":  # GLM-4's chat markers, which its converter reads as special tokens
+        t = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        t.add_special_tokens(["<|user|>", "<|assistant|>"])
+        t.save(str(folder / "tokenizer.json"))
+    if kind == "gpt2":  # Phi-4-mini declares a GPT-2 tokenizer class (and splits text as GPT-4o)
         tc = json.loads((folder / "tokenizer_config.json").read_text())
         tc["tokenizer_class"] = "GPT2Tokenizer"
         (folder / "tokenizer_config.json").write_text(json.dumps(tc, indent=1))
@@ -97,15 +114,18 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
                                     pad_token_id=None)
 
 
-def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0) -> Path:
-    """A tiny random model of ``SPECS[key]`` in ``folder``."""
+def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0, tok: str | None = None,
+                      **config) -> Path:
+    """A tiny random model of ``SPECS[key]`` in ``folder``, ``config`` overriding its config; with a tokenizer of
+    kind ``tok`` if given (e.g. one transformers loads without sentencepiece's protobuf extras)."""
     import torch
     import transformers
 
-    model_type, tok, _, overrides = SPECS[key]
+    model_type, spec_tok, _, overrides = SPECS[key]
+    tok = tok or spec_tok
     folder = Path(folder)
     n_vocab, special = tokenizer(folder, tok)
-    kw = {**SHAPE, "vocab_size": n_vocab, **special, **overrides}
+    kw = {**SHAPE, "vocab_size": n_vocab, **special, **overrides, **config}
     if key == "gemma3-vl":  # the text part of a Gemma 3 multimodal checkpoint, a tiny vision tower beside it
         text = {**SHAPE, "vocab_size": n_vocab, **special, "head_dim": 16, "sliding_window": 8,
                 "query_pre_attn_scalar": 16}

@@ -17,7 +17,7 @@ import pytest
 
 CACHE = Path(os.environ.get("NIBBLE_TEST_CACHE", Path.home() / ".cache" / "nibble-tests"))
 VOCABS = {"llama-bpe": "ggml-vocab-llama-bpe", "qwen2": "ggml-vocab-qwen2", "llama-spm": "ggml-vocab-llama-spm",
-          "phi-3": "ggml-vocab-phi-3"}
+          "phi-3": "ggml-vocab-phi-3", "gpt-2": "ggml-vocab-gpt-2"}
 
 
 def _version() -> str:

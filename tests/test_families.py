@@ -187,3 +187,17 @@ def test_stats_pair_every_quantized_tensor(fam, tmp_path):
     assert all(t.relative_error < 0.01 and t.cosine > 0.9999 for t in report.tensors), key
     if "moe" in key or key == "mixtral":
         assert any(".ffn_gate_exps." in n for n in names)
+
+
+def test_exaone4_sliding_window_only_where_llama_cpp_runs_it():
+    """llama.cpp's EXAONE 4 graph runs sliding windows (and rope-free global layers) only at 64 layers."""
+    from engine.core.errors import NibbleError
+    from engine.models import families
+
+    cfg = {"architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "hidden_size": 64,
+           "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400,
+           "max_position_embeddings": 4096, "num_hidden_layers": 4, "sliding_window": 8}
+    with pytest.raises(NibbleError, match=r"^config.json: sliding_window is set at 4 layers; .* only at 64 layers"):
+        families.for_config(cfg, "config.json")
+    assert families.for_config({**cfg, "num_hidden_layers": 64}, "config.json").name == "EXAONE 4"
+    assert families.for_config({**cfg, "sliding_window": None}, "config.json").name == "EXAONE 4"

@@ -1,4 +1,4 @@
-"""Pre-tokenizer handling proven on real vocabularies (Llama-3, Qwen2, Llama-2).
+"""Pre-tokenizer handling proven on real vocabularies (Llama-3, Qwen2, GPT-2, Llama-2, Phi-3).
 
 llama-cpp-python's source archive carries llama.cpp's vocab-only GGUFs of real tokenizers, with test
 strings (.inp) and the ids llama.cpp expects (.out). The archive is fetched from PyPI into a cache once.
@@ -16,7 +16,11 @@ import pytest
 from llama_source import VOCABS, cases as _cases, vendor_models as _vendor_models
 
 
-def _model_with_tokenizer(tmp_path: Path, models: Path, vocab: str, pre: str) -> Path:
+ARCHS = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM"),
+         "llama": ("llama", "LlamaForCausalLM")}
+
+
+def _model_with_tokenizer(tmp_path: Path, models: Path, vocab: str, pre: str, arch: str = "llama") -> Path:
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -29,18 +33,18 @@ def _model_with_tokenizer(tmp_path: Path, models: Path, vocab: str, pre: str) ->
         tj["model"]["ignore_merges"] = True
         (folder / "tokenizer.json").write_text(json.dumps(tj))
     n_vocab = len(tok)
-    arch = "qwen2" if pre == "qwen2" else "llama"
+    model_type, architecture = ARCHS[arch]
+    extra = {"original_max_position_embeddings": 4096} if arch == "phi3" else {}
     cfg = transformers.AutoConfig.for_model(
-        arch, vocab_size=n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
-        architectures=["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+        model_type, vocab_size=n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True, architectures=[architecture], **extra,
     )
     model = transformers.AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
     model.save_pretrained(folder)
     return folder
 
 
-@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2"])
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "gpt-2"])
 def test_real_bpe_vocabularies(pre, tmp_path):
     import gguf
     import llama_cpp
@@ -50,7 +54,7 @@ def test_real_bpe_vocabularies(pre, tmp_path):
 
     models = _vendor_models()
     vocab = VOCABS[pre]
-    folder = _model_with_tokenizer(tmp_path, models, vocab, pre)
+    folder = _model_with_tokenizer(tmp_path, models, vocab, pre, "qwen2" if pre == "qwen2" else "llama")
     out = convert_to_gguf(folder, tmp_path / "m.gguf")
     assert gguf.GGUFReader(out).get_field("tokenizer.ggml.pre").contents() == pre
     llm = llama_cpp.Llama(str(out), vocab_only=True, verbose=False)
@@ -63,16 +67,20 @@ def test_real_bpe_vocabularies(pre, tmp_path):
         assert hf.encode(text, add_special_tokens=False).ids == expected, repr(text)
 
 
-def test_real_sentencepiece_vocabulary(tmp_path):
-    """Llama-2's SentencePiece vocabulary: llama.cpp's expected ids, written from the .gguf vocabulary."""
+@pytest.mark.parametrize("vocab,arch", [("llama-spm", "llama"), ("phi-3", "phi3")])
+def test_real_sentencepiece_vocabulary(tmp_path, vocab, arch):
+    """Llama-2's and Phi-3's SentencePiece vocabularies (Mixtral and Phi-3 models): llama.cpp's expected ids,
+    written from the .gguf vocabulary."""
     import llama_cpp
 
     from engine.gguf.convert import convert_to_gguf
 
     models = _vendor_models()
-    folder = _model_with_tokenizer(tmp_path, models, VOCABS["llama-spm"], "llama-spm")
+    folder = _model_with_tokenizer(tmp_path, models, VOCABS[vocab], vocab, arch)
     # transformers' rebuilt fast tokenizer stands in for tokenizer.model here
     out = convert_to_gguf(folder, tmp_path / "spm.gguf")
     llm = llama_cpp.Llama(str(out), vocab_only=True, verbose=False)
-    for text, expected in _cases(models, VOCABS["llama-spm"]):
+    cases = _cases(models, VOCABS[vocab])
+    assert len(cases) > 20
+    for text, expected in cases:
         assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) == expected, repr(text)

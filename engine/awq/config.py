@@ -28,6 +28,9 @@ def awq_family(cfg: dict, where: str):
         why = f"; {fam.awq_refusal}" if fam is not None and fam.awq_refusal else ""
         raise NibbleError(f"{where}: architecture {arch!r} (model_type {cfg.get('model_type')!r}) is not supported "
                           f"for AWQ{why}; AWQ supports {awq_family_names()}")
+    if fam.vision_note(cfg) is not None:
+        raise NibbleError(f"{where}: this {fam.name} checkpoint has a vision or audio part, and AWQ quantizes "
+                          "text-only checkpoints; quantize it to GGUF (its language model converts)")
     return fam
 
 

@@ -111,6 +111,23 @@ class ShardWriter:
 CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".sh")
 
 
+def init_unsaved_buffers(model, module=None) -> None:
+    """Set the buffers of ``module`` (default: all of ``model``) that no checkpoint holds (an embedding's
+    scale, rotary frequencies) as the model's own initialisation sets them, on the device the module's
+    weights are on; loaded tensors are left as they are."""
+    for m in (module or model).modules():
+        unsaved = [n for n in m._non_persistent_buffers_set if m._buffers.get(n) is not None]
+        if not unsaved:
+            continue
+        dev = next((t.device for t in m.parameters() if not t.is_meta), None)
+        for n in unsaved:
+            if m._buffers[n].is_meta:
+                m._buffers[n] = torch.empty_like(m._buffers[n], device=dev or "cpu")
+        for t in [*m.parameters(), *(b for k, b in m.named_buffers() if k not in unsaved)]:
+            t._is_hf_initialized = True
+        model._init_weights(m)
+
+
 def copy_side_files(src: Path, dst: Path) -> list[str]:
     """Copy tokenizer, generation and template files (everything but weights, the config and code); an
     ``auto_map`` naming the repository's code is dropped from the JSON files copied."""

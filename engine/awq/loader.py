@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from engine.awq.config import read_awq_quant_config, resolve_device
-from engine.awq.io import WeightReader
+from engine.awq.io import WeightReader, init_unsaved_buffers
 from engine.awq.pack import dequantize_gemm
 from engine.core.errors import NibbleError
 
@@ -113,6 +113,7 @@ def load_awq(model_dir, device: str = "cpu", *, dtype: torch.dtype | None = None
         for cname, child in list(parent.named_children()):
             if "RotaryEmbedding" in type(child).__name__:
                 setattr(parent, cname, type(child)(config=config).to(dev))
+    init_unsaved_buffers(model)  # the rest, e.g. Gemma's embedding scale
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise NibbleError(f"{model_dir}: could not place tensor {leftovers[0]} from the checkpoint")

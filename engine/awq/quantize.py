@@ -1,17 +1,8 @@
 """AWQ quantization of a Hugging Face causal LM, one decoder layer at a time.
 
-For each decoder layer, with the calibration hidden states that the already-quantized layers
-before it produce:
-
-1. q/k/v: search scales against the attention block's output, fold them into ``input_layernorm``,
-   clip v, quantize q, k, v;
-2. o: with the quantized q/k/v feeding it, search scales (folded into ``v_proj`` where shapes
-   allow), clip, quantize;
-3. gate/up: with the quantized attention feeding the MLP, search scales against the MLP's output,
-   fold into ``post_attention_layernorm``, clip, quantize;
-4. down: with the quantized gate/up feeding it, search scales (folded into ``up_proj``), clip,
-   quantize;
-5. run the quantized layer on all calibration tokens to make the next layer's inputs.
+The model's family (engine/models/families) says which linears share an input, where scales fold and
+how the layer's residual stream is composed; :mod:`engine.awq.layer` quantizes each layer from that,
+with the calibration hidden states the already-quantized layers before it produce.
 
 Only one layer's weights are materialised at a time; the rest of the model stays on the meta
 device. The output is written under a temporary name next to the target and renamed at the end.
@@ -19,6 +10,7 @@ device. The output is written under a temporary name next to the target and rena
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import time
@@ -31,7 +23,8 @@ from torch import nn
 from engine.awq import search
 from engine.awq.calibration import calibration_blocks
 from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
-from engine.awq.io import ShardWriter, WeightReader, copy_side_files
+from engine.awq.io import ShardWriter, WeightReader, copy_side_files, init_unsaved_buffers
+from engine.awq.layer import LayerQuantizer, attention_mask
 from engine.awq.pack import pack_gemm
 from engine.core.errors import NibbleError, check_at_least
 from engine.core.outputs import check_free_space, check_output, temp_path, write_error
@@ -67,52 +60,16 @@ class AwqResult:
 
 # ----------------------------------------------------------------------------- helpers
 
-class _Stats:
-    """Mean |x| per channel and the Gram matrix X^T X of a linear's inputs, accumulated over batches.
-
-    X^T X is symmetric, so only the blocks on and above the diagonal are accumulated (blocks of a
-    quarter of the width: 5/8 of the full product's work) and the rest is mirrored once, when read.
-    """
-
-    def __init__(self, width: int, dev: torch.device):
-        self.abs_sum = torch.zeros(width, device=dev)
-        self._upper = torch.zeros(width, width, device=dev)
-        self._block = max(64, -(-width // 4))
-        self.count = 0
-
-    def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).float()
-        self.abs_sum += x.abs().sum(0)
-        bs = self._block
-        for i in range(0, x.shape[1], bs):
-            self._upper[i:i + bs, i:].addmm_(x[:, i:i + bs].t(), x[:, i:])
-        self.count += x.shape[0]
-
-    @property
-    def gram(self) -> torch.Tensor:
-        g, bs = self._upper, self._block
-        for i in range(0, g.shape[0], bs):
-            g[i + bs:, i:i + bs] = g[i:i + bs, i + bs:].t()
-        return g
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.abs_sum / max(self.count, 1)
-
-
-def _batches(n: int, chunk: int):
-    for i in range(0, n, chunk):
-        yield slice(i, min(i + chunk, n))
-
-
 def _build_model_skeleton(model_dir: Path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-    config._attn_implementation = "sdpa"
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="sdpa")
-    return config, model
+        try:
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="sdpa")
+        except ValueError:  # a model whose attention torch's sdpa cannot run (Gemma 2's logit softcapping)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="eager")
+    return model.config, model
 
 
 def _load_tokenizer(model_dir: Path):
@@ -124,158 +81,59 @@ def _load_tokenizer(model_dir: Path):
         raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
 
 
-def _materialise_layer(layer: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
-    layer.to_empty(device=dev)
-    layer.float()
+def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
+    """``module`` of the meta-device ``model`` on ``dev`` in float32, its weights read from the checkpoint."""
+    module.to_empty(device=dev)
+    module.float()
     state = {}
-    for name, t in layer.state_dict().items():
+    for name, t in module.state_dict().items():
         state[name] = reader.get(prefix + name).to(device=dev, dtype=torch.float32)
-    layer.load_state_dict(state, strict=True)
-    layer.requires_grad_(False)
-    return layer
+    module.load_state_dict(state, strict=True)
+    init_unsaved_buffers(model, module)
+    module.requires_grad_(False)
+    return module
 
 
-def _sub(layer: nn.Module, path: str) -> nn.Module:
-    m = layer
-    for part in path.split("."):
-        m = getattr(m, part)
-    return m
+def _multiplier(cfg: dict, key: str) -> float:
+    return float(cfg.get(key) or 1.0) if key else 1.0
 
 
-# ----------------------------------------------------------------------------- the layer
+def calibration_inputs(family, raw_cfg: dict, model, reader: WeightReader, ids: torch.Tensor, dev: torch.device):
+    """What the layers of the meta-device ``model`` are run with: the first layer's inputs for ``ids`` [N, L]
+    (embeddings, times the family's embedding multiplier), each layer's attention inputs (position
+    embeddings and mask, :func:`_attention_inputs`) and the family's residual multiplier."""
+    cfg, spec = family.config(raw_cfg), family.awq
+    cpu = torch.device("cpu")
+    embed = _materialise(model, model.model.embed_tokens, "model.embed_tokens.", reader, cpu)
+    x = (embed(ids) * _multiplier(cfg, spec.embedding_multiplier)).to(dev)
+    embed.to_empty(device="meta")
+    return x, _attention_inputs(family, raw_cfg, model, ids.shape[1], dev), _multiplier(cfg, spec.residual_multiplier)
 
-class _LayerQuantizer:
-    """Searches, folds, clips and quantizes one decoder layer in place."""
 
-    def __init__(self, layer, spec, pos, group_size, bits, chunk, reporter, clip=True):
-        self.layer, self.spec, self.pos, self.g, self.bits = layer, spec, pos, group_size, bits
-        self.chunk, self.reporter, self.clip = chunk, reporter, clip
-        self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
-
-    def check(self):
-        self.reporter.check_cancel()
-
-    def attn(self, x):
-        out = self.layer.self_attn(hidden_states=x, position_embeddings=self.pos, attention_mask=None)
-        return out[0] if isinstance(out, tuple) else out
-
-    def _block_error_fn(self, fn, xs, ref):
-        def err():
-            total = torch.zeros((), device=xs.device, dtype=torch.float64)
-            for b in _batches(xs.shape[0], self.chunk):
-                total += (fn(xs[b]) - ref[b]).pow(2).sum(dtype=torch.float64)
-            return total
-        return err
-
-    def _set_fn(self, names):
-        def set_weights(ws):
-            for n, w in zip(names, ws):
-                _sub(self.layer, n).weight.data = w
-        return set_weights
-
-    def _finish_linear(self, name, h):
-        """Clip (unless q/k) against inputs with Gram ``h``, keep the fp weight, install its fake quantization."""
-        lin = _sub(self.layer, name)
-        w = lin.weight.data
-        if self.clip and name not in self.spec.no_clip:
-            max_val = search.search_clip(w, h, self.g, self.bits, check=self.check)
-            w = search.apply_clip(w, max_val, self.g)
-        self.fp[name] = w
-        lin.weight.data = search.fake_quantize(w, self.g, self.bits)
-
-    def _scale_block(self, norm, names, block, x_search, st) -> None:
-        """Search one scale for the linears ``names`` that share ``norm``'s output, judged by ``block``'s
-        output error on ``x_search``; fold it into the norm, then quantize the scaled linears."""
-        xs = norm(x_search)
-        ref = torch.cat([block(xs[b]) for b in _batches(xs.shape[0], self.chunk)])
-        ws = [_sub(self.layer, k).weight.data for k in names]
-        s = search.search_scale_block(ws, self._set_fn(names), self._block_error_fn(block, xs, ref),
-                                      st.mean, self.g, self.bits, check=self.check)
-        norm.weight.data /= s
-        for k in names:
-            _sub(self.layer, k).weight.data = _sub(self.layer, k).weight.data * s
-        h = st.gram / torch.outer(s, s)
-        for k in names:
-            self._finish_linear(k, h)
-        self.check()
-
-    def run(self, x: torch.Tensor, out: torch.Tensor, search_idx: torch.Tensor) -> None:
-        """Quantize the layer for inputs ``x`` [N, L, d]; write its quantized outputs to ``out``."""
-        L = self.layer
-        attn, mlp = L.self_attn, L.mlp
-        n = x.shape[0]
-        dev = x.device
-        qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
-
-        # 1. q, k, v
-        st = _Stats(x.shape[-1], dev)
-        for b in _batches(n, self.chunk):
-            st.add(L.input_layernorm(x[b]))
-        self._scale_block(L.input_layernorm, qkv, self.attn, x[search_idx], st)
-        del st
-
-        # 2. o, fed by the quantized q/k/v. Its inputs are kept for step 3, which then needs no second
-        # pass through attention.
-        v, o = attn.v_proj, attn.o_proj
-        fold_v = v.out_features == o.in_features
-        st = _Stats(o.in_features, dev)
-        o_in = torch.empty(*x.shape[:2], o.in_features, device=dev, dtype=x.dtype)
-
-        rows = slice(0)
-
-        def keep(_m, a):
-            st.add(a[0])
-            o_in[rows] = a[0]
-
-        hook = o.register_forward_pre_hook(keep)
-        try:
-            for rows in _batches(n, self.chunk):
-                self.attn(L.input_layernorm(x[rows]))
-        finally:
-            hook.remove()
-        s = search.search_scale_linear(o.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
-        if fold_v:
-            self.fp["self_attn.v_proj"] = self.fp["self_attn.v_proj"] / s[:, None]
-            v.weight.data = search.fake_quantize(self.fp["self_attn.v_proj"], self.g, self.bits)
-            if v.bias is not None:
-                v.bias.data /= s
-            o.weight.data = o.weight.data * s
-            h = st.gram / torch.outer(s, s)
-            # v's outputs are now divided by s: attention is linear in v, so o's inputs are too. (Exact
-            # but for the fp16 rounding of v's new group scales, a relative 2^-11.)
-            o_in /= s
-        else:  # grouped-query attention: v's outputs are shared by several heads, no fold possible
-            h = st.gram
-        self._finish_linear("self_attn.o_proj", h)
-        del st, h
-        self.check()
-
-        # 3. gate, up, fed by the quantized attention; out holds the residual stream after attention
-        st = _Stats(x.shape[-1], dev)
-        for b in _batches(n, self.chunk):
-            out[b] = x[b] + o(o_in[b])
-            st.add(L.post_attention_layernorm(out[b]))
-        del o_in
-        self._scale_block(L.post_attention_layernorm, ["mlp.gate_proj", "mlp.up_proj"], mlp, out[search_idx], st)
-        del st
-
-        # 4. down, fed by the quantized gate/up
-        st = _Stats(mlp.down_proj.in_features, dev)
-        for b in _batches(n, self.chunk):
-            y = L.post_attention_layernorm(out[b])
-            st.add(mlp.act_fn(mlp.gate_proj(y)) * mlp.up_proj(y))
-        up, down = mlp.up_proj, mlp.down_proj
-        s = search.search_scale_linear(down.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
-        self.fp["mlp.up_proj"] = self.fp["mlp.up_proj"] / s[:, None]
-        up.weight.data = search.fake_quantize(self.fp["mlp.up_proj"], self.g, self.bits)
-        down.weight.data = down.weight.data * s
-        self._finish_linear("mlp.down_proj", st.gram / torch.outer(s, s))
-        del st
-        self.check()
-
-        # 5. the quantized layer's outputs feed the next layer
-        for b in _batches(n, self.chunk):
-            out[b] = out[b] + mlp(L.post_attention_layernorm(out[b]))
+def _attention_inputs(family, raw_cfg: dict, model, seqlen: int, dev: torch.device) -> list[tuple]:
+    """For each layer, the position embeddings and the mask its attention takes: rope per layer type
+    where the model has one per type (Gemma 3's local layers), the family's sliding windows."""
+    config = model.config
+    rotary = type(model.model.rotary_emb)(config=config).to(dev)
+    pos_ids = torch.arange(seqlen, device=dev)[None]
+    probe = torch.zeros(1, seqlen, config.hidden_size, device=dev)
+    types = getattr(config, "layer_types", None)
+    by_type = bool(types) and "layer_type" in inspect.signature(rotary.forward).parameters
+    cfg = family.config(raw_cfg)
+    hp = family.hparams(cfg)
+    windowed = family.swa_layers(cfg, hp)
+    eager = config._attn_implementation == "eager"  # eager attention applies no causal mask of its own
+    pos_cache, mask_cache, out = {}, {}, []
+    for i in range(config.num_hidden_layers):
+        key = types[i] if by_type else None
+        if key not in pos_cache:
+            cos, sin = rotary(probe, pos_ids, key) if by_type else rotary(probe, pos_ids)
+            pos_cache[key] = (cos.float(), sin.float())
+        window = hp.sliding_window if windowed and windowed[i] and hp.sliding_window < seqlen else None
+        if window not in mask_cache:
+            mask_cache[window] = attention_mask(seqlen, window, dev) if (window or eager) else None
+        out.append((pos_cache[key], mask_cache[window]))
+    return out
 
 
 # ----------------------------------------------------------------------------- the job
@@ -288,7 +146,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
 
     model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir).expanduser()
     raw_cfg = read_config(model_dir)
-    spec = awq_family(raw_cfg, str(model_dir / "config.json")).awq
+    family = awq_family(raw_cfg, str(model_dir / "config.json"))
+    spec = family.awq
     check_at_least(samples, 1, "--samples")
     check_at_least(seqlen, 2, "--seqlen")
     longest = raw_cfg.get("max_position_embeddings")
@@ -319,21 +178,18 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
         n_layers = config.num_hidden_layers
         reporter.progress(0, n_layers, "embedding calibration tokens")
         with torch.inference_mode():
-            emb = reader.get("model.embed_tokens.weight")
-            x = emb[ids].to(device=dev, dtype=torch.float32)
-            rotary = type(model.model.rotary_emb)(config=config).to(dev)
-            pos_ids = torch.arange(seqlen, device=dev)[None]
-            cos, sin = rotary(x[:1], pos_ids)
-            pos = (cos.float(), sin.float())
+            x, attention, residual = calibration_inputs(family, raw_cfg, model, reader, ids, dev)
             out = torch.empty_like(x)
             gen = torch.Generator().manual_seed(0)
             search_idx = torch.randperm(samples, generator=gen)[:search_samples].sort().values.to(dev)
             for i in range(n_layers):
                 reporter.check_cancel()
                 prefix = f"model.layers.{i}."
-                layer = _materialise_layer(model.model.layers[i], prefix, reader, dev)
+                layer = _materialise(model, model.model.layers[i], prefix, reader, dev)
                 src_dtype = reader.get(prefix + spec.linears[0] + ".weight").dtype
-                lq = _LayerQuantizer(layer, spec, pos, group_size, bits, chunk, reporter, clip=clip)
+                pos, mask = attention[i]
+                lq = LayerQuantizer(layer, spec, pos=pos, mask=mask, norm_offset=family.norm_offset, residual=residual,
+                                    group_size=group_size, bits=bits, chunk=chunk, reporter=reporter, clip=clip)
                 lq.run(x, out, search_idx)
                 _write_layer(writer, layer, lq.fp, prefix, mode, group_size, bits, src_dtype)
                 layer.to_empty(device="meta")
@@ -407,7 +263,7 @@ def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):
 def quantize_awq(model_dir, out_dir, *, bits: int = 4, group_size: int = 128, calibration=None,
                  samples: int = 128, seqlen: int = 512, device: str = "cpu", reporter: Reporter | None = None,
                  search_samples: int | None = 4, overwrite: bool = False) -> AwqResult:
-    """Quantize a Llama/Mistral/Qwen2/Qwen3 folder to AWQ (GEMM layout) in ``out_dir``.
+    """Quantize a folder of a family AWQ serves (``awq_family_names()``) to AWQ (GEMM layout) in ``out_dir``.
 
     ``search_samples`` of the ``samples`` calibration blocks are used where the scale search has to
     run the attention or MLP block (all samples feed every statistic and the clipping search).

@@ -57,7 +57,7 @@ def write_metadata(writer: gguf.GGUFWriter, src: SourceModel, planned: list[Plan
     except ValueError as exc:
         raise NibbleError(f"{tc_path} is not valid JSON ({exc}); download it again") from exc
     kind = fam.tokenizer_kind(src.tokenizer_kind, tokenizer_config)
-    write_vocab(writer, src.path, kind, hp.n_vocab or None)
+    write_vocab(writer, src.path, kind, hp.n_vocab or None, pre_names=fam.bpe_pre, special_tokens=fam.special_tokens)
     fam.write_vocab_extras(writer, cfg, src.path, tokenizer_config)
 
 

@@ -22,6 +22,12 @@ _QWEN2 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# o200k (GPT-4o), as Phi-4-mini's tokenizer.json has it
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # Some tokenizers spell the case-insensitive contractions out instead of using (?i:...).
 _LLAMA3_SPELLED = _LLAMA3.replace(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
@@ -36,6 +42,7 @@ PRE_TOKENIZER_PATTERNS: dict[tuple[str, ...], str] = {
     (_QWEN2,): "qwen2",
     (_QWEN2_SPELLED,): "qwen2",
     (_GPT2,): "gpt-2",
+    (_GPT4O,): "gpt-4o",
 }
 
 
@@ -66,7 +73,7 @@ def detect_bpe_pre(tokenizer_json: dict, source: Path) -> str:
         shown = " + ".join(p[:60] for p in pats) or "none"
         raise NibbleError(
             f"{source}: its BPE pre-tokenizer ({shown}) is not one llama.cpp implements; "
-            "supported: Llama-3, Qwen2 and GPT-2 style patterns"
+            "supported: Llama-3, Qwen2, GPT-2 and GPT-4o style patterns"
         )
     return name
 
@@ -97,8 +104,14 @@ def _write_llama_vocab(writer: gguf.GGUFWriter, tokens: list[str], scores: list[
     writer.add_token_types(types)
 
 
-def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size: int | None) -> int:
-    """Add tokenizer.ggml.* fields; returns the vocabulary size written."""
+def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size: int | None,
+                pre_names: dict[str, str] | None = None, special_tokens: dict[str, str] | None = None) -> int:
+    """Add tokenizer.ggml.* fields; returns the vocabulary size written.
+
+    ``pre_names`` renames a detected BPE pre-tokenizer where the family's converter names it otherwise
+    (GLM-4's Llama-3 pattern is llama.cpp's ``glm4``); ``special_tokens`` (kind -> token text) fill in
+    special token ids the tokenizer files leave unset, as the family's converter does.
+    """
     # gguf's SpecialVocab logs notes about post-processor templates it does not model; they say nothing
     # a user can act on, and the fields Nibble needs are checked by its tests.
     logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
@@ -126,7 +139,8 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
                 tokens.append(reverse[i])
                 types.append(T.NORMAL)
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(detect_bpe_pre(tj, tj_path))
+        pre = detect_bpe_pre(tj, tj_path)
+        writer.add_tokenizer_pre((pre_names or {}).get(pre, pre))
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n)
@@ -210,5 +224,11 @@ def write_vocab(writer: gguf.GGUFWriter, model_dir: Path, kind: str, vocab_size:
             f"{model_dir}: the tokenizer has {n} tokens but config.json's vocab_size is {vocab_size}; "
             "the tokenizer files do not belong to these weights"
         )
+    for typ, text in (special_tokens or {}).items():
+        ids = [i for i, t in added.items() if t["content"] == text]
+        if not ids:
+            raise NibbleError(f"{model_dir}: the tokenizer lacks the {text} token this model family marks as {typ}; "
+                              "the tokenizer files do not belong to this model")
+        special._set_special_token(typ, ids[0])  # as the family's converter: ids the files set stay
     special.add_to_gguf(writer, quiet=True)
     return n

@@ -29,11 +29,17 @@ _NOT_TEXT = re.compile(r"(^|\.)(vision_tower|vision_model|visual|audio_tower|aud
 class AwqSpec:
     """What AWQ needs of a decoder layer (module paths relative to the layer).
 
-    ``qkv`` and ``mlp_in`` are the linears fed by ``attn_norm`` and ``mlp_norm``; their scales fold into
-    those norms, whose weight means ``norm_offset + w`` (Gemma keeps w - 1). ``v``/``o`` and ``up``/``down``
-    are the pairs where o's and down's scales fold into the producing linear.
+    ``qkv`` are the linears fed by ``attn_norm``, ``mlp_in`` those fed by ``mlp_norm``: each group shares
+    one input, so one scale is searched for it and folded into that norm (whose weight means
+    ``Family.norm_offset + w``). o's scales fold into the last ``o.in_features`` rows of ``v`` (a fused
+    qkv projection ends with v) when no key/value head is shared; down's into the last ``down.in_features``
+    rows of ``up`` (a fused gate_up projection ends with up). ``attn_post_norm``/``mlp_post_norm`` are
+    applied to a block's output before the residual add (Gemma), ``residual_multiplier`` and
+    ``embedding_multiplier`` name config keys the model's own forward multiplies by (Granite).
     """
 
+    attn: str = "self_attn"
+    mlp: str = "mlp"
     attn_norm: str = "input_layernorm"
     qkv: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
     v: str = "self_attn.v_proj"
@@ -42,16 +48,15 @@ class AwqSpec:
     mlp_in: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")
     up: str = "mlp.up_proj"
     down: str = "mlp.down_proj"
-    norm_offset: float = 0.0
+    attn_post_norm: str = ""
+    mlp_post_norm: str = ""
+    residual_multiplier: str = ""
+    embedding_multiplier: str = ""
+    no_clip: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj")  # as AutoAWQ: clipping q/k hurts scores
 
     @property
     def linears(self) -> tuple[str, ...]:
         return (*self.qkv, self.o, *self.mlp_in, self.down)
-
-    @property
-    def no_clip(self) -> tuple[str, ...]:
-        """As AutoAWQ: clipping q/k hurts attention scores."""
-        return self.qkv[:2]
 
 
 LLAMA_AWQ = AwqSpec()
@@ -73,6 +78,8 @@ class Family:
     rope_types: tuple[str, ...] = ("default", "linear", "yarn")
     skip_lm_head: bool = False
     text_of_multimodal: bool = False  # converts the language model of an ...ForConditionalGeneration
+    bpe_pre: dict[str, str] = {}  # pre-tokenizer names the family's converter writes for a detected pattern
+    special_tokens: dict[str, str] = {}  # special token kind -> token text, set where the files leave it unset
     awq: AwqSpec | None = None
     awq_refusal: str = ""  # why AWQ refuses the family, when ``awq`` is None
 

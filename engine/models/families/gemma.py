@@ -6,7 +6,7 @@ from __future__ import annotations
 import gguf
 
 from engine.core.errors import NibbleError
-from engine.models.families.base import Family
+from engine.models.families.base import AwqSpec, Family
 from engine.models.families.hparams import global_rope, rope_parameters
 from engine.models.families.registry import register
 
@@ -14,7 +14,10 @@ from engine.models.families.registry import register
 class _Gemma(Family):
     norm_offset = 1.0
     tokenizer = "SentencePiece"
-    awq_refusal = "AWQ for Gemma is not implemented yet; quantize it to GGUF"
+    # attention and MLP outputs pass their own norms before the residual add; the MLP's input norm is
+    # pre_feedforward_layernorm
+    awq = AwqSpec(mlp_norm="pre_feedforward_layernorm", attn_post_norm="post_attention_layernorm",
+                  mlp_post_norm="post_feedforward_layernorm")
 
     big_layers: int  # llama.cpp scales queries by hidden_size / heads at this depth (27B), else by head_dim
 

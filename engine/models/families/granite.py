@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gguf
 
+from engine.models.families.base import AwqSpec
 from engine.models.families.llama import LlamaLike
 from engine.models.families.registry import register
 
@@ -16,7 +17,7 @@ class Granite(LlamaLike):
     model_types = ("granite",)
     gguf_arch = gguf.MODEL_ARCH.GRANITE
     use_head_dim = False
-    awq_refusal = "AWQ for Granite is not implemented yet; quantize it to GGUF"
+    awq = AwqSpec(residual_multiplier="residual_multiplier", embedding_multiplier="embedding_multiplier")
 
     def write_hparams(self, w, cfg, hp):
         super().write_hparams(w, cfg, hp)

@@ -8,7 +8,7 @@ import math
 import gguf
 
 from engine.core.errors import NibbleError
-from engine.models.families.base import Family
+from engine.models.families.base import AwqSpec, Family
 from engine.models.families.hparams import first, global_rope, rope_type
 from engine.models.families.registry import register
 from engine.models.families.tensors import F32, PlannedTensor
@@ -21,7 +21,9 @@ class Phi3(Family):
     model_types = ("phi3",)
     gguf_arch = gguf.MODEL_ARCH.PHI3
     rope_types = ("default", "longrope", "su")
-    awq_refusal = "AWQ for Phi-3 is not implemented yet; quantize it to GGUF"
+    # one fused projection for q/k/v (v last) and one for gate/up (up last), each with a single input
+    awq = AwqSpec(qkv=("self_attn.qkv_proj",), v="self_attn.qkv_proj", mlp_in=("mlp.gate_up_proj",),
+                  up="mlp.gate_up_proj", no_clip=("self_attn.qkv_proj",))
 
     def _rope_dims(self, cfg, hp) -> int:
         return int(float(global_rope(cfg).get("partial_rotary_factor", 1.0)) * hp.n_embd) // hp.n_head
