@@ -179,3 +179,30 @@ def _hull(o: list[tuple[int, float, str]]) -> list[int]:
                 break
         pts.append(j)
     return pts
+
+
+def describe(plan: ModelPlan, mix: Mix, kld: dict[str, dict[str, float]], *, ctx: int = 4096, kv_type: str = "f16",
+             gpu_layers: int = 0) -> dict:
+    """The mix as ``nibble estimate --target-size --json`` prints it: exact file, each tensor's type, predicted
+    KL divergence beside llama.cpp's uniform types of a similar size, and the memory to run it."""
+    from engine.estimate.memory import run_memory
+    from engine.estimate.tensor_types import file_types
+
+    run = run_memory(plan, mix.layout, ctx, kv_type, gpu_layers, True)
+    uniform = []
+    for t in file_types():
+        try:
+            lay = layout(plan, parse_file_type(t))
+        except NibbleError:
+            continue
+        if 0.6 * mix.budget <= lay.file_bytes <= 1.25 * mix.budget and (k := uniform_kld(plan, kld, t)) is not None:
+            uniform.append({"type": t, "file_bytes": lay.file_bytes, "predicted_kld": k})
+    return {
+        "target_bytes": mix.budget, "file_bytes": mix.file_bytes, "file_exact": plan.metadata_exact,
+        "bits_per_weight": round(mix.layout.bits_per_weight, 4), "predicted_kld": mix.predicted_kld,
+        "type_counts": {k: {"tensors": n, "bytes": b} for k, (n, b) in mix.layout.type_counts.items()},
+        "tensor_types": dict(mix.layout.types),
+        "uniform": sorted(uniform, key=lambda u: u["file_bytes"]),
+        "run": {"ram_bytes": run.ram_bytes, "vram_bytes": run.vram_bytes, "kv_cache_bytes": run.kv_cache_bytes,
+                "settings": {"ctx": ctx, "kv_type": kv_type, "gpu_layers": gpu_layers}},
+    }
