@@ -146,14 +146,8 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
         job = {"input": str(inter), "output": str(part), "ftype": ftype.ftype, "type": "mix", "threads": threads,
                "imatrix_file": job_imatrix, "calibration_file": None if job_imatrix or not cal else str(cal),
                "calibration_name": cal.name if cal else None, "tensor_types": chosen}
-        res = _run_worker(job, reporter)
-        size = part.stat().st_size
-        if size != lay.file_bytes:
-            raise RuntimeError(f"the mixed file is {size} bytes, the estimate said {lay.file_bytes}")
-        got = {t["name"]: t["type"] for t in res.get("tensors", [])}
-        wrong = [n for n, t in chosen.items() if n in got and got[n] != t]
-        if wrong:
-            raise RuntimeError(f"llama.cpp gave {wrong[0]} {got[wrong[0]]}, the recipe {chosen[wrong[0]]}")
+        _run_worker(job, reporter)
+        _check_written(part, chosen, lay.file_bytes)
         os.replace(part, out)
     finally:
         inter.unlink(missing_ok=True)
@@ -164,6 +158,19 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
     rpath = rec.save(recipe_path_for(out))
     return MixedResult(output=out, recipe_path=rpath, file_bytes=lay.file_bytes, budget=budget, predicted_kld=predicted,
                        seconds=time.perf_counter() - started, profile_seconds=profile_seconds, tensor_types=chosen)
+
+
+def _check_written(path: Path, chosen: dict[str, str], expected_bytes: int) -> None:
+    """The file llama.cpp wrote has the recipe's types and the estimated size (a bug otherwise)."""
+    import gguf
+
+    size = path.stat().st_size
+    if size != expected_bytes:
+        raise RuntimeError(f"the mixed file is {size} bytes, the estimate said {expected_bytes}")
+    got = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    wrong = [n for n, t in chosen.items() if got.get(n) != t]
+    if wrong:
+        raise RuntimeError(f"llama.cpp gave {wrong[0]} {got.get(wrong[0])}, the recipe {chosen[wrong[0]]}")
 
 
 def _recipe_types(plan, recipe) -> dict[str, str]:
