@@ -147,6 +147,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     error: str | None = None
     sel = selectors.DefaultSelector()
     buf = b""
+    err_tail = b""
     try:
         # A cancel (SIGINT/SIGTERM) that lands while the worker is being started waits until it is
         # started, so the cleanup below always knows about the child it must stop.
@@ -159,6 +160,8 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
         finally:
             _restore_signals(blocked)
         sel.register(proc.stdout, selectors.EVENT_READ)
+        # llama.cpp logs to stderr while it loads a model: drain it too, or a full pipe stalls the child
+        sel.register(proc.stderr, selectors.EVENT_READ)
         while True:
             if reporter.is_cancelled():
                 raise Cancelled()
@@ -167,8 +170,18 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                 if proc.poll() is not None:
                     break
                 continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
+            chunk = b""
+            for key, _ in ready:
+                data = os.read(key.fileobj.fileno(), 65536)
+                if key.fileobj is proc.stderr:
+                    err_tail = (err_tail + data)[-16384:]
+                    if not data:
+                        sel.unregister(proc.stderr)
+                else:
+                    chunk = data or b"EOF"
             if not chunk:
+                continue
+            if chunk == b"EOF":
                 break
             buf += chunk
             while b"\n" in buf:
@@ -188,6 +201,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                     error = ev.get("message")
                     if ev.get("traceback"):
                         error += "\n" + ev["traceback"]
+        err_tail = (err_tail + proc.stderr.read())[-16384:]  # until the child closes it, exiting
         rc = proc.wait()
     except BaseException:
         if proc is not None:
@@ -203,7 +217,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     if rc != 0 or result is None:
         if error and not error.startswith("internal error"):
             raise NibbleError(error)
-        stderr = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        stderr = err_tail.decode("utf-8", "replace").strip().splitlines()
         detail = error or (stderr[-1] if stderr else f"exit code {rc}")
         raise RuntimeError(f"the llama.cpp worker failed: {detail}")
     return result
