@@ -256,8 +256,11 @@ class ProcessJob(QObject):
         if self.error:
             return self.error
         for line in reversed(self._stderr_lines):
+            if line.strip().startswith("nibble: error: "):
+                return line.strip()[len("nibble: error: "):]
+        for line in reversed(self._stderr_lines):
             text = line.strip()
-            if text.startswith("nibble: "):
+            if text.startswith("nibble: ") and not text.startswith("nibble: note: "):
                 text = text[len("nibble: "):]
                 return text[len("error: "):] if text.startswith("error: ") else text
         if self._stderr_lines:

@@ -15,6 +15,13 @@ It is a plain ``http.server`` on 127.0.0.1 (ephemeral port) in a background thre
 ``drop_connection(repo_id, filename, after_bytes, times=1)`` makes the next GET of that file send its
 headers and ``after_bytes`` of body, then close the socket. ``requests`` records what was asked for.
 
+``lie(repo_id, **lies)`` turns the server hostile for one repository (a broken or malicious mirror): ``etag``
+(ETag and X-Linked-Etag of every file), ``commit`` (the sha in the model info and X-Repo-Commit),
+``linked_size`` (X-Linked-Size of LFS files), ``listed_size`` (sizes in the file listing), ``body``
+(LFS files: ``"flip"``: one byte changed, ``"extra"``: more bytes than announced), ``redirect`` (``"loop"``: LFS
+files redirect to themselves forever; ``"elsewhere"``: to a path of this server that holds nothing), ``slow``
+(bytes a second: a slow link, so a download can be interrupted half-way).
+
 Use the ``hub_server`` fixture: it points ``HF_ENDPOINT`` and ``HF_HOME`` at the server and a temporary
 folder, clears ``HF_HUB_OFFLINE`` / ``HF_TOKEN``, and patches the values ``huggingface_hub`` read at import.
 """
@@ -26,6 +33,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -121,6 +129,9 @@ class Repo:
         }
         if not full["safetensors"]:
             del full["safetensors"]
+        if "config.json" in self.files:  # the Hub's summary of config.json
+            cfg = json.loads(self.files["config.json"])
+            full["config"] = {k: cfg[k] for k in ("architectures", "model_type") if k in cfg}
         if expand:
             keep = {"_id", "id", *expand}
             full = {k: v for k, v in full.items() if k in keep}
@@ -143,6 +154,7 @@ class StandInHub:
         self.tokens: dict[str, str] = {}  # token -> user name
         self.requests: list[dict] = []
         self._drops: dict[tuple[str, str], list[int]] = {}
+        self.lies: dict[str, dict] = {}
         self._lock = threading.Lock()
         hub = self
 
@@ -172,6 +184,10 @@ class StandInHub:
     def drop_connection(self, repo_id: str, filename: str, after_bytes: int, times: int = 1) -> None:
         """The next ``times`` GETs of the file stop after ``after_bytes`` bytes of body."""
         self._drops[(repo_id, filename)] = [after_bytes] * times
+
+    def lie(self, repo_id: str, **lies) -> None:
+        """Answer for ``repo_id`` with the given lies (see the module docstring)."""
+        self.lies[repo_id] = dict(lies)
 
     def _take_drop(self, repo_id: str, filename: str) -> int | None:
         with self._lock:
@@ -242,6 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._route()
 
+    def do_POST(self):  # creating repositories and uploading: tests/hubwrite.py
+        from hubwrite import route_write
+
+        route_write(self)
+
+    do_PUT = do_POST
+
     def _route(self):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
@@ -251,7 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
             user = self._user()
             if user is None:
                 return self._error(401, "", "Invalid credentials in Authorization header")
-            return self._json({"type": "user", "name": user, "auth": {"accessToken": {"displayName": "nibble", "role": "read"}}})
+            role, orgs = getattr(self.server_hub, "token_roles", {}).get(self.headers["Authorization"][7:].strip(), ("read", ()))
+            return self._json({"type": "user", "name": user, "orgs": [{"name": o} for o in orgs],
+                               "auth": {"accessToken": {"displayName": "nibble", "role": role}}})
         if parts[:2] == ["api", "models"] and len(parts) == 2:
             self._record()
             return self._search(query)
@@ -263,7 +288,20 @@ class _Handler(BaseHTTPRequestHandler):
             if rest and rest[0] == "revision" and len(rest) >= 2 and unquote(rest[1]) not in ("main", repo.sha):
                 return self._error(404, "RevisionNotFound", "Invalid rev id")
             blobs = query.get("blobs", ["false"])[0].lower() in ("1", "true")
-            return self._json(repo.info(blobs=blobs, expand=query.get("expand")))
+            info = repo.info(blobs=blobs, expand=query.get("expand"))
+            lies = self.server_hub.lies.get(repo.repo_id, {})
+            if "commit" in lies and "sha" in info:
+                info["sha"] = lies["commit"]
+            if "listed_size" in lies:
+                for sib in info.get("siblings", []):
+                    if "size" in sib:
+                        sib["size"] = lies["listed_size"]
+                        if "lfs" in sib:
+                            sib["lfs"]["size"] = lies["listed_size"]
+            return self._json(info)
+        if parts and parts[0] == "loop":
+            self._record()
+            return self._send(302, headers={"Location": self.path}, ctype="text/plain")
         if parts and parts[0] == "cdn" and len(parts) == 2:
             for repo in self.server_hub.repos.values():
                 for name, data in repo.files.items():
@@ -279,8 +317,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(file=filename, repo=repo.repo_id if repo else None)
             if not self._repo_visible(repo):
                 return self._error(404, "RepoNotFound", "Repository not found")
-            if rest[1] not in ("main", repo.sha):
+            lies = self.server_hub.lies.get(repo.repo_id, {})
+            if rest[1] not in ("main", repo.sha, lies.get("commit")):
                 return self._error(404, "RevisionNotFound", "Invalid rev id")
+            commit = str(lies.get("commit", repo.sha))
             if repo.gated and self._user() is None:
                 return self._error(
                     401,
@@ -292,18 +332,22 @@ class _Handler(BaseHTTPRequestHandler):
             data = repo.files[filename]
             if repo.is_lfs(filename):
                 sha = hashlib.sha256(data).hexdigest()
+                location = {"loop": f"{self.server_hub.cdn_url}/loop/{sha}",
+                            "elsewhere": f"{self.server_hub.cdn_url}/nothing/{sha}"}.get(
+                    lies.get("redirect"), f"{self.server_hub.cdn_url}/cdn/{sha}")
                 return self._send(
                     302,
                     headers={
-                        "Location": f"{self.server_hub.cdn_url}/cdn/{sha}",
-                        "X-Repo-Commit": repo.sha,
-                        "X-Linked-Etag": f'"{sha}"',
-                        "X-Linked-Size": str(len(data)),
-                        "ETag": f'"{git_blob_id(data)}"',
+                        "Location": location,
+                        "X-Repo-Commit": commit,
+                        "X-Linked-Etag": f'"{lies.get("etag", sha)}"',
+                        "X-Linked-Size": str(lies.get("linked_size", len(data))),
+                        "ETag": f'"{lies.get("etag", git_blob_id(data))}"',
                     },
                     ctype="text/plain",
                 )
-            return self._serve_bytes(repo, filename, data, {"X-Repo-Commit": repo.sha, "ETag": f'"{git_blob_id(data)}"'})
+            return self._serve_bytes(repo, filename, data,
+                                     {"X-Repo-Commit": commit, "ETag": f'"{lies.get("etag", git_blob_id(data))}"'})
         self._record()
         self._send(404, b"not found", ctype="text/plain")
 
@@ -330,6 +374,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_bytes(self, repo: Repo, filename: str, data: bytes, headers: dict | None = None):
         headers = dict(headers or {})
+        lfs_get = self.command == "GET" and repo.is_lfs(filename)
+        body_lie = self.server_hub.lies.get(repo.repo_id, {}).get("body") if lfs_get else None
+        if body_lie == "flip":
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        elif body_lie == "extra":
+            data = data + b"\0" * 4096
         headers["Accept-Ranges"] = "bytes"
         start, end, status = 0, len(data) - 1, 200
         rng = self.headers.get("Range")
@@ -343,6 +393,23 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start : end + 1]
         drop = self.server_hub._take_drop(repo.repo_id, filename) if self.command == "GET" else None
+        slow = self.server_hub.lies.get(repo.repo_id, {}).get("slow") if self.command == "GET" else None
+        if slow:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            piece = max(1, int(slow) // 20)
+            try:
+                for i in range(0, len(body), piece):
+                    self.wfile.write(body[i : i + piece])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client went away
+                self.close_connection = True
+            return
         if drop is None:
             return self._send(status, body, headers, ctype="application/octet-stream")
         # Send the full headers, part of the body, then cut the connection.

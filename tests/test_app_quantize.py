@@ -122,7 +122,9 @@ def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
     assert "Cancelled" in wiz.run_page.status.text()
     assert not out.exists()
     assert sorted(x.name for x in folder.iterdir()) == []  # no temporaries left behind
-    assert wiz.back_btn.isEnabled()
+    _ready_for_the_next_job(wiz, "cancelled")
+    wiz.back()
+    assert wiz.step() == 1 and wiz.next_btn.text() == "Quantize"
 
 
 def test_failure_shows_the_engines_words(qtbot, window, tiny_model, tmp_path):
@@ -135,7 +137,28 @@ def test_failure_shows_the_engines_words(qtbot, window, tiny_model, tmp_path):
     assert "no-such-folder" in blocker.args[0]
     assert wiz.run_page.banner.isVisible()
     assert "no-such-folder" in wiz.run_page.banner.label.text()
-    assert "Traceback" not in blocker.args[0]
+    assert "Traceback" not in blocker.args[0] and "\n" not in blocker.args[0]  # the CLI's one line, in place
+    _ready_for_the_next_job(wiz, "failed")
+    # the same one-line message the CLI prints for an output that would replace a file of the model
+    page.output.setText(str(tiny_model / "model.safetensors.gguf"))
+    (tiny_model / "model.safetensors.gguf").write_bytes(b"not a model")
+    try:
+        with qtbot.waitSignal(wiz.run_page.failed, timeout=60000) as blocker:
+            wiz.next_btn.click()  # "Quantize again" from the run page
+    finally:
+        (tiny_model / "model.safetensors.gguf").unlink()
+    assert blocker.args[0].endswith("is an input of this job; choose another name so the original is kept")
+    _ready_for_the_next_job(wiz, "failed")
+
+
+def _ready_for_the_next_job(wiz, outcome: str) -> None:
+    """After a failed or cancelled job the run page says so, and Back and Quantize again both work."""
+    run = wiz.run_page
+    assert wiz.step() == 2 and not run.is_running()
+    assert run.title.text().endswith(f": {outcome}.") and not run.cancel_btn.isEnabled()
+    assert run.bar.value() == 0 and run.bar.format() == "" and run.eta.text() == ""
+    assert wiz.back_btn.isEnabled() and wiz.next_btn.isVisible() and wiz.next_btn.isEnabled()
+    assert wiz.next_btn.text() == "Quantize again"
 
 
 def test_wizard_makes_an_awq_model(qtbot, window, tiny_model, tmp_path):

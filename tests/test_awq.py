@@ -246,7 +246,7 @@ def test_bad_inputs_say_what_to_do(llama, tmp_path):
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    _expect(r"GPT2LMHeadModel.*not supported.*Llama, Mistral, Qwen2/2.5, Qwen3", **dict(base, model_dir=gpt2))
+    _expect(r"GPT2LMHeadModel.*not supported.*Llama, Mistral.*Qwen2/2.5, Qwen3", **dict(base, model_dir=gpt2))
     _expect(r"--group-size 48 does not divide the hidden size .*128", **dict(base, group_size=48))
     _expect(r"--bits 3.*4-bit", **dict(base, bits=3, group_size=32))
     _expect(r"calib.txt gave \d+ tokens, enough for \d+ samples of 64 tokens; 100000 samples need",
@@ -296,6 +296,8 @@ def test_cli_quantize_awq_with_shipped_calibration(llama, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "layer 2/2" in done.stderr and (out / "model.safetensors").is_file()
     assert json.loads((out / "config.json").read_text())["quantization_config"]["group_size"] == 32
+    card = (out / "README.md").read_text()  # the folder's own card, not the original model's README
+    assert card.startswith("---\n") and "quantized_by: Nibble" in card and "| AWQ | AWQ W4 g32 |" in card
     bad = subprocess.run(cmd[:-1] + [str(tmp_path / "other"), "--group-size", "48"], cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("nibble: error: --group-size 48 does not divide")

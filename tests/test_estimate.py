@@ -122,6 +122,13 @@ def test_fit_verdict_suggests_largest_setting(ggufs):
     assert estimate(plan, "Q8_0", ctx=32768, machine=big).fit.fits
     no_disk = Machine(free_ram_bytes=10**12, free_vram_bytes=0, free_disk_bytes=1000, disk_path="/")
     assert estimate(plan, "Q8_0", machine=no_disk).fit.quantize_fits is False
+    # GPU layers on a machine without a GPU: the advice is to drop them, not "nothing fits"
+    no_gpu = estimate(plan, "Q8_0", ctx=2048, gpu_layers=999, machine=big).fit
+    assert not no_gpu.fits and no_gpu.suggestion == {"gpu_layers": 0}
+    assert no_gpu.suggestion_text == "no GPU memory here: use 0 GPU layers"
+    both = estimate(plan, "Q8_0", ctx=32768, gpu_layers=999, machine=small).fit
+    assert both.suggestion["gpu_layers"] == 0 and both.suggestion["ctx"] < 32768
+    assert both.suggestion_text.startswith("no GPU memory here: use 0 GPU layers and a context of")
 
 
 def _tiny_hf_model(folder: Path, rope_llama3: bool = False) -> dict:

@@ -289,7 +289,7 @@ def test_bad_inputs_give_one_clear_line(models, tmp_path):
     odd = tmp_path / "odd"
     shutil.copytree(models["llama3"], odd)
     cfg = json.loads((odd / "config.json").read_text())
-    cfg["architectures"] = ["GPTNeoXForCausalLM"]
+    cfg["architectures"], cfg["model_type"] = ["GPTNeoXForCausalLM"], "gpt_neox"
     (odd / "config.json").write_text(json.dumps(cfg))
     r = _cli("quantize", str(odd), "--type", "Q4_K_M", "--out", str(tmp_path / "b.gguf"))
     assert r.returncode == 2 and "GPTNeoXForCausalLM" in r.stderr and "LlamaForCausalLM" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -144,8 +145,7 @@ def test_model_details_read_only_safetensors_headers(hub_models):
     # weights were never downloaded: every shard request asked for a small header range
     shard_gets = [r for r in hub_models.requests if r["method"] == "GET" and str(r.get("file", "")).endswith(".safetensors")]
     assert shard_gets and all(r["range"] and r["range"].startswith("bytes=0-") for r in shard_gets)
-    blobs = list((hub_models.cache / "models--acme--tiny-chat" / "blobs").iterdir())
-    assert all(b.stat().st_size < 10_000 for b in blobs)
+    assert not (hub_models.cache / "models--acme--tiny-chat").exists()  # headers and JSON are read, not stored
 
     # the same view the estimator gets from a downloaded folder, before downloading
     src = hub.remote_source("acme/tiny-chat")
@@ -214,12 +214,22 @@ def test_network_drop_is_retried_within_one_download(hub_models):
     assert [r["range"] for r in hub_models.file_requests(shard)][-2:] == ["bytes=300000-", "bytes=600000-"]
 
 
-def test_cancel_leaves_no_partial_file(hub_models):
+def test_cancel_keeps_the_partial_file_and_the_next_run_resumes_it(hub_models):
     with pytest.raises(Cancelled):
         hub.download_model("acme/tiny-chat", reporter=Recorder(cancel_after_bytes=1_500_000))
     storage = hub_models.cache / "models--acme--tiny-chat"
+    partial = list(storage.rglob("*.incomplete"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 0
+    kept = partial[0].stat().st_size
+    assert not [p for p in storage.rglob("*.safetensors")]  # nothing half-written under a final name
+    shard = next(n for n, d in hub_models.repos["acme/tiny-chat"].files.items()
+                 if hashlib.sha256(d).hexdigest() == partial[0].name.split(".")[0])
+    before = len(hub_models.requests)
+    snap = hub.download_model("acme/tiny-chat")
+    gets = [r for r in hub_models.requests[before:] if r["method"] == "GET" and r.get("file") == shard]
+    assert gets and gets[0]["range"] == f"bytes={kept}-"  # resumed where the cancel stopped it
+    assert (snap / shard).read_bytes() == hub_models.repos["acme/tiny-chat"].files[shard]
     assert not list(storage.rglob("*.incomplete"))
-    assert not [p for p in storage.rglob("*.safetensors")]
 
 
 def test_free_disk_is_checked_before_downloading(hub_models, monkeypatch):
@@ -278,7 +288,7 @@ def test_repositories_nibble_cannot_use_are_refused_with_what_they_have(hub_mode
     path = hub.download_model("acme/gguf-only", gguf="tiny-Q8_0.gguf")
     assert path.name == "tiny-Q8_0.gguf" and path.read_bytes()[:4] == b"GGUF"
     assert hub.resolve_model(str(path)) == path.resolve()
-    with pytest.raises(NibbleError, match=r"auto_map.*modeling_acme.*trust_remote_code stays off"):
+    with pytest.raises(NibbleError, match=r"'acme_net'.*trust_remote_code stays off"):
         hub.download_model("acme/custom-code")
     assert not hub_models.file_requests("modeling_acme.py")
 
@@ -313,7 +323,7 @@ def test_offline_search_fails_fast_while_cache_and_folders_work(hub_models, monk
         hub.model_details("acme/small-instruct")
 
 
-def test_resolve_model_accepts_folders_gguf_and_says_what_is_wrong(tmp_path, monkeypatch):
+def test_resolve_model_accepts_folders_gguf_and_says_what_is_wrong(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     import huggingface_hub.constants as c
 
@@ -324,7 +334,11 @@ def test_resolve_model_accepts_folders_gguf_and_says_what_is_wrong(tmp_path, mon
     (folder / "model.safetensors").write_bytes(tiny_safetensors({"w": (4, 4)}))
     assert hub.resolve_model(str(folder)) == folder.resolve()
     (folder / "config.json").write_bytes(llama_config(auto_map={"AutoModel": "x.Y"}))
-    with pytest.raises(NibbleError, match="trust_remote_code"):
+    with caplog.at_level("WARNING", logger="engine"):
+        assert hub.resolve_model(folder) == folder.resolve()  # loaded with transformers' own llama code
+    assert [r.message for r in caplog.records if "x.py" in r.message and "never runs or copies" in r.message]
+    (folder / "config.json").write_bytes(llama_config(model_type="gpt2"))
+    with pytest.raises(NibbleError, match="contradicts itself"):
         hub.resolve_model(folder)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -374,3 +388,22 @@ def test_cli_search_download_models_login(hub_models):
     out2 = _cli("login", "--status")
     assert "stored login" in out2.stdout
     assert TOKEN not in out.stdout + out.stderr + out2.stdout + out2.stderr
+
+
+def test_search_marks_what_nibble_converts_and_points_at_a_gguf(hub_models):
+    """From config.json alone, before any download: which results convert, and what to do when one cannot."""
+    gpt2 = llama_config(architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    hub_models.add_model("acme/odd-gpt", {"config.json": gpt2, "model.safetensors": tiny_safetensors({"w": (8, 8)}),
+                                          "odd-gpt-F16.gguf": b"GGUF" + b"\0" * 1000})
+    found = {m.id: m for m in hub.search_models("acme")}
+    assert found["acme/tiny-chat"].convertible is True and found["acme/tiny-chat"].family == "Llama, Mistral"
+    odd = found["acme/odd-gpt"]
+    assert odd.convertible is False and odd.architecture == "GPT2LMHeadModel"
+    assert hub.conversion_note(found["acme/tiny-chat"]) is None
+    note = hub.conversion_note(hub.model_details("acme/odd-gpt"))
+    assert "GPT2LMHeadModel" in note and "odd-gpt-F16.gguf" in note and "--gguf" in note
+    out = _cli("search", "acme", "--json")
+    rows = {r["id"]: r for r in map(json.loads, out.stdout.splitlines())}
+    assert rows["acme/odd-gpt"]["convertible"] is False and rows["acme/tiny-chat"]["convertible"] is True
+    table = _cli("search", "odd-gpt").stdout.splitlines()
+    assert "CONVERTS" in table[0] and " no " in table[1]

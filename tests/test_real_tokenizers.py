@@ -9,55 +9,11 @@ must then produce the expected ids, and the same ids as the tokenizer.json itsel
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
-CACHE = Path(os.environ.get("NIBBLE_TEST_CACHE", Path.home() / ".cache" / "nibble-tests"))
-VOCABS = {"llama-bpe": "ggml-vocab-llama-bpe", "qwen2": "ggml-vocab-qwen2", "llama-spm": "ggml-vocab-llama-spm"}
-
-
-def _vendor_models() -> Path:
-    import llama_cpp
-
-    version = llama_cpp.__version__
-    target = CACHE / f"llama-cpp-python-{version}"
-    if (target / "done").is_file():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    sdist_dir = CACHE / "sdist"
-    archive = next(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"), None) if sdist_dir.is_dir() else None
-    if archive is None:
-        r = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
-             "-d", str(sdist_dir), f"llama-cpp-python=={version}"],
-            capture_output=True, text=True, timeout=600,
-        )
-        archive = next(sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz"), None)
-        if r.returncode != 0 or archive is None:
-            pytest.skip(f"llama-cpp-python {version} source archive could not be fetched: {r.stderr[-200:]}")
-    wanted = tuple(f"/vendor/llama.cpp/models/{v}.gguf" for v in VOCABS.values())
-    with tarfile.open(archive) as tar:
-        for m in tar.getmembers():
-            if m.name.endswith(wanted) or m.name.endswith(tuple(w + ".inp" for w in wanted)) or m.name.endswith(
-                tuple(w + ".out" for w in wanted)
-            ):
-                f = tar.extractfile(m)
-                (target / Path(m.name).name).write_bytes(f.read())
-    (target / "done").write_text("ok")
-    return target
-
-
-def _cases(models: Path, vocab: str):
-    # each test string is followed by the separator; each expected line holds its ids
-    inp = (models / f"{vocab}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")[:-1]
-    out = (models / f"{vocab}.gguf.out").read_text(encoding="utf-8")[:-1].split("\n")
-    assert len(inp) == len(out)
-    return [(text, [int(x) for x in ids.split()]) for text, ids in zip(inp, out)]
+from llama_source import VOCABS, cases as _cases, vendor_models as _vendor_models
 
 
 def _model_with_tokenizer(tmp_path: Path, models: Path, vocab: str, pre: str) -> Path:

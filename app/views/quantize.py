@@ -784,6 +784,7 @@ class RunPage(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.job: ProcessJob | None = None
+        self.outcome = ""  # "", "running", "done", "failed" or "cancelled"
         self.started = 0.0
         lay = QVBoxLayout(self)
         self.title = QLabel()
@@ -820,6 +821,7 @@ class RunPage(QWidget):
         self.status.setText("Starting…")
         self.eta.clear()
         self.cancel_btn.setEnabled(True)
+        self.outcome = "running"
         self.started = time.monotonic()
         self.job = ProcessJob(argv, self)
         if "--out" in argv:
@@ -854,6 +856,7 @@ class RunPage(QWidget):
         self.eta.setText(f"elapsed {format_seconds(time.monotonic() - self.started)}, left {format_seconds(eta if eta >= 0 else None)}")
 
     def _succeeded(self, result: dict) -> None:
+        self.outcome = "done"
         self.cancel_btn.setEnabled(False)
         self.bar.setRange(0, 1)
         self.bar.setValue(1)
@@ -861,20 +864,29 @@ class RunPage(QWidget):
         out["elapsed"] = time.monotonic() - self.started
         self.finished.emit(out)
 
-    def _failed(self, message: str) -> None:
+    def _stopped(self, outcome: str, status: str) -> None:
+        """A failed or cancelled job: the page says so and waits for the next one (Back or Quantize again)."""
         self.cancel_btn.setEnabled(False)
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
-        self.status.setText("Failed.")
+        self.bar.setFormat("")
+        self.eta.clear()
+        self.title.setText(self.title.text().removesuffix("…") + f": {outcome}.")
+        self.status.setText(status)
+        self.outcome = outcome
+
+    def _failed(self, message: str) -> None:
+        self._stopped("failed", "Failed; nothing was written.")
         self.banner.show_message(f"Quantization failed: {message}")
         self.failed.emit(message)
 
     def _cancelled(self) -> None:
-        self.cancel_btn.setEnabled(False)
-        self.bar.setRange(0, 1)
-        self.bar.setValue(0)
-        self.status.setText("Cancelled; nothing was written.")
+        self._stopped("cancelled", "Cancelled; nothing was written.")
         self.cancelled.emit()
+
+    def stopped_without_result(self) -> bool:
+        """The last job failed or was cancelled (so the same settings can be run again)."""
+        return self.outcome in ("failed", "cancelled")
 
 
 # -- step 4: done ----------------------------------------------------------------------------------
@@ -1018,9 +1030,10 @@ class QuantizeWizard(QWidget):
     def _update_nav(self) -> None:
         i = self.step()
         running = self.run_page.is_running()
+        again = i == 2 and not running and self.run_page.stopped_without_result()
         self.back_btn.setEnabled(i in (1, 3) or (i == 2 and not running))
-        self.next_btn.setVisible(i < 2 or i == 3)
-        self.next_btn.setText({0: "Next", 1: "Quantize", 3: "New quantization"}.get(i, "Next"))
+        self.next_btn.setVisible(i < 2 or i == 3 or again)
+        self.next_btn.setText({0: "Next", 1: "Quantize", 2: "Quantize again", 3: "New quantization"}.get(i, "Next"))
         self.next_btn.setEnabled(i != 0 or self.original is not None)
 
     def _model_chosen(self, entry: ModelEntry) -> None:
@@ -1038,7 +1051,7 @@ class QuantizeWizard(QWidget):
         i = self.step()
         if i == 0 and self.original is not None:
             self._go(1)
-        elif i == 1:
+        elif i == 1 or (i == 2 and not self.run_page.is_running()):
             self.start_run()
         elif i == 3:
             self.restart()

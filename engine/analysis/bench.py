@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from engine.core.errors import check_at_least
 from engine.core.progress import Reporter
 from engine.runtime import Runtime, sample_token
 
@@ -128,6 +129,8 @@ def _vram(rt: Runtime) -> int | None:
 def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5, warmup: bool = True,
           seed: int = 0, reporter: Reporter | None = None) -> BenchResult:
     """Measure ``rt`` the way llama-bench does (see the module docstring)."""
+    for value, what in ((n_prompt, "prompt length"), (n_gen, "generated tokens"), (repetitions, "repetitions")):
+        check_at_least(value, 1, what)
     reporter = reporter or Reporter()
     rng = np.random.default_rng(seed)
 

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from engine.analysis.evaluate import token_scores
+from engine.core.errors import check_at_least
 from engine.runtime import Runtime, check_same_vocab
 
 
@@ -58,6 +59,7 @@ def compare(a: Runtime, b: Runtime, prompt: str, *, max_tokens: int = 64, temper
             on_token_a: Callable[[str], None] | None = None, on_token_b: Callable[[str], None] | None = None,
             cancel=None) -> CompareResult:
     """Generate from ``prompt`` with both models and measure where and how much B departs from A."""
+    check_at_least(max_tokens, 1, "tokens to generate")
     check_same_vocab(a, b)
     if chat:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

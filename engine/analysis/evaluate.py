@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engine.core.errors import NibbleError
+from engine.core.errors import NibbleError, check_at_least
 from engine.core.progress import Reporter
 from engine.runtime import Runtime, check_same_vocab
 
@@ -146,6 +146,8 @@ def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str |
     """Perplexity of both models and KL divergence of ``candidate`` against ``reference`` on ``text``
     (default: Nibble's evaluation text). Models are runtimes, or paths opened here with ``open_options``
     (device, gpu_layers, threads) and closed when done."""
+    check_at_least(ctx, 2, "context length")
+    check_at_least(max_chunks, 1, "windows to evaluate", optional=True)
     if text is None:
         text, text_name = default_text_for(reference)
     opened = []

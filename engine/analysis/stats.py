@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from engine.core.errors import NibbleError
+from engine.core.errors import NibbleError, check_at_least
 from engine.core.progress import Reporter
 
 SLICE = 1 << 22  # elements per slice of a tensor
@@ -204,13 +204,13 @@ class _GGUFPairs:
         self.tensors = {t.name: t for t in read_whole_gguf(quantized).tensors}
         if original.is_gguf:
             self.source = {n: n for n in self.tensors if n in original}
-            self.permute: dict[str, int] = {}
+            self.plan: dict = {}
         else:
             from engine.gguf.convert import plan_tensors
 
-            plan = [t for t in plan_tensors(original.source) if t.hf_name is not None]
-            self.source = {t.gguf_name: t.hf_name for t in plan if t.gguf_name in self.tensors}
-            self.permute = {t.gguf_name: t.permute_heads for t in plan if t.permute_heads}
+            self.plan = {t.gguf_name: t for t in plan_tensors(original.source)
+                         if t.sources and t.gguf_name in self.tensors}
+            self.source = {n: t.source_label for n, t in self.plan.items()}
         quantized_names = [n for n, t in self.tensors.items()
                            if n in self.source and t.tensor_type != GGMLQuantizationType.F32]
         if not quantized_names:  # an all-F32 file: compare what there is
@@ -223,13 +223,14 @@ class _GGUFPairs:
     def load(self, name: str):
         from gguf.quants import dequantize
 
-        from engine.gguf.convert import permute_qk
+        from engine.models.families.tensors import materialise
 
         t = self.tensors[name]
         deq = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        w = self.original.get(self.source[name])
-        if name in self.permute:
-            w = permute_qk(w, self.permute[name])
+        if name in self.plan:  # the original as the converter wrote it: stacked, permuted, offset
+            w = materialise(self.plan[name], self.original.source.read_f32)
+        else:
+            w = self.original.get(self.source[name])
         if w.size == deq.size:
             w = w.reshape(deq.shape)
         return w, deq, t.tensor_type.name, int(t.n_bytes)
@@ -343,6 +344,8 @@ def summarize(tensors: list[TensorStats]) -> list[LayerSummary]:
 def compute_stats(original, quantized, *, bins: int = 64, top: int = 10, reporter: Reporter | None = None,
                   on_tensor: Callable[[TensorStats], None] | None = None) -> StatsReport:
     """All tensors, the per-layer summary, and the ``top`` tensors with the largest relative error."""
+    check_at_least(bins, 1, "histogram bins")
+    check_at_least(top, 0, "worst tensors to list")
     pairs_format = "awq" if pathlib.Path(quantized).is_dir() else "gguf"
     report = StatsReport(original=str(original), quantized=str(quantized), format=pairs_format)
     for ts in iter_stats(original, quantized, bins=bins, reporter=reporter):

@@ -10,13 +10,25 @@ import torch
 
 from engine.core.devices import free_memory
 from engine.core.errors import NibbleError
+from engine.models import families
 
-SUPPORTED_MODEL_TYPES = {
-    "llama": "Llama",
-    "mistral": "Mistral",
-    "qwen2": "Qwen2/2.5",
-    "qwen3": "Qwen3",
-}
+
+def awq_family_names() -> str:
+    """The families AWQ quantizes, for messages."""
+    return ", ".join(sorted(f.name for f in families.families() if f.awq is not None))
+
+
+def awq_family(cfg: dict, where: str):
+    """The registered family of ``cfg`` with its AWQ description, or a one-line NibbleError."""
+    fam = families.find(cfg)
+    if fam is not None:
+        fam = families.for_config(cfg, where)  # the converter's checks first: they name the field at fault
+    if fam is None or fam.awq is None:
+        arch = ",".join(cfg.get("architectures") or []) or cfg.get("model_type")
+        why = f"; {fam.awq_refusal}" if fam is not None and fam.awq_refusal else ""
+        raise NibbleError(f"{where}: architecture {arch!r} (model_type {cfg.get('model_type')!r}) is not supported "
+                          f"for AWQ{why}; AWQ supports {awq_family_names()}")
+    return fam
 
 
 
@@ -45,15 +57,12 @@ def read_config(model_dir: Path) -> dict:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise NibbleError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    model_type = cfg.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        names = ", ".join(SUPPORTED_MODEL_TYPES.values())
-        arch = ",".join(cfg.get("architectures") or []) or model_type
-        raise NibbleError(f"{cfg_path}: architecture {arch!r} (model_type {model_type!r}) is not supported "
-                          f"for AWQ; supported: {names}")
+    if not isinstance(cfg, dict):
+        raise NibbleError(f"{cfg_path}: not a JSON object; download it again")
     if cfg.get("quantization_config"):
         raise NibbleError(f"{cfg_path}: the model is already quantized "
                           f"({cfg['quantization_config'].get('quant_method', '?')}); start from the original weights")
+    awq_family(cfg, str(cfg_path))
     return cfg
 
 
@@ -114,8 +123,5 @@ def read_awq_quant_config(model_dir: Path, raw: dict | None) -> dict:
         raise NibbleError(f"{model_dir}: AWQ without zero points is not supported")
     if "group_size" not in qc and "q_group_size" in qc:
         qc = dict(qc, group_size=qc["q_group_size"])
-    if read_model_type := raw.get("model_type"):
-        if read_model_type not in SUPPORTED_MODEL_TYPES:
-            raise NibbleError(f"{model_dir}: model_type {read_model_type!r} is not supported; supported: "
-                              + ", ".join(SUPPORTED_MODEL_TYPES.values()))
+    awq_family({k: v for k, v in raw.items() if k != "quantization_config"}, f"{model_dir}/config.json")
     return qc

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from engine.core.errors import NibbleError
+from engine.models.source import non_finite_error
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 WEIGHT_INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -43,7 +45,16 @@ class WeightReader:
     def get(self, name: str) -> torch.Tensor:
         if name not in self._where:
             raise NibbleError(f"weights are missing tensor {name!r}; the checkpoint is incomplete or not of this architecture")
-        return self._handles[self._where[name]].get_tensor(name)
+        t = self._handles[self._where[name]].get_tensor(name)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise non_finite_error(self._where[name], name)
+        return t
+
+
+def _os_error(exc: Exception) -> OSError:
+    """safetensors' I/O failure as the OSError it stands for ("... (os error 28)")."""
+    m = re.search(r"os error (\d+)", str(exc))
+    return OSError(int(m.group(1)) if m else None, str(exc))
 
 
 class ShardWriter:
@@ -71,7 +82,10 @@ class ShardWriter:
 
     def _flush(self) -> None:
         path = self.folder / f"shard-{len(self._written):05d}.tmp"
-        save_file(self._pending, str(path), metadata={"format": "pt"})
+        try:
+            save_file(self._pending, str(path), metadata={"format": "pt"})
+        except SafetensorError as exc:  # the writer's own error type, for what the file system refused
+            raise _os_error(exc) from None
         self._written.append((path, list(self._pending)))
         self._pending, self._pending_bytes = {}, 0
 
@@ -93,14 +107,29 @@ class ShardWriter:
         return final
 
 
+#: Never copied into an output: code (a later ``trust_remote_code`` load would run it) and hidden files.
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".sh")
+
+
 def copy_side_files(src: Path, dst: Path) -> list[str]:
-    """Copy tokenizer, generation and template files (everything but weights and the config)."""
+    """Copy tokenizer, generation and template files (everything but weights, the config and code); an
+    ``auto_map`` naming the repository's code is dropped from the JSON files copied."""
     copied = []
     for f in sorted(src.iterdir()):
         if not f.is_file() or f.name == "config.json" or f.name in WEIGHT_INDEX_NAMES:
             continue
-        if f.name.endswith(WEIGHT_SUFFIXES) or f.name.startswith("."):
+        if f.name.endswith(WEIGHT_SUFFIXES + CODE_SUFFIXES) or f.name.startswith("."):
             continue
+        if f.suffix == ".json":
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None
+            if isinstance(data, dict) and "auto_map" in data:
+                data.pop("auto_map")
+                (dst / f.name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                copied.append(f.name)
+                continue
         shutil.copy2(f, dst / f.name)
         copied.append(f.name)
     return copied

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +30,13 @@ from torch import nn
 
 from engine.awq import search
 from engine.awq.calibration import calibration_blocks
-from engine.awq.config import check_group_size, check_memory, read_config, resolve_device
+from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files
 from engine.awq.pack import pack_gemm
-from engine.core.errors import NibbleError
+from engine.core.errors import NibbleError, check_at_least
+from engine.core.outputs import check_free_space, check_output, temp_path, write_error
 from engine.core.progress import Reporter
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # as AutoAWQ: clipping q/k hurts attention scores
 
 
 @dataclass
@@ -150,8 +147,8 @@ def _sub(layer: nn.Module, path: str) -> nn.Module:
 class _LayerQuantizer:
     """Searches, folds, clips and quantizes one decoder layer in place."""
 
-    def __init__(self, layer, pos, group_size, bits, chunk, reporter, clip=True):
-        self.layer, self.pos, self.g, self.bits = layer, pos, group_size, bits
+    def __init__(self, layer, spec, pos, group_size, bits, chunk, reporter, clip=True):
+        self.layer, self.spec, self.pos, self.g, self.bits = layer, spec, pos, group_size, bits
         self.chunk, self.reporter, self.clip = chunk, reporter, clip
         self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
 
@@ -180,7 +177,7 @@ class _LayerQuantizer:
         """Clip (unless q/k) against inputs with Gram ``h``, keep the fp weight, install its fake quantization."""
         lin = _sub(self.layer, name)
         w = lin.weight.data
-        if self.clip and name not in NO_CLIP:
+        if self.clip and name not in self.spec.no_clip:
             max_val = search.search_clip(w, h, self.g, self.bits, check=self.check)
             w = search.apply_clip(w, max_val, self.g)
         self.fp[name] = w
@@ -289,11 +286,20 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     reporter = reporter or Reporter()
     from engine.models.source import resolve_model_path
 
-    model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir)
+    model_dir, out_dir = resolve_model_path(model_dir), Path(out_dir).expanduser()
     raw_cfg = read_config(model_dir)
+    spec = awq_family(raw_cfg, str(model_dir / "config.json")).awq
+    check_at_least(samples, 1, "--samples")
+    check_at_least(seqlen, 2, "--seqlen")
+    longest = raw_cfg.get("max_position_embeddings")
+    if isinstance(longest, int) and seqlen > longest:
+        raise NibbleError(f"--seqlen {seqlen} is longer than the model's context ({longest} tokens); "
+                          f"use --seqlen {min(512, longest)} or less")
     dev = resolve_device(device)
+    check_output(out_dir, inputs=[model_dir], folder_output=True)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise NibbleError(f"{out_dir} already exists and is not empty; choose another --out or remove it")
+    check_free_space(out_dir.parent, output_bytes(model_dir, raw_cfg, mode))
     config, model = _build_model_skeleton(model_dir)
     check_group_size(config, bits, group_size)
     search_samples = min(samples, search_samples or samples)
@@ -305,9 +311,9 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = temp_path(out_dir, "partial")
     try:
+        tmp.mkdir()
         writer = ShardWriter(tmp)
         n_layers = config.num_hidden_layers
         reporter.progress(0, n_layers, "embedding calibration tokens")
@@ -325,8 +331,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                 reporter.check_cancel()
                 prefix = f"model.layers.{i}."
                 layer = _materialise_layer(model.model.layers[i], prefix, reader, dev)
-                src_dtype = reader.get(prefix + LINEARS[0] + ".weight").dtype
-                lq = _LayerQuantizer(layer, pos, group_size, bits, chunk, reporter, clip=clip)
+                src_dtype = reader.get(prefix + spec.linears[0] + ".weight").dtype
+                lq = _LayerQuantizer(layer, spec, pos, group_size, bits, chunk, reporter, clip=clip)
                 lq.run(x, out, search_idx)
                 _write_layer(writer, layer, lq.fp, prefix, mode, group_size, bits, src_dtype)
                 layer.to_empty(device="meta")
@@ -340,6 +346,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                     writer.add(name, t.to(torch.float16) if mode == "awq" and t.is_floating_point() else t)
         files = writer.finish()
         new_cfg = dict(raw_cfg)
+        new_cfg.pop("auto_map", None)  # the repository's code is neither run nor copied (engine.models.resolve)
         if mode == "awq":
             new_cfg["quantization_config"] = {"quant_method": "awq", "bits": bits, "group_size": group_size,
                                               "zero_point": True, "version": "gemm",
@@ -353,6 +360,9 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out_dir) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -360,6 +370,19 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     return AwqResult(out_dir=out_dir, seconds=time.perf_counter() - t0, layers=config.num_hidden_layers, bits=bits,
                      group_size=group_size, samples=samples, seqlen=seqlen, device=str(dev),
                      peak_memory_bytes=peak, files=sorted(p.name for p in out_dir.iterdir()))
+
+
+def output_bytes(model_dir: Path, cfg: dict, mode: str) -> int:
+    """About how many bytes the output takes, for the free-space check before work: "scaled" is a copy in the
+    source precision; "awq" keeps embeddings in fp16 and packs the rest in 4 bits plus scales and zeros."""
+    source = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    if mode != "awq":
+        return source + (16 << 20)
+    width = 4 if str(cfg.get("torch_dtype") or cfg.get("dtype") or "").endswith("32") else 2
+    params = source // width
+    embed = int(cfg.get("vocab_size") or 0) * int(cfg.get("hidden_size") or 0)
+    embed = min(params, embed * (1 if cfg.get("tie_word_embeddings") else 2))
+    return int(2 * embed + 0.6 * (params - embed)) + (16 << 20)
 
 
 def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from engine.commands import _args
+
 from engine.runtime import Runtime, open_runtime, uses_torch
 
 
@@ -12,10 +14,10 @@ def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None 
     g.add_argument("--device", default="cpu",
                    help="cpu, cuda, mps (Hugging Face / AWQ) or cuda / metal (GGUF; needs a GPU build of "
                         "llama-cpp-python). Default: cpu")
-    g.add_argument("--gpu-layers", type=int, default=None, metavar="N",
+    g.add_argument("--gpu-layers", type=_args.gpu_layers, default=None, metavar="N",
                    help="GGUF: layers to put on the GPU (-1: all). Default: all when --device names a GPU")
-    g.add_argument("--threads", type=int, default=None, metavar="N", help="GGUF: CPU threads (default: llama.cpp's)")
-    g.add_argument("--ctx", type=int, default=ctx_default, metavar="TOKENS",
+    g.add_argument("--threads", type=_args.positive_int("threads"), default=None, metavar="N", help="GGUF: CPU threads (default: llama.cpp's)")
+    g.add_argument("--ctx", type=_args.positive_int("tokens") if ctx_default else _args.non_negative_int("tokens"), default=ctx_default, metavar="TOKENS",
                    help=ctx_help or f"context length (default {ctx_default})")
 
 

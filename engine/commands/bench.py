@@ -6,6 +6,7 @@ import json
 import sys
 
 from engine.analysis.bench import bench
+from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 from engine.core.progress import TextReporter
 
@@ -16,9 +17,9 @@ ORDER = 44
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="Hugging Face folder, .gguf file or AWQ folder")
-    parser.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (default 512, as llama-bench)")
-    parser.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (default 128, as llama-bench)")
-    parser.add_argument("-r", "--repetitions", type=int, default=5, help="timed runs of each test (default 5)")
+    parser.add_argument("-p", "--n-prompt", type=_args.positive_int("tokens"), default=512, help="prompt tokens (default 512, as llama-bench)")
+    parser.add_argument("-n", "--n-gen", type=_args.positive_int("tokens"), default=128, help="generated tokens (default 128, as llama-bench)")
+    parser.add_argument("-r", "--repetitions", type=_args.positive_int("runs"), default=5, help="timed runs of each test (default 5)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run of each test")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     add_runtime_arguments(parser, ctx_default=0, ctx_help="context length (default: prompt + generated tokens)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from engine.core.errors import NibbleError
 from engine.runtime.chat import ChatSettings, Conversation
+from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 
 NAME = "chat"
@@ -17,12 +19,12 @@ HELP_TEXT = "commands: /reset (forget the conversation), /system TEXT (new syste
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="Hugging Face folder, .gguf file or AWQ folder")
-    parser.add_argument("--system", default=None, metavar="TEXT", help="system prompt")
-    parser.add_argument("--temperature", type=float, default=0.7, help="0 for greedy (default 0.7)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest reply (default 512)")
-    parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop a reply at TEXT (repeatable)")
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable replies")
+    parser.add_argument("--system", type=_args.text, default=None, metavar="TEXT", help="system prompt")
+    parser.add_argument("--temperature", type=_args.temperature, default=0.7, help="0 for greedy (default 0.7)")
+    parser.add_argument("--top-p", type=_args.probability, default=0.95, help="nucleus sampling mass (default 0.95)")
+    parser.add_argument("--max-tokens", type=_args.positive_int("tokens"), default=512, help="longest reply (default 512)")
+    parser.add_argument("--stop", type=_args.text, action="append", default=[], metavar="TEXT", help="stop a reply at TEXT (repeatable)")
+    parser.add_argument("--seed", type=_args.seed, default=None, help="sampling seed, for repeatable replies")
     add_runtime_arguments(parser, ctx_default=4096)
 
 
@@ -40,10 +42,17 @@ def run(args) -> int:
         while True:
             try:
                 line = input("> " if interactive else "")
+                line.encode("utf-8")  # undecodable bytes come as surrogates in a C locale
             except (EOFError, KeyboardInterrupt):
                 if interactive:
                     print(file=sys.stderr)
                 return 0
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                if interactive:
+                    print("(that line was not UTF-8 text; type it again)", file=sys.stderr)
+                    continue
+                raise NibbleError("standard input is not UTF-8 text; convert it (e.g. iconv -t UTF-8) "
+                                  "and pipe it again") from None
             text = line.strip()
             if not text:
                 continue

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import signal
 import sys
 
 import engine
 import engine.commands
+from engine.commands._args import OneLineParser
 from engine.core.errors import Cancelled, NibbleError
 
 
@@ -40,7 +42,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nibble",
         description="Quantize Hugging Face models to GGUF or AWQ, chat with them, and measure what it cost.",
     )
@@ -53,12 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoteHandler(logging.Handler):
+    """The engine's warnings, one ``nibble: note:`` line each on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"nibble: note: {record.getMessage()}", file=sys.stderr)
+
+
+def _notes_to_stderr() -> None:
+    logger = logging.getLogger("engine")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        handler = _NoteHandler(logging.WARNING)
+        logger.addHandler(handler)
+
+
+def _ignore_cancel_signals(whole_process: bool) -> None:
+    if not whole_process:  # called as a function (tests): leave the caller's handlers alone
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    _notes_to_stderr()
     # A terminated job (the GUI's Cancel) is handled like Ctrl-C: clean up, exit 2.
     try:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -67,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except Cancelled as exc:
+        _ignore_cancel_signals(argv is None)
         print(f"nibble: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _ignore_cancel_signals(argv is None)  # a second Ctrl-C while this is said changes nothing: the job is stopped
         print("nibble: cancelled; no output was written", file=sys.stderr)
         return 2
     except NibbleError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 from engine.analysis.compare import compare
 
@@ -16,13 +17,13 @@ ORDER = 43
 def add_arguments(parser) -> None:
     parser.add_argument("a", help="model A, the reference (Hugging Face folder, .gguf or AWQ folder)")
     parser.add_argument("b", help="model B, judged against A")
-    parser.add_argument("--prompt", required=True, help="the prompt text")
+    parser.add_argument("--prompt", type=_args.text, required=True, help="the prompt text")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in A's chat template as a user turn")
-    parser.add_argument("--system", default=None, metavar="TEXT", help="system prompt (with --chat)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="default 0: greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--system", type=_args.text, default=None, metavar="TEXT", help="system prompt (with --chat)")
+    parser.add_argument("--max-tokens", type=_args.positive_int("tokens"), default=64, help="tokens to generate (default 64)")
+    parser.add_argument("--temperature", type=_args.temperature, default=0.0, help="default 0: greedy")
+    parser.add_argument("--top-p", type=_args.probability, default=1.0)
+    parser.add_argument("--seed", type=_args.seed, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_runtime_arguments(parser, ctx_default=2048)
 

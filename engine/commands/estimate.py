@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.commands import _args
 from engine.core.units import human_bytes, human_count
 
 NAME = "estimate"
@@ -17,9 +18,9 @@ def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--type", dest="qtype", metavar="TYPE", help="one quant type, e.g. Q4_K_M")
     g.add_argument("--all", action="store_true", help="every file type llama.cpp can write")
-    p.add_argument("--ctx", type=int, default=4096, help="context length in tokens (default 4096)")
+    p.add_argument("--ctx", type=_args.positive_int("tokens"), default=4096, help="context length in tokens (default 4096)")
     p.add_argument("--kv-type", default="f16", choices=["f16", "q8_0", "q4_0"], help="KV cache type")
-    p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
+    p.add_argument("--gpu-layers", type=_args.non_negative_int("layers"), default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--out-dir", default=".", help="where the file would be written (for the disk check)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     from engine.commands._mix import add_mix_arguments

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 from engine.analysis.evaluate import default_text_for, evaluate, read_eval_text
 from engine.core.progress import TextReporter
@@ -19,11 +20,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("candidate", help="the model to judge against it")
     parser.add_argument("--text", default=None, metavar="FILE",
                         help="UTF-8 text to evaluate on (default: Nibble's own evaluation text)")
-    parser.add_argument("--chunks", type=int, default=None, metavar="N", help="evaluate only the first N windows")
+    parser.add_argument("--chunks", type=_args.positive_int("windows"), default=None, metavar="N", help="evaluate only the first N windows")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--task", choices=["auto", "demo", "none"], default="auto",
                         help="also score answers on held-out demo questions (auto: when the reference is the demo model)")
-    parser.add_argument("--task-questions", type=int, default=100, metavar="N",
+    parser.add_argument("--task-questions", type=_args.positive_int("questions"), default=100, metavar="N",
                         help="how many held-out questions the task score asks (default 100)")
     add_runtime_arguments(parser, ctx_default=512, ctx_help="tokens per window (default 512, as llama-perplexity)")
 
@@ -45,6 +46,9 @@ def run(args) -> int:
 
             for side, rt in (("reference", ref), ("candidate", cand)):
                 task[side] = score_task(runtime_chat(rt), n=args.task_questions, reporter=reporter)
+    from engine.pipelines.record import record_evaluation
+
+    record_evaluation(args.reference, args.candidate, result, str(text_path), task)
     if args.json:
         out = result.to_json()
         if task:

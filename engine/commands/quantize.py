@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.commands import _args
+
 NAME = "quantize"
 HELP = "quantize a model to a GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...) or to AWQ"
 ORDER = 20
@@ -18,16 +20,16 @@ def add_arguments(p):
     g.add_argument("--calibration", metavar="TEXT_FILE",
                    help="compute an importance matrix from this text ('default': the text Nibble ships)")
     g.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (GGUF or .dat)")
-    p.add_argument("--imatrix-chunks", type=int, default=None, metavar="N",
+    p.add_argument("--imatrix-chunks", type=_args.positive_int("windows"), default=None, metavar="N",
                    help="use at most N windows of calibration text for the importance matrix")
     p.add_argument("--save-imatrix", metavar="FILE", help="also save the computed importance matrix (GGUF format)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=_args.positive_int("threads"), default=None, help="CPU threads (default: all)")
     p.add_argument("--json-progress", action="store_true", help="print progress as JSON lines on stdout")
     # AWQ options
-    p.add_argument("--bits", type=int, default=4, help="AWQ: weight bits (4)")
-    p.add_argument("--group-size", type=int, default=128, help="AWQ: group size (128)")
-    p.add_argument("--samples", type=int, default=128, help="AWQ: calibration samples (128)")
-    p.add_argument("--seqlen", type=int, default=512, help="AWQ: tokens per calibration sample (512)")
+    p.add_argument("--bits", type=_args.positive_int("bits"), default=4, help="AWQ: weight bits (4)")
+    p.add_argument("--group-size", type=_args.positive_int("weights"), default=128, help="AWQ: group size (128)")
+    p.add_argument("--samples", type=_args.positive_int("samples"), default=128, help="AWQ: calibration samples (128)")
+    p.add_argument("--seqlen", type=_args.positive_int("tokens"), default=512, help="AWQ: tokens per calibration sample (512)")
     p.add_argument("--device", default="cpu", help="AWQ: cpu, cuda or mps")
     _add_mix_arguments(p)
     p.add_argument("--awq", action="store_true", help="GGUF: fold AWQ's activation-aware scales into the weights before quantizing "
@@ -69,6 +71,7 @@ def _counts(counts: dict) -> str:
 
 
 def run(args) -> int:
+    from engine.commands._models import quiet_libraries
     from engine.core.progress import JsonLinesReporter, TextReporter
 
     if args.target_size is not None or args.target_bpw is not None or args.recipe:
@@ -80,6 +83,7 @@ def run(args) -> int:
         raise NibbleError("give --type TYPE (e.g. Q4_K_M), or --target-size SIZE for the best mix of types for a size")
     from engine.pipelines.quantize import quantize_model
 
+    quiet_libraries()
     reporter = JsonLinesReporter(sys.stdout) if args.json_progress else TextReporter(sys.stderr)
     result = quantize_model(
         args.model, args.type, args.out, awq_scales=args.awq, imatrix=args.imatrix, calibration=args.calibration,

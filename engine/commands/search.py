@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from engine.commands import _args
 from engine.core.units import human_bytes, human_count, parse_count, table
 
 NAME = "search"
@@ -16,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--sort", choices=["downloads", "recent", "likes"], default="downloads")
     p.add_argument("--max-params", metavar="N", help="at most this many parameters, e.g. 8B")
     p.add_argument("--min-params", metavar="N", help="at least this many parameters, e.g. 1B")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_args.positive_int("models"), default=20)
     p.add_argument("--json", action="store_true", help="one JSON object per model")
 
 
@@ -35,6 +36,7 @@ def run(args) -> int:
             print(json.dumps({
                 "id": m.id, "downloads": m.downloads, "likes": m.likes, "params": m.params,
                 "safetensors_bytes": m.safetensors_bytes, "gated": m.gated, "license": m.license,
+                "architecture": m.architecture, "family": m.family, "convertible": m.convertible,
                 "last_modified": m.last_modified.isoformat() if m.last_modified else None,
             }))  # fmt: skip
         return 0
@@ -42,9 +44,10 @@ def run(args) -> int:
         print("no text-generation models found")
         return 0
     rows = [
-        [m.id, human_count(m.params), human_bytes(m.safetensors_bytes), f"{m.downloads:,}", f"{m.likes:,}",
+        [m.id, human_count(m.params), human_bytes(m.safetensors_bytes),
+         {True: "yes", False: "no", None: "?"}[m.convertible], f"{m.downloads:,}", f"{m.likes:,}",
          "gated" if m.gated else "", m.license or "", m.last_modified.date().isoformat() if m.last_modified else ""]
         for m in models
     ]  # fmt: skip
-    print(table(rows, ["MODEL", "PARAMS", "SIZE", "DOWNLOADS", "LIKES", "ACCESS", "LICENSE", "UPDATED"]))
+    print(table(rows, ["MODEL", "PARAMS", "SIZE", "CONVERTS", "DOWNLOADS", "LIKES", "ACCESS", "LICENSE", "UPDATED"]))
     return 0

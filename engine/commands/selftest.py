@@ -13,6 +13,8 @@ import time
 import traceback
 from pathlib import Path
 
+from engine.commands import _args
+
 NAME = "selftest"
 HELP = "check this installation: quantize the demo model to Q8_0, load it and generate a few tokens"
 ORDER = 90
@@ -23,8 +25,8 @@ PROMPT = "What is 2 plus 3?"
 def add_arguments(p):
     p.add_argument("--model", default="demo",
                    help="Hugging Face model folder to test with (default: the demo model Nibble ships)")
-    p.add_argument("--tokens", type=int, default=8, help="tokens to generate (8)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--tokens", type=_args.positive_int("tokens"), default=8, help="tokens to generate (8)")
+    p.add_argument("--threads", type=_args.positive_int("threads"), default=None, help="CPU threads (default: all)")
 
 
 def _step(name: str, fn):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from engine.commands import _args
 from engine.core.progress import TextReporter
 from engine.analysis.stats import compute_stats
 
@@ -16,8 +17,8 @@ ORDER = 45
 def add_arguments(parser) -> None:
     parser.add_argument("original", help="the original Hugging Face folder (or an unquantized GGUF)")
     parser.add_argument("quantized", help="a .gguf file or an AWQ folder made from it")
-    parser.add_argument("--bins", type=int, default=64, help="histogram bins (default 64)")
-    parser.add_argument("--top", type=int, default=10, help="how many worst tensors to list (default 10)")
+    parser.add_argument("--bins", type=_args.positive_int("bins"), default=64, help="histogram bins (default 64)")
+    parser.add_argument("--top", type=_args.non_negative_int("tensors"), default=10, help="how many worst tensors to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print everything, histograms included, as JSON")
 
 

@@ -31,7 +31,7 @@ def human_count(n: int | None) -> str:
 
 def parse_count(text: str) -> int:
     """'7B', '500M', '1.5b', '3000000' -> a number of parameters."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmbt]?)\s*", text, re.I)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*", text, re.I)
     if not m:
         raise NibbleError(f"'{text}' is not a parameter count: write e.g. 8B, 500M or 1.5B")
     return int(float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}[m.group(2).lower()])
@@ -41,3 +41,16 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str, setting: str = "size") -> int:
+    """'50GB', '3900MiB', '4.2 GB', '123456' -> bytes (GB = 10^9, GiB = 2^30, as the Hub and llama.cpp write them)."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", str(text), re.I)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _SIZE_UNITS or m.group(1).count(".") > 1:
+        raise NibbleError(f"{setting} '{text}' is not a size: write e.g. 50GB, 3900MiB or a number of bytes")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])

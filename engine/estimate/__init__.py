@@ -200,7 +200,15 @@ def _max_gpu_layers(plan, lay, ctx, kv_type, m, swa_full) -> int:
 
 def _suggest(plan, qtype, lay, ctx, kv_type, gpu_layers, m: Machine, swa_full):
     """The largest setting that fits: more GPU layers, then a shorter context, a smaller KV type, a smaller
-    quant type — the first change that is enough."""
+    quant type — the first change that is enough. GPU layers asked for on a machine without a free GPU
+    are the first thing to drop."""
+    if gpu_layers and not m.free_vram_bytes:
+        if _run_fits(run_memory(plan, lay, ctx, kv_type, 0, swa_full), m):
+            return {"gpu_layers": 0}, "no GPU memory here: use 0 GPU layers"
+        suggestion, text = _suggest(plan, qtype, lay, ctx, kv_type, 0, m, swa_full)
+        if suggestion is None:
+            return None, text
+        return {"gpu_layers": 0, **suggestion}, f"no GPU memory here: use 0 GPU layers and {text.removeprefix('use ')}"
     if m.free_vram_bytes:
         g = _max_gpu_layers(plan, lay, ctx, kv_type, m, swa_full)
         if g > gpu_layers:

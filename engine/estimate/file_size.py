@@ -46,7 +46,7 @@ class FileLayout:
 def _header_bytes(plan: ModelPlan) -> int:
     cached = plan._cache.get("header")
     if cached is None:
-        infos = sum(8 + len(t.name.encode()) + 4 + 8 * len(t.ne) + 4 + 8 for t in plan.tensors)
+        infos = sum(8 + len(t.name.encode()) + 4 + 8 * t.n_dims + 4 + 8 for t in plan.tensors)
         kv = plan.metadata_bytes
         cached = plan._cache["header"] = pad(_FIXED_HEADER + kv + infos)
     return cached

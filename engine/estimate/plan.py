@@ -19,37 +19,8 @@ from pathlib import Path
 import gguf
 
 from engine.core.errors import NibbleError
-
-# Hugging Face architecture class -> GGUF architecture, for the families Nibble converts.
-HF_ARCHES: dict[str, gguf.MODEL_ARCH] = {
-    "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
-    "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE,
-    "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3,
-    "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE,
-    "GemmaForCausalLM": gguf.MODEL_ARCH.GEMMA,
-    "Gemma2ForCausalLM": gguf.MODEL_ARCH.GEMMA2,
-    "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3,
-    "Phi3ForCausalLM": gguf.MODEL_ARCH.PHI3,
-    "OlmoForCausalLM": gguf.MODEL_ARCH.OLMO,
-    "Olmo2ForCausalLM": gguf.MODEL_ARCH.OLMO2,
-    "StableLmForCausalLM": gguf.MODEL_ARCH.STABLELM,
-    "GraniteForCausalLM": gguf.MODEL_ARCH.GRANITE,
-}
-
-# Every n-th layer attends globally, the others through a sliding window (llama.cpp's SWA pattern).
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
-
-# Tensors the converter always stores as F32 whatever the source dtype (besides 1-D tensors and norms).
-_F32_TENSORS = (
-    gguf.MODEL_TENSOR.FFN_GATE_INP,
-    gguf.MODEL_TENSOR.FFN_GATE_INP_SHEXP,
-    gguf.MODEL_TENSOR.POS_EMBD,
-    gguf.MODEL_TENSOR.TOKEN_TYPES,
-    gguf.MODEL_TENSOR.SSM_CONV1D,
-)
+from engine.models import families
+from engine.models.families.hparams import text_config
 
 _SAFETENSORS_DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F32"}
 
@@ -71,6 +42,14 @@ class PlanTensor:
         n = 1
         for d in self.ne:
             n *= d
+        return n
+
+    @property
+    def n_dims(self) -> int:
+        """Dimensions as ggml counts them: trailing dimensions of 1 do not count."""
+        n = len(self.ne)
+        while n > 1 and self.ne[n - 1] == 1:
+            n -= 1
         return n
 
     @property
@@ -149,6 +128,9 @@ def load_plan(model: str | os.PathLike) -> ModelPlan:
             raise NibbleError(f"{path}: not a GGUF file; give a .gguf file, a model folder or a Hub model id")
         return plan_from_gguf(path)
     if path.is_dir():
+        from engine.models.resolve import check_folder_config
+
+        check_folder_config(path, str(path))  # the one policy on repository code
         return plan_from_folder(path)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         return plan_from_hub(text)
@@ -220,11 +202,9 @@ def _plan_via_converter(folder: Path) -> ModelPlan:
         w.write_kv_data_to_file()
         w.close()
         kv_bytes = _kv_section_bytes(gguf.GGUFReader(head, "r"))
-    tensors = [PlanTensor(t.gguf_name, tuple(reversed(t.shape)), t.ggml_type.name) for t in planned]
     base = plan_from_hf(src.config, {n: {"dtype": i.dtype, "shape": list(i.shape)} for n, i in src.tensors.items()},
                         source=str(folder), source_kind="folder", source_bytes=src.total_bytes, metadata_bytes=0,
                         name=folder.name)
-    base.tensors = tuple(sort_tensors(tensors))
     base.metadata_bytes = kv_bytes
     base.metadata_exact = True
     return base
@@ -243,18 +223,25 @@ def _kv_section_bytes(reader: gguf.GGUFReader) -> int:
 def plan_from_hub(repo_id: str) -> ModelPlan:
     """Plan for a Hub model: config.json (one small download) and safetensors headers (range requests)."""
     try:
-        from huggingface_hub import get_safetensors_metadata, hf_hub_download
+        from huggingface_hub import get_safetensors_metadata
         from huggingface_hub.errors import HfHubHTTPError, NotASafetensorsRepoError
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise NibbleError("huggingface_hub is not installed; pip install huggingface-hub") from exc
+    from engine.hub.api import fetch_json
+    from engine.hub.common import check_repo_id, hub_errors, require_online
+
+    check_repo_id(repo_id)
+    require_online()
     try:
-        config = json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
-        meta = get_safetensors_metadata(repo_id)
+        with hub_errors(repo_id):
+            try:
+                config = fetch_json(repo_id, "config.json", None, None)
+                meta = get_safetensors_metadata(repo_id)
+            except HfHubHTTPError as exc:
+                raise NibbleError(f"{repo_id}: could not read it from the Hub ({str(exc).splitlines()[0]}); "
+                                  "check the id, your network or HF_TOKEN") from None
     except NotASafetensorsRepoError as exc:
         raise NibbleError(f"{repo_id}: has no safetensors weights on the Hub; Nibble reads safetensors only") from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise NibbleError(f"{repo_id}: could not read it from the Hub ({str(exc).splitlines()[0]}); "
-                          "check the id, your network or HF_TOKEN") from exc
     tensors: dict[str, dict] = {}
     source_bytes = 0
     for fmeta in meta.files_metadata.values():
@@ -264,7 +251,7 @@ def plan_from_hub(repo_id: str) -> ModelPlan:
     tok = tok_cfg = None
     for fname in ("tokenizer.json", "tokenizer_config.json"):
         try:
-            data = _read_json(Path(hf_hub_download(repo_id, fname)))
+            data = fetch_json(repo_id, fname, None, None)
         except Exception:  # the tokenizer only refines the metadata size; a missing one is fine
             data = None
         if fname == "tokenizer.json":
@@ -276,109 +263,44 @@ def plan_from_hub(repo_id: str) -> ModelPlan:
                         metadata_bytes=meta_bytes, name=repo_id.split("/")[-1])
 
 
-def _text_config(config: dict) -> dict:
-    return config.get("text_config") or config
-
-
 def plan_from_hf(config: dict, st_tensors: dict[str, dict], *, source: str, source_kind: str,
                  source_bytes: int, metadata_bytes: int, name: str = "") -> ModelPlan:
-    """Build a plan from a parsed config.json and the safetensors tensor table (name -> dtype, shape)."""
-    archs = config.get("architectures") or []
-    arch = next((HF_ARCHES[a] for a in archs if a in HF_ARCHES), None)
-    if arch is None:
-        raise NibbleError(f"{source}: architecture {archs or 'unknown'} is not supported; "
-                          f"supported: {', '.join(sorted(HF_ARCHES))}")
-    arch_name = gguf.MODEL_ARCH_NAMES[arch]
-    cfg = _text_config(config)
-    n_layer = int(cfg["num_hidden_layers"])
-    n_embd = int(cfg["hidden_size"])
-    n_head = int(cfg["num_attention_heads"])
-    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
-    head_dim = int(cfg.get("head_dim") or n_embd // n_head)
-    n_ff = int(cfg.get("intermediate_size") or 4 * n_embd)
-    n_vocab = int(cfg.get("vocab_size") or 0)
-    n_expert = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
-    n_expert_used = int(cfg.get("num_experts_per_tok") or 0)
-    n_ctx_train = int(cfg.get("max_position_embeddings") or 4096)
+    """Build a plan from a parsed config.json and the safetensors tensor table (name -> dtype, shape).
 
-    name_map = gguf.get_tensor_name_map(arch, n_layer)
-    dtypes: dict[str, int] = {}
-    out: list[PlanTensor] = []
-    experts: dict[str, list[tuple[int, list[int], str]]] = {}
-    for hf_name, info in st_tensors.items():
-        shape = [int(d) for d in info["shape"]]
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "F16")
-        m = re.match(r"(.*\.experts)\.(\d+)\.(.*)$", hf_name)
-        if m:  # per-expert matrices are stacked into one 3-D tensor
-            experts.setdefault(f"{m.group(1)}.{m.group(3)}", []).append((int(m.group(2)), shape, dtype))
-            continue
-        gname = _gguf_name(name_map, hf_name)
-        if gname is None:
-            continue
-        dtypes[dtype] = dtypes.get(dtype, 0) + 1
-        out.append(PlanTensor(gname, tuple(reversed(shape)), _intermediate_type(gname, len(shape), dtype)))
-    for merged, parts in experts.items():
-        gname = _gguf_name(name_map, merged)
-        if gname is None:
-            continue
-        shape = [len(parts), *parts[0][1]]
-        out.append(PlanTensor(gname, tuple(reversed(shape)), _intermediate_type(gname, len(shape), parts[0][2])))
+    The tensor list is the one the model's family plans for the converter, so a Hub model is sized
+    exactly as the file ``nibble quantize`` will write.
+    """
+    where = f"{source}/config.json" if source_kind == "folder" else f"{source}: config.json"
+    fam = families.for_config(config, where)
+    cfg = fam.config(config)
+    hp = fam.hparams(cfg, where)
+    table = {n: (tuple(int(d) for d in i["shape"]), str(i["dtype"])) for n, i in st_tensors.items()}
+    planned = fam.plan_tensors(config, table, where)
+    out = [PlanTensor(t.gguf_name, tuple(reversed(t.shape)), t.ggml_type.name) for t in planned]
     if not out:
-        raise NibbleError(f"{source}: no tensor names matched the {arch_name} layout; is this a base checkpoint?")
-    names = {t.name for t in out}
-    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-    if (rope.get("rope_type") or rope.get("type")) == "llama3" and "rope_freqs.weight" not in names:
-        out.append(PlanTensor("rope_freqs.weight", (head_dim // 2,), "F32"))
-    if not n_vocab:
-        emb = next((t for t in out if t.name == "token_embd.weight"), None)
-        n_vocab = emb.ne[1] if emb else 0
-
-    window, swa = _sliding_window(arch_name, cfg, n_layer)
-    source_dtype = max(dtypes, key=dtypes.get) if dtypes else "F16"
+        raise NibbleError(f"{source}: no tensor names matched the {fam.name} layout; is this a base checkpoint?")
+    dtypes: dict[str, int] = {}
+    for _, dtype in table.values():
+        d = _SAFETENSORS_DTYPES.get(dtype, "F16")
+        dtypes[d] = dtypes.get(d, 0) + 1
+    arch_name = gguf.MODEL_ARCH_NAMES[fam.gguf_arch]
+    swa = fam.swa_layers(cfg, hp)
+    window = hp.sliding_window if any(swa) else 0
     return ModelPlan(
         source=source, source_kind=source_kind, arch=arch_name, name=name,
-        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
-        head_dim_k=head_dim, head_dim_v=head_dim, n_ff=n_ff, n_vocab=n_vocab, n_ctx_train=n_ctx_train,
-        n_expert=n_expert, n_expert_used=n_expert_used, sliding_window=window, swa_layers=swa,
-        is_70b_class=_is_70b_class(arch_name, n_layer, n_head, n_head_kv, n_expert),
+        n_layer=hp.n_layer, n_embd=hp.n_embd, n_head=hp.n_head, n_head_kv=hp.n_head_kv,
+        head_dim_k=hp.head_dim, head_dim_v=hp.head_dim, n_ff=hp.n_ff, n_vocab=hp.n_vocab or _vocab_rows(out),
+        n_ctx_train=hp.n_ctx_train, n_expert=hp.n_expert, n_expert_used=hp.n_expert_used,
+        sliding_window=window, swa_layers=swa if window else (),
+        is_70b_class=_is_70b_class(arch_name, hp.n_layer, hp.n_head, hp.n_head_kv, hp.n_expert),
         tensors=tuple(sort_tensors(out)), metadata_bytes=metadata_bytes, metadata_exact=False,
-        source_bytes=source_bytes, source_dtype=source_dtype,
+        source_bytes=source_bytes, source_dtype=max(dtypes, key=dtypes.get) if dtypes else "F16",
     )
 
 
-def _gguf_name(name_map: gguf.TensorNameMap, hf_name: str) -> str | None:
-    for suffix in (".weight", ".bias"):
-        if hf_name.endswith(suffix):
-            base = name_map.get_name(hf_name[: -len(suffix)])
-            return None if base is None else base + suffix
-    base = name_map.get_name(hf_name)
-    return None if base is None else base + ".weight"
-
-
-def _intermediate_type(gguf_name: str, n_dims: int, dtype: str) -> str:
-    """The type the converter gives a tensor in the intermediate GGUF (source dtype, F32 for small ones)."""
-    if n_dims <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
-        return "F32"
-    stem = re.sub(r"^blk\.\d+\.", "", gguf_name.rsplit(".", 1)[0])
-    for key in _F32_TENSORS:
-        if gguf.TENSOR_NAMES[key].replace("blk.{bid}.", "") == stem:
-            return "F32"
-    return dtype
-
-
-def _sliding_window(arch: str, cfg: dict, n_layer: int) -> tuple[int, tuple[bool, ...]]:
-    window = int(cfg.get("sliding_window") or 0)
-    if not window or cfg.get("use_sliding_window") is False:
-        return 0, ()
-    layer_types = cfg.get("layer_types")
-    if isinstance(layer_types, list) and len(layer_types) == n_layer:
-        flags = tuple(t == "sliding_attention" for t in layer_types)
-    elif arch in SWA_PATTERN:
-        n = SWA_PATTERN[arch]
-        flags = tuple(il % n < n - 1 for il in range(n_layer))
-    else:  # llama.cpp runs these families with full attention
-        return 0, ()
-    return (window, flags) if any(flags) else (0, ())
+def _vocab_rows(tensors: list[PlanTensor]) -> int:
+    emb = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    return emb.ne[1] if emb else 0
 
 
 def _is_70b_class(arch: str, n_layer: int, n_head: int, n_head_kv: int, n_expert: int) -> bool:
@@ -419,7 +341,7 @@ def _predict_metadata_bytes(config: dict, name: str, tokenizer: dict | None, tok
     """
     total = 24 * 60 + _kv_string("general.name", name)  # ~24 scalar keys of ~60 bytes
     total += _u32_kv("general.file_type") + _u32_kv("general.quantization_version")
-    cfg = _text_config(config)
+    cfg = text_config(config)
     n_vocab = int(cfg.get("vocab_size") or 0)
     if tokenizer:
         model = tokenizer.get("model") or {}
@@ -500,9 +422,9 @@ def plan_from_gguf(path: Path) -> ModelPlan:
 
     window = hp("attention.sliding_window")
     swa: tuple[bool, ...] = ()
-    if window and arch in SWA_PATTERN:
-        n = SWA_PATTERN[arch]
-        swa = tuple(il % n < n - 1 for il in range(n_layer))
+    fam = families.for_gguf_arch(arch)
+    if window and fam is not None and fam.swa_period:
+        swa = fam.swa_pattern(n_layer)
     else:
         window = 0
 

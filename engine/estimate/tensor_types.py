@@ -144,7 +144,7 @@ def choose_types(plan, ft: FT) -> list[QT]:
     result: list[QT] = []
     for t, cat in zip(tensors, cats):
         src = QT[t.src_type]
-        if not allows_quantization(t.name, len(t.ne)):
+        if not allows_quantization(t.name, t.n_dims):
             result.append(src)
             continue
         new = default

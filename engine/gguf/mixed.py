@@ -181,9 +181,11 @@ def measure_profile(model_path: Path, intermediate: Path, calibration: Path, can
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         pairs_file = Path(tmp) / "pairs.npz"
         save_pairs(pairs, pairs_file)
-        res = _run_worker({"kind": "profile", "input": str(intermediate), "calibration_file": str(calibration),
+        res = _run_worker({"kind": "profile", "input": os.path.abspath(intermediate),
+                           "calibration_file": os.path.abspath(calibration),
                            "calibration_name": calibration.name, "threads": threads,
-                           "save_imatrix": str(Path(tmp) / "imatrix.gguf"), "pairs_file": str(pairs_file),
+                           "save_imatrix": os.path.abspath(Path(tmp) / "imatrix.gguf"),
+                           "pairs_file": os.path.abspath(pairs_file),
                            "candidates": {k: list(v) for k, v in candidates.items()}}, reporter)
         kld = {name: {t: 0.5 * e for t, e in errs.items()} for name, errs in res["errors"].items()}
         seconds = time.perf_counter() - started

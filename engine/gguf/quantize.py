@@ -7,6 +7,7 @@ calibration text. Cancelling terminates the child and removes every temporary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -19,6 +20,7 @@ from pathlib import Path
 from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
 from engine.core.spawn import ROOT, child_env, module_argv
+from engine.gguf.files import gguf_type, is_gguf
 
 # llama-quantize's short descriptions, for people choosing a type. The list of types itself is read
 # from the installed library (see quant_types), so new types appear without a change here.
@@ -114,27 +116,40 @@ def _count_types(tensors: list[dict]) -> dict[str, int]:
     return out
 
 
-def _is_gguf(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == b"GGUF"
-
-
-def _block_cancel_signals():
+@contextlib.contextmanager
+def cancel_deferred():
+    """Hold SIGINT and SIGTERM (a Ctrl-C, the GUI's Cancel) until the block ends: around starting the worker,
+    so the cleanup always knows the child it must stop, and around the cleanup, so a second Ctrl-C cannot cut
+    it short. A signal that arrives meanwhile is delivered when the block ends. Main thread only."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
-
-def _restore_signals(old) -> None:
-    import signal
-
-    if old is not None:
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the worker and wait until it is gone (it dies at once on SIGTERM: see engine.gguf.worker)."""
+    with cancel_deferred():
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
 
 def _run_worker(job: dict, reporter: Reporter) -> dict:
@@ -149,16 +164,13 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     buf = b""
     err_tail = b""
     try:
-        # A cancel (SIGINT/SIGTERM) that lands while the worker is being started waits until it is
-        # started, so the cleanup below always knows about the child it must stop.
-        blocked = _block_cancel_signals()
-        try:
+        # The worker unblocks the signals it inherits here and dies at once on them; its stdin stays open
+        # while this process lives, so it also ends when this process is killed.
+        with cancel_deferred():
             proc = subprocess.Popen(
                 module_argv("engine.gguf.worker", json.dumps(job)),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT,
             )
-        finally:
-            _restore_signals(blocked)
         sel.register(proc.stdout, selectors.EVENT_READ)
         # llama.cpp logs to stderr while it loads a model: drain it too, or a full pipe stalls the child
         sel.register(proc.stderr, selectors.EVENT_READ)
@@ -203,32 +215,88 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                         error += "\n" + ev["traceback"]
         err_tail = (err_tail + proc.stderr.read())[-16384:]  # until the child closes it, exiting
         rc = proc.wait()
+        stderr = err_tail.decode("utf-8", "replace").strip().splitlines()
     except BaseException:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
         raise
     finally:
         sel.close()
+    _stop(proc)
     if rc != 0 or result is None:
         if error and not error.startswith("internal error"):
             raise NibbleError(error)
-        stderr = err_tail.decode("utf-8", "replace").strip().splitlines()
+        if rc < 0:
+            import signal
+
+            if -rc in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C that reached the worker first
+                raise Cancelled()
+            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            raise NibbleError(f"llama.cpp's quantizer was stopped by {name}"
+                              + (" (out of memory?)" if -rc == signal.SIGKILL else "")
+                              + "; nothing was written: try again, or a smaller type or model")
         detail = error or (stderr[-1] if stderr else f"exit code {rc}")
         raise RuntimeError(f"the llama.cpp worker failed: {detail}")
     return result
 
 
-def _raise_if_disk_full(out: Path) -> None:
-    import shutil
+def _rough_bits(qt: QuantType) -> float:
+    """Bits per weight to expect of a type, for the free-space check before work (errs on the large side)."""
+    name = qt.name
+    for prefix, bits in (("F32", 32), ("F16", 16), ("BF16", 16), ("Q8", 8.5), ("Q6", 6.6), ("Q5", 6), ("IQ4", 4.6),
+                         ("Q4", 5), ("Q3", 4.4), ("IQ3", 4), ("Q2", 3.5), ("IQ2", 3), ("IQ1", 2), ("TQ", 2.1)):
+        if name.startswith(prefix):
+            return bits
+    return 16.0
 
-    free = shutil.disk_usage(out.parent).free
-    if free < 64 * 2**20:
-        raise NibbleError(f"disk full while writing {out} ({free / 2**20:.0f} MiB free); free some space in {out.parent} and try again")
+
+def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibration=None, imatrix_chunks=None,
+                        save_imatrix=None, threads=None, extra_bytes: int = 0) -> dict:
+    """Every check :func:`quantize` makes before work, so a longer job in front of it (AWQ's scales) can make
+    them first. Returns what quantize needs: type, paths, input files. ``extra_bytes``: space the caller
+    needs beside the output besides ours."""
+    from engine.core.errors import check_at_least
+    from engine.core.outputs import check_free_space, check_output, input_files
+    from engine.models.source import resolve_model_path
+
+    qt = find_type(qtype)
+    check_at_least(imatrix_chunks, 1, "--imatrix-chunks", optional=True)
+    check_at_least(threads, 1, "--threads", optional=True)
+    out = Path(out_path).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise NibbleError(f"--out {out}: the output of a GGUF quantization must end in .gguf")
+    if imatrix and calibration:
+        raise NibbleError("give either --imatrix or --calibration, not both")
+    src_path = resolve_model_path(model)
+    default_cal = calibration is not None and str(calibration) == "default"
+    cal_path = Path(calibration).expanduser() if calibration and not default_cal else None
+    if cal_path is not None:
+        if not cal_path.is_file():
+            raise NibbleError(f"--calibration {calibration}: file not found")
+        if cal_path.stat().st_size < 1024:
+            raise NibbleError(f"--calibration {cal_path}: only {cal_path.stat().st_size} bytes; give at least a few pages of text")
+    if imatrix and not Path(imatrix).expanduser().is_file():
+        raise NibbleError(f"--imatrix {imatrix}: file not found")
+    if save_imatrix and not calibration:
+        raise NibbleError(f"--save-imatrix {save_imatrix}: there is no importance matrix to save; add --calibration FILE")
+    inputs = [*input_files(src_path), Path(imatrix).expanduser() if imatrix else None, cal_path]
+    check_output(out, inputs=inputs, replaceable=lambda p: gguf_type(p) == "model", kind="a GGUF model")
+    saved = None
+    if save_imatrix:
+        saved = check_output(Path(save_imatrix), what="--save-imatrix", inputs=[*inputs, out],
+                             replaceable=lambda p: gguf_type(p) == "imatrix", kind="an importance matrix")
+    gguf_input = is_gguf(src_path)
+    if src_path.is_file() and not gguf_input:
+        raise NibbleError(f"{src_path} is neither a GGUF file nor a model folder")
+    src_bytes = sum(f.stat().st_size for f in input_files(src_path) if f.suffix in (".safetensors", ".gguf"))
+    need = int(src_bytes * _rough_bits(qt) / 16) + (0 if gguf_input else src_bytes) + extra_bytes + 16 * 2**20
+    check_free_space(out.parent, need)
+    if default_cal:  # for the demo, its own dialogues rather than general English (made on first use)
+        from engine.models.demo import default_calibration_path
+
+        cal_path = default_calibration_path(src_path)
+    return {"type": qt, "out": out, "src": src_path, "gguf_input": gguf_input, "calibration": cal_path,
+            "imatrix": Path(imatrix).expanduser() if imatrix else None, "save_imatrix": saved}
 
 
 def quantize(
@@ -246,72 +314,65 @@ def quantize(
     """Quantize ``model`` (a Hugging Face folder, ``demo`` or an unquantized GGUF) to ``qtype`` at ``out_path``.
 
     ``calibration`` is a text file to compute an importance matrix from ("default": Nibble's shipped
-    text, or for the demo model its own dialogues); ``imatrix`` is an importance matrix file from llama-imatrix or ``save_imatrix``.
+    text, or for the demo model its own dialogues); ``imatrix`` is an importance matrix file from llama-imatrix or
+    ``save_imatrix``. Every output (``out_path``, ``save_imatrix``) is written under a temporary name and
+    renamed only when the whole job succeeded; neither may name an input.
     """
-    from engine.gguf.convert import check_output_folder, convert_to_gguf, temp_path_for
-    from engine.models.source import open_source, resolve_model_path
+    from engine.core.outputs import temp_path, write_error
+    from engine.gguf.convert import convert_to_gguf
+    from engine.models.source import open_source
 
     reporter = reporter or Reporter()
     started = time.perf_counter()
-    qt = find_type(qtype)
-    out = Path(out_path)
-    if out.suffix.lower() != ".gguf":
-        raise NibbleError(f"--out {out}: the output of a GGUF quantization must end in .gguf")
-    if out.is_dir():
-        raise NibbleError(f"--out {out} is a folder; give a file name ending in .gguf")
-    if imatrix and calibration:
-        raise NibbleError("give either --imatrix or --calibration, not both")
-    cal_path: Path | None = None
-    if calibration:
-        if str(calibration) == "default":  # for the demo, its own dialogues rather than general English
-            from engine.models.demo import default_calibration_path
-
-            cal_path = default_calibration_path(resolve_model_path(model))
-        else:
-            cal_path = Path(calibration)
-        if not cal_path.is_file():
-            raise NibbleError(f"--calibration {calibration}: file not found")
-        if cal_path.stat().st_size < 1024:
-            raise NibbleError(f"--calibration {cal_path}: only {cal_path.stat().st_size} bytes; give at least a few pages of text")
-    if imatrix and not Path(imatrix).is_file():
-        raise NibbleError(f"--imatrix {imatrix}: file not found")
-    src_path = resolve_model_path(model)
-    if src_path.resolve() == out.resolve():
-        raise NibbleError(f"--out {out} is the input file; choose another name so the original is kept")
-
-    check_output_folder(out)
-    cleanup: list[Path] = []
-    part = temp_path_for(out, "part")
-    cleanup.append(part)
+    a = check_quantize_args(model, qtype, out_path, imatrix=imatrix, calibration=calibration,
+                            imatrix_chunks=imatrix_chunks, save_imatrix=save_imatrix, threads=threads)
+    qt, out, src_path, cal_path = a["type"], a["out"], a["src"], a["calibration"]
+    part = temp_path(out, "part")
+    im_part = temp_path(a["save_imatrix"], "part") if a["save_imatrix"] else None
+    cleanup = [p for p in (part, im_part) if p is not None]
     try:
-        if _is_gguf(src_path):
+        if a["gguf_input"]:
             intermediate = src_path
-        elif src_path.is_file():
-            raise NibbleError(f"{src_path} is neither a GGUF file nor a model folder")
         else:
             src = open_source(src_path)
-            intermediate = temp_path_for(out, "unquantized")
+            intermediate = temp_path(out, "unquantized")
             cleanup.append(intermediate)
             convert_to_gguf(src, intermediate, reporter=reporter)
         reporter.check_cancel()
+        absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 (the worker runs elsewhere)
         job = {
-            "input": str(intermediate), "output": str(part), "ftype": qt.ftype, "type": qt.name,
-            "threads": threads, "imatrix_file": str(imatrix) if imatrix else None,
-            "calibration_file": str(cal_path) if cal_path else None,
+            "input": absolute(intermediate), "output": absolute(part), "ftype": qt.ftype, "type": qt.name,
+            "source_name": str(model),
+            "threads": threads, "imatrix_file": absolute(a["imatrix"]), "calibration_file": absolute(cal_path),
             "calibration_name": cal_path.name if cal_path else None,
-            "imatrix_chunks": imatrix_chunks, "save_imatrix": str(save_imatrix) if save_imatrix else None,
+            "imatrix_chunks": imatrix_chunks, "save_imatrix": absolute(im_part),
         }
         try:
             res = _run_worker(job, reporter)
         except NibbleError:
             _raise_if_disk_full(out)
             raise
-        os.replace(part, out)
+        try:
+            os.replace(part, out)
+            if im_part is not None:
+                os.replace(im_part, a["save_imatrix"])
+        except OSError as exc:
+            raise write_error(exc, out) from None
     finally:
-        for p in cleanup:
-            if p != src_path:
-                p.unlink(missing_ok=True)
+        with cancel_deferred():
+            for p in cleanup:
+                if p != src_path:
+                    p.unlink(missing_ok=True)
     return QuantizeResult(
         output=out, type=qt.name, file_bytes=out.stat().st_size, seconds=time.perf_counter() - started,
         tensors=res.get("tensors", []), imatrix_entries=res.get("imatrix_entries", 0),
     )
+
+
+def _raise_if_disk_full(out: Path) -> None:
+    import shutil
+
+    from engine.core.outputs import disk_full_error
+
+    if shutil.disk_usage(out.parent).free < 64 * 2**20:
+        raise disk_full_error(out)

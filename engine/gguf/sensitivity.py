@@ -113,9 +113,20 @@ def measure_sensitivity(model_dir: str | Path, text: str, *, windows: int = 16, 
     return _to_gguf(planned, linears, rows, cols, counts, n_tok, src)
 
 
-def _to_gguf(planned, linears, rows, cols, counts, n_tok, src) -> dict[str, Pairs]:
-    from engine.gguf.convert import permute_qk
+def _rows_as_converted(r: np.ndarray, t) -> np.ndarray:
+    """Per-row weights taken through the converter's row transforms of ``t`` (q/k permutation, rows kept)."""
+    from engine.models.families.tensors import permute_qk
 
+    v = r.reshape(-1, 1)
+    for op, arg in t.ops:
+        if op == "permute":
+            v = permute_qk(v, int(arg))
+        elif op == "rows":
+            v = v[: int(arg)]
+    return v.reshape(-1)
+
+
+def _to_gguf(planned, linears, rows, cols, counts, n_tok, src) -> dict[str, Pairs]:
     out: dict[str, Pairs] = {}
     emb_name = next((n for n, t in planned.items() if t.gguf_name == "token_embd.weight"), None)
     for name, m in linears.items():
@@ -129,8 +140,7 @@ def _to_gguf(planned, linears, rows, cols, counts, n_tok, src) -> dict[str, Pair
             t = planned[emb_name]
         if t is None:
             continue
-        if t.permute_heads:
-            r = permute_qk(r.reshape(-1, 1), t.permute_heads).reshape(-1)
+        r = _rows_as_converted(r, t)
         if tuple(t.shape) != (r.size, c.size):  # fused or split on conversion: keep what still lines up
             scale = float(r.mean())
             r = None

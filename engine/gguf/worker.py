@@ -7,8 +7,33 @@ this process to cancel, and removes what it was writing.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # llama.cpp's libraries first: see engine.core.llama
-    from engine.core.llama import preload
+if __name__ == "__main__":
+    import os
+    import signal
+    import threading
+
+    # The parent starts this process with SIGINT and SIGTERM held (engine.gguf.quantize.cancel_deferred):
+    # take them back, and let them end the process at once, even inside native code.
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def _exit_with_parent() -> None:
+        """The parent holds our stdin open while it lives: its end (even by SIGKILL) ends this worker."""
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(3)
+
+    import stat
+
+    if stat.S_ISFIFO(os.fstat(0).st_mode):
+        threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+    from engine.core.llama import preload  # llama.cpp's libraries first: see engine.core.llama
 
     preload()
 
@@ -17,6 +42,7 @@ import json
 import re
 import sys
 import traceback
+from pathlib import Path
 
 from engine.core.errors import NibbleError
 from engine.core.progress import JsonLinesReporter
@@ -154,12 +180,31 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
                 f"{job['type']} needs an importance matrix: add --calibration FILE (or --calibration default for "
                 "Nibble's shipped text) or --imatrix FILE"
             )
-        tail = [ln for ln in capture.lines if ln.strip()][-3:]
-        raise NibbleError(f"llama.cpp could not quantize to {job['type']}: {' / '.join(tail) or 'error ' + str(rc)}")
+        raise _failure(job, capture.lines, rc)
     needs_imatrix = "will require an imatrix" in log
     fallbacks = sum(1 for ln in capture.lines if "falling back" in ln)
     return {"tensors": capture.tensors, "needs_imatrix": needs_imatrix, "fallbacks": fallbacks,
             "imatrix_entries": len(im.sums) if im else 0}
+
+
+def _failure(job: dict, lines: list[str], rc: int) -> NibbleError:
+    """llama.cpp's reason for refusing, in one line that names the model and what to do."""
+    source = job.get("source_name") or job["input"]
+    reason = next((m.group(1).strip() for ln in reversed(lines) if (m := re.search(r"failed to quantize: (.*)", ln))),
+                  None)
+    if reason and (m := re.search(r"tensor '([^']+)' has invalid data", reason)):
+        return NibbleError(f"{source}: tensor {m.group(1)} holds NaN or infinite values, so the weights are "
+                           "damaged; download the model again or use an intact copy")
+    if reason and (m := re.search(r"requantizing from type (\S+) is disabled", reason)):
+        return NibbleError(f"{source} is already quantized ({m.group(1)}); quantize from the original model "
+                           "or an F16, BF16 or F32 GGUF")
+    if reason and re.search(r"iostream error|failed to write|No space|File too large", reason):
+        from engine.core.outputs import disk_full_error
+
+        return disk_full_error(Path(job["output"]))
+    if not reason:
+        reason = next((ln.strip() for ln in reversed(lines) if ln.strip()), f"error {rc}")
+    return NibbleError(f"llama.cpp could not quantize {source} to {job['type']}: {reason[:300]}")
 
 
 def main(argv: list[str]) -> int:

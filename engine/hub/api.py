@@ -9,20 +9,23 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
-from huggingface_hub import ModelInfo, constants
+from huggingface_hub import ModelInfo
 from huggingface_hub.errors import (
     GatedRepoError,
     RepositoryNotFoundError,
 )
-from huggingface_hub.file_download import hf_hub_download, repo_folder_name
+from huggingface_hub.file_download import hf_hub_url, repo_folder_name
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from engine.core.errors import NibbleError
+from engine.models import families
 from engine.hub.common import (
     TIMEOUT,
     api_client,
+    check_file_name,
+    check_repo_id,
+    check_revision,
     endpoint,
     hub_errors,
     require_online,
@@ -31,7 +34,8 @@ from engine.hub.common import (
 from engine.models.resolve import INDEX_FILE, cache_dir, check_config
 
 _TEXT_GENERATION = "text-generation"
-_SEARCH_FIELDS = ["downloads", "likes", "safetensors", "gated", "cardData", "pipeline_tag", "lastModified", "tags", "private"]
+_SEARCH_FIELDS = ["downloads", "likes", "safetensors", "gated", "cardData", "pipeline_tag", "lastModified", "tags", "private",
+                  "config"]
 _DTYPE_BYTES = {
     "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
@@ -42,9 +46,6 @@ _SUPPORT_FILES = re.compile(
     r"|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(jinja|json)|spiece\.model"
     r"|model\.safetensors\.index\.json)"
 )
-
-log = logging.getLogger(__name__)
-
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,23 @@ class HubModel:
     tensors: list[TensorSpec] = field(default_factory=list)
     config: dict | None = None
     needs_token: bool = False  # gated/private and no token with access: tensors/config not read
+    architecture: str | None = None  # from config.json's architectures (or model_type)
+    family: str | None = None  # the registered family Nibble converts it as; None: it cannot (or unknown)
+
+    @property
+    def convertible(self) -> bool | None:
+        """Whether Nibble can convert it, judged from config.json before any download; None: no config seen."""
+        return None if self.architecture is None else self.family is not None
+
+
+def _mark_family(model: HubModel, config: dict | None) -> None:
+    """Fill ``architecture`` and ``family`` from a config.json (or the Hub's summary of it)."""
+    if not isinstance(config, dict):
+        return
+    archs = config.get("architectures") or []
+    model.architecture = archs[0] if archs else config.get("model_type")
+    fam = families.find(config)
+    model.family = fam.name if fam is not None else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,7 +133,7 @@ def _from_info(info: ModelInfo) -> HubModel:
     if info.safetensors:
         params = int(info.safetensors.total)
         size = sum(int(n) * _DTYPE_BYTES.get(dtype, 2) for dtype, n in info.safetensors.parameters.items())
-    return HubModel(
+    model = HubModel(
         id=info.id,
         downloads=info.downloads or 0,
         likes=info.likes or 0,
@@ -128,6 +146,8 @@ def _from_info(info: ModelInfo) -> HubModel:
         private=bool(info.private),
         sha=info.sha,
     )
+    _mark_family(model, getattr(info, "config", None))
+    return model
 
 
 def search_models(
@@ -180,14 +200,40 @@ def search_models(
     return models[:limit]
 
 
-def fetch_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict:
-    path = hf_hub_download(
-        repo_id, filename, revision=sha, token=token, cache_dir=constants.HF_HUB_CACHE, etag_timeout=TIMEOUT
-    )
+#: The largest JSON file read from the Hub (a big sharded model's index is a few MB).
+MAX_JSON_BYTES = 64 << 20
+
+
+def fetch_json(repo_id: str, filename: str, sha: str | None, token: str | None) -> dict:
+    """A small JSON file of a repository, read into memory (nothing is written: the download stores files,
+    under names it has checked)."""
+    check_file_name(filename, repo_id)
+    if sha and re.fullmatch(r"[0-9a-f]{40}", sha):  # a downloaded snapshot already holds it
+        cached = cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / sha / filename
+        if cached.is_file():
+            try:
+                return json.loads(cached.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass  # damaged: read it from the Hub
+    url = hf_hub_url(repo_id, filename, revision=sha or "main", endpoint=endpoint())
+    body = bytearray()
+    with get_session().stream("GET", url, headers=build_hf_headers(token=token), timeout=TIMEOUT,
+                              follow_redirects=True) as r:
+        if r.status_code >= 400:
+            r.read()
+            hf_raise_for_status(r)
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise NibbleError(f"{repo_id}: {filename} is larger than {MAX_JSON_BYTES >> 20} MB; the repository "
+                                  "looks broken")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except ValueError as exc:
         raise NibbleError(f"{repo_id}: {filename} is not valid JSON ({exc}); the repository looks broken") from None
+    if not isinstance(data, dict):
+        raise NibbleError(f"{repo_id}: {filename} is not a JSON object; the repository looks broken")
+    return data
 
 
 def weight_files(names: list[str], weight_map: dict | None) -> list[str]:
@@ -202,6 +248,8 @@ def weight_files(names: list[str], weight_map: dict | None) -> list[str]:
 
 def repo_model(repo_id: str, revision: str | None, token: str | None) -> HubModel:
     """Model info with the file list (sizes, LFS checksums) of one revision."""
+    check_repo_id(repo_id)
+    check_revision(revision)
     info = api_client(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=TIMEOUT)
     model = _from_info(info)
     model.files = [HubFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None) for s in info.siblings or []]
@@ -226,6 +274,7 @@ def model_details(
         try:
             if "config.json" in names:
                 model.config = fetch_json(repo_id, "config.json", model.sha, token)
+                _mark_family(model, model.config)
             if INDEX_FILE in names:
                 weight_map = fetch_json(repo_id, INDEX_FILE, model.sha, token).get("weight_map") or {}
         except (GatedRepoError, RepositoryNotFoundError):
@@ -317,7 +366,27 @@ def check_repo(repo_id: str, *, revision: str | None = None, token: str | None =
         if "config.json" not in names:
             raise NibbleError(f"{repo_id} has no config.json; Nibble needs a transformers model repository")
         model.config = fetch_json(repo_id, "config.json", model.sha, token)
-    check_config(model.config, repo_id)
+    note = check_config(model.config, repo_id)
+    if note:
+        log.warning(note)
+    _mark_family(model, model.config)
     return model
+
+
+_REQUANTIZABLE = re.compile(r"(f16|bf16|q8_0)", re.I)
+
+
+def conversion_note(model: HubModel) -> str | None:
+    """One line for a model Nibble cannot convert: why, and the GGUF in the same repository it can
+    requantize instead (F16, BF16 or Q8_0), if there is one. None when it can convert it (or cannot tell)."""
+    if model.convertible is not False:
+        return None
+    ggufs = sorted(f.name for f in model.files if f.name.endswith(".gguf") and _REQUANTIZABLE.search(f.name))
+    text = (f"{model.id}: Nibble cannot convert architecture {model.architecture} "
+            f"(it converts {', '.join(sorted(f.name for f in families.families()))})")
+    if ggufs:
+        return (f"{text}; this repository has {ggufs[0]}, which Nibble can requantize: "
+                f"nibble download {model.id} --gguf {ggufs[0]}, then nibble quantize that file")
+    return text + "; look for a GGUF of it (F16, BF16 or Q8_0) to requantize instead"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+from pathlib import PurePosixPath
 
 import httpx2
 from huggingface_hub import HfApi, constants
@@ -45,6 +47,58 @@ def _offline_error(reason: str) -> NibbleError:
 def require_online() -> None:
     if is_offline():
         raise _offline_error("HF_HUB_OFFLINE is set, so Nibble does not contact the Hub")
+
+
+# What the Hub sends, and nothing else is turned into a path: a commit is 40 hex digits, an ETag a git blob id
+# (40) or an LFS sha256 (64), a file name a relative path of ordinary parts.
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_NAME_PART = re.compile(r"[\w.\-+=@ ()\[\],~]+")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}(/[A-Za-z0-9][\w.\-]{0,95})?")
+_REVISION = re.compile(r"[\w.\-]+(/[\w.\-]+)*")
+
+
+def _untrusted(what: str, repo_id: str | None) -> NibbleError:
+    return NibbleError(f"{endpoint()} sent {what} for {repo_id or 'the request'} that the Hugging Face Hub never "
+                       "sends; nothing was saved: check HF_ENDPOINT (a mirror or proxy may be broken or hostile)")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A model id as the user typed it: ``owner/name``; refused before it reaches a URL or a path."""
+    text = str(repo_id).strip()
+    if not _REPO_ID.fullmatch(text) or ".." in text or "--" in text or text.endswith((".", "-")):
+        raise NibbleError(f"'{repo_id}' is not a Hub model id; write it as owner/name, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    return text
+
+
+def check_revision(revision: str | None) -> str | None:
+    if revision is None:
+        return None
+    if not _REVISION.fullmatch(revision) or any(part in ("", ".", "..") for part in revision.split("/")):
+        raise NibbleError(f"--revision {revision}: not a branch, tag or commit name; leave it out to use main")
+    return revision
+
+
+def check_commit(sha: str | None, repo_id: str) -> str:
+    if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):
+        raise _untrusted(f"a commit id {str(sha)[:80]!r}", repo_id)
+    return sha
+
+
+def check_etag(etag: str | None, repo_id: str, name: str) -> str:
+    """The checksum a file is stored and verified under (``blobs/<etag>``)."""
+    if not isinstance(etag, str) or not _ETAG.fullmatch(etag):
+        raise _untrusted(f"a checksum (ETag) {str(etag)[:80]!r} for {name}", repo_id)
+    return etag
+
+
+def check_file_name(name: str, repo_id: str) -> str:
+    """A file name from the Hub's listing or an index: relative, ordinary parts, no way out of the snapshot."""
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if (not parts or name.startswith("/") or "\\" in name or len(name) > 1000
+            or any(p in (".", "..") or not _NAME_PART.fullmatch(p) for p in parts)):
+        raise _untrusted(f"a file name {str(name)[:80]!r}", repo_id)
+    return name
 
 
 def endpoint() -> str:
@@ -109,5 +163,11 @@ def hub_errors(repo_id: str | None, token: str | None = None, revision: str | No
     except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
         reason = type(exc).__name__ if isinstance(exc, httpx2.TransportError) else "connection failed"
         raise _offline_error(f"cannot reach {endpoint()} ({reason})") from None
+    except httpx2.HTTPError as exc:  # too many redirects, an undecodable answer
+        raise NibbleError(f"{endpoint()} gave an answer for {repo_id or 'the request'} that cannot be used "
+                          f"({type(exc).__name__}); try again later or check HF_ENDPOINT") from None
+    except (ValueError, KeyError, TypeError) as exc:  # an answer whose JSON is not what the Hub sends
+        raise NibbleError(f"{endpoint()} gave an answer for {repo_id or 'the request'} that is not what the Hub "
+                          f"sends ({type(exc).__name__}); try again later or check HF_ENDPOINT") from None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.file_download import (
     get_hf_file_metadata,
     hf_hub_url,
@@ -27,6 +28,7 @@ from huggingface_hub.utils import (
 
 from engine.core.units import human_bytes
 from engine.core.errors import Cancelled, NibbleError
+from engine.core.outputs import write_error
 from engine.core.progress import Reporter
 from engine.hub.api import (
     check_repo,
@@ -35,14 +37,21 @@ from engine.hub.api import (
     support_files,
     weight_files,
 )
-from engine.hub.common import TIMEOUT, endpoint, hub_errors, require_online
+from engine.hub.common import (
+    TIMEOUT,
+    check_commit,
+    check_etag,
+    check_file_name,
+    check_repo_id,
+    check_revision,
+    endpoint,
+    hub_errors,
+    require_online,
+)
 from engine.models.resolve import INDEX_FILE
 
 #: Bytes between two progress reports of a download (cancel is checked on every piece received).
 CHUNK_BYTES = 1 << 20
-
-
-log = logging.getLogger(__name__)
 
 
 log = logging.getLogger(__name__)
@@ -110,27 +119,32 @@ class _Transfer:
 
 
 def _download_file(
-    repo_id: str, name: str, sha: str, storage: Path, token: str | None, transfer: _Transfer, retries: int
+    repo_id: str, name: str, sha: str, storage: Path, token: str | None, transfer: _Transfer, retries: int,
+    listed_size: int | None = None,
 ) -> None:
     url = hf_hub_url(repo_id, name, revision=sha, endpoint=endpoint())
     meta = get_hf_file_metadata(url, token=token, timeout=TIMEOUT, endpoint=endpoint())
     if not meta.etag or meta.size is None:
         raise NibbleError(f"{repo_id}: the Hub did not say the size and checksum of {name}; try again later")
-    size = meta.size
-    blob = storage / "blobs" / meta.etag
+    etag = check_etag(meta.etag, repo_id, name)  # it becomes a path: blobs/<etag>
+    size = int(meta.size)
+    if size < 0 or (listed_size is not None and size != listed_size):
+        raise NibbleError(f"{endpoint()} gave two sizes for {name} of {repo_id} ({listed_size} listed, {size} sent); "
+                          "nothing was saved: try again later or check HF_ENDPOINT")
+    blob = storage / "blobs" / etag
     pointer = storage / "snapshots" / sha / name
     blob.parent.mkdir(parents=True, exist_ok=True)
     headers = build_hf_headers(token=token)
     if httpx2.URL(meta.location).host != httpx2.URL(url).host:
         headers.pop("authorization", None)  # signed CDN address: the token stays with the Hub
-    lock = storage.parent / ".locks" / storage.name / f"{meta.etag}.lock"
+    lock = storage.parent / ".locks" / storage.name / f"{etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with WeakFileLock(str(lock)):
         if blob.exists() and blob.stat().st_size == size:
             _link(blob, pointer)
             return
         part = blob.with_name(blob.name + ".incomplete")
-        check = _Checksum(meta.etag, size)
+        check = _Checksum(etag, size)
         have = part.stat().st_size if part.exists() else 0
         if have > size:
             part.unlink()
@@ -142,6 +156,7 @@ def _download_file(
         if have:
             transfer.advance(have, name)
         failures = 0
+        resumable = False
         try:
             while have < size:
                 try:
@@ -161,6 +176,10 @@ def _download_file(
                             try:
                                 # pieces as they arrive, so a dropped connection loses nothing already received
                                 for chunk in r.iter_bytes():
+                                    if have + len(chunk) > size:
+                                        raise NibbleError(
+                                            f"{endpoint()} sent more of {name} than the {size} bytes it announced; "
+                                            "the file was refused: try again later or check HF_ENDPOINT")
                                     out.write(chunk)
                                     check.update(chunk)
                                     have += len(chunk)
@@ -178,6 +197,7 @@ def _download_file(
                 except httpx2.TransportError as exc:
                     failures += 1
                     if failures > retries:
+                        resumable = True
                         raise NibbleError(
                             f"network lost while downloading {name} from {repo_id} ({human_bytes(have)} of "
                             f"{human_bytes(size)} kept; {type(exc).__name__}): run `nibble download {repo_id}` "
@@ -185,9 +205,16 @@ def _download_file(
                         ) from None
                     log.warning("connection to the Hub dropped during %s; resuming at byte %d", name, have)
                     time.sleep(0.5 * failures)
-        except (Cancelled, KeyboardInterrupt):
-            part.unlink(missing_ok=True)  # the user stopped: leave nothing half-written behind
+                except OSError as exc:  # a full disk: what arrived is kept for the next run to resume
+                    if isinstance(exc, HfHubHTTPError):  # an answer of the server, not a write
+                        raise
+                    resumable = True
+                    raise write_error(exc, pointer) from None
+        except NibbleError:
+            if not resumable:
+                part.unlink(missing_ok=True)  # what a server sent wrongly is not kept
             raise
+        # A cancel (Ctrl-C, the GUI's Cancel) keeps blobs/<etag>.incomplete: the next download resumes it.
         if have != size or not check.ok():
             part.unlink(missing_ok=True)
             raise NibbleError(f"{name} from {repo_id} arrived damaged (size or checksum differs); download it again")
@@ -212,6 +239,7 @@ def download_model(
     resumed where it stopped. Progress is in bytes over the whole download.
     """
     reporter = reporter or Reporter()
+    repo_id, revision = check_repo_id(repo_id), check_revision(revision)
     require_online()
     with hub_errors(repo_id, token, revision):
         if gguf:
@@ -230,6 +258,9 @@ def download_model(
             if missing:
                 raise NibbleError(f"{repo_id}: {INDEX_FILE} names files the repository does not have ({missing[0]})")
             wanted = support_files(names) + weight_files(names, weight_map)
+        check_commit(sha, repo_id)
+        for name in wanted:
+            check_file_name(name, repo_id)
         sizes = {f.name: f.size for f in files}
         lfs = {f.name: f.sha256 for f in files if f.sha256}
         storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
@@ -237,7 +268,7 @@ def download_model(
         todo = [n for n in wanted if not (snapshot / n).exists()]
         total = sum(sizes[n] for n in wanted)
         # an interrupted file waits as blobs/<sha256>.incomplete; what it holds needs no new space
-        parts = [storage / "blobs" / f"{lfs[n]}.incomplete" for n in todo if n in lfs]
+        parts = [storage / "blobs" / f"{check_etag(lfs[n], repo_id, n)}.incomplete" for n in todo if n in lfs]
         partial = sum(p.stat().st_size for p in parts if p.exists())
         _check_disk(storage, sum(sizes[n] for n in todo) - partial, repo_id)
         transfer = _Transfer(reporter, total, total - sum(sizes[n] for n in todo))
@@ -245,7 +276,7 @@ def download_model(
                           unit="bytes")  # fmt: skip
         for name in todo:
             reporter.check_cancel()
-            _download_file(repo_id, name, sha, storage, token, transfer, retries)
+            _download_file(repo_id, name, sha, storage, token, transfer, retries, listed_size=sizes.get(name) or None)
         ref = storage / "refs" / (revision or "main")
         if not re.fullmatch(r"[0-9a-f]{40}", revision or ""):
             ref.parent.mkdir(parents=True, exist_ok=True)

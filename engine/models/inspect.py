@@ -46,10 +46,10 @@ def inspect_model(spec: str | Path) -> ModelInfo:
 
 
 def inspect_hf(path: Path) -> ModelInfo:
-    from engine.models.source import SUPPORTED_ARCHITECTURES, open_source
+    from engine.models.source import open_source
 
     src = open_source(path, require_supported=False)
-    cfg = src.config
+    cfg = src.text_config
     tensors = [TensorSummary(t.name, list(t.shape), t.dtype) for t in src.tensors.values()]
     return ModelInfo(
         path=str(path), format="huggingface", architecture=src.hf_architecture,
@@ -57,7 +57,7 @@ def inspect_hf(path: Path) -> ModelInfo:
         vocab_size=int(cfg.get("vocab_size", 0)), tokenizer=src.tokenizer_kind,
         chat_template=bool(src.chat_template()), layers=int(cfg.get("num_hidden_layers", 0)),
         hidden_size=int(cfg.get("hidden_size", 0)), file_bytes=sum(f.stat().st_size for f in src.files),
-        tensors=tensors, supported=src.hf_architecture in SUPPORTED_ARCHITECTURES,
+        tensors=tensors, supported=src.supported,
     )
 
 

@@ -5,6 +5,7 @@ never downloads (that is :mod:`engine.hub.download`'s job); also the one policy 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,27 +25,63 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID.match(text)) and not text.endswith((".gguf", ".safetensors"))
 
 
-def check_config(config: dict, where: str) -> None:
-    """Refuse a model whose config needs the repository's own Python code."""
-    auto_map = config.get("auto_map")
-    if auto_map:
-        classes = ", ".join(sorted({str(v if isinstance(v, str) else v[0]).split(".")[0] for v in auto_map.values()}))
-        raise NibbleError(
-            f"{where} needs its own Python code to load (auto_map in config.json points at {classes}); "
-            "Nibble never runs code from a model repository (trust_remote_code stays off): "
-            "pick a model whose architecture transformers supports natively"
-        )
-    model_type = config.get("model_type")
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+log = logging.getLogger("engine")
+_noted: set[str] = set()
 
-    if not model_type:
+
+def check_config(config: dict, where: str) -> str | None:
+    """The one policy on repository code: a model loads with transformers' own code for its ``model_type``
+    or not at all. Refuses a model_type transformers does not know, or architectures that contradict it;
+    returns a one-line note when the config names the repository's own code (``auto_map``), which Nibble
+    neither runs nor copies into what it writes."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not isinstance(config, dict):
+        raise NibbleError(f"{where}: config.json is not a JSON object; download the model again")
+    model_type = config.get("model_type")
+    if not model_type or not isinstance(model_type, str):
         raise NibbleError(f"{where}: config.json has no model_type, so Nibble cannot tell which architecture it is")
     if model_type not in CONFIG_MAPPING_NAMES:
         raise NibbleError(
             f"{where} uses the architecture '{model_type}', which transformers does not know; it would need the "
             "repository's own code, which Nibble never runs (trust_remote_code stays off)"
         )
+    archs = config.get("architectures") or []
+    own = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    for arch in archs if isinstance(archs, list) else [archs]:
+        if arch in known and own and arch != own:
+            raise NibbleError(
+                f"{where}: config.json contradicts itself (model_type '{model_type}' but architectures {arch}); "
+                "fix config.json or download the model again"
+            )
+    auto_map = config.get("auto_map")
+    if auto_map:
+        names = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+        modules = ", ".join(sorted({str(v if isinstance(v, str) else (v or [""])[0]).split(".")[0] + ".py"
+                                    for v in names}))
+        return (f"{where}: config.json names the repository's own code ({modules}); Nibble loads it with "
+                f"transformers' {model_type} code instead, and never runs or copies the repository's code")
+    return None
 
+
+def check_folder_config(folder: Path, label: str) -> None:
+    """:func:`check_config` for a local model folder, its note logged once a process (``nibble: note:``)."""
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NibbleError(f"{cfg} is not valid JSON ({exc}); download the model again") from None
+    if isinstance(config, dict) and (config.get("quantization_config") or {}).get("quant_method") == "awq" \
+            and not config.get("model_type"):
+        return  # an AWQ folder without model_type: its own reader says what is wrong
+    note = check_config(config, label)
+    if note and str(folder) not in _noted:
+        _noted.add(str(folder))
+        log.warning(note)
 
 
 def weights_complete(folder: Path) -> bool:
@@ -81,11 +118,7 @@ def _resolve_folder(folder: Path, label: str) -> Path:
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         if not weights_complete(folder):
             raise NibbleError(f"{label} is missing safetensors shards named in {INDEX_FILE}; download it again")
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise NibbleError(f"{folder / 'config.json'} is not valid JSON ({exc})") from None
-        check_config(config, label)
+        check_folder_config(folder, label)
         return folder
     if len(ggufs) == 1:
         return ggufs[0]
@@ -140,6 +173,8 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
         return demo_dir()
     path = Path(spec).expanduser()
     if path.exists():
+        if path.is_dir():
+            check_folder_config(path, str(path))
         return path
     if "/" in str(spec) and not str(spec).startswith((".", "/")) and looks_like_repo_id(str(spec).strip()):
         return resolve_model(spec)

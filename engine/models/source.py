@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import NibbleError
+from engine.models import families
 from engine.models.resolve import resolve_model_path
-
-# HF architecture class -> GGUF architecture name. Mistral uses llama's graph in llama.cpp.
-SUPPORTED_ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2",
-    "Qwen3ForCausalLM": "qwen3",
-}
 
 SAFETENSORS_DTYPES = {
     "BF16": (np.uint16, 2),  # bfloat16 kept as raw 16-bit words
@@ -64,12 +57,30 @@ class SourceModel:
         return archs[0] if archs else str(self.config.get("model_type", "unknown"))
 
     @property
+    def family(self):
+        """The registered family of this model (a NibbleError naming config.json if there is none)."""
+        return families.for_config(self.config, str(self.path / "config.json"))
+
+    @property
+    def supported(self) -> bool:
+        return families.find(self.config) is not None
+
+    @property
     def gguf_architecture(self) -> str:
-        return SUPPORTED_ARCHITECTURES[self.hf_architecture]
+        import gguf
+
+        return gguf.MODEL_ARCH_NAMES[self.family.gguf_arch]
 
     @property
     def text_config(self) -> dict:
-        return self.config
+        """The language model's settings as its family reads them (text_config merged, defaults under)."""
+        fam = families.find(self.config)
+        return fam.config(self.config) if fam else self.config
+
+    @property
+    def table(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Tensor name -> (shape, safetensors dtype), what a family plans GGUF tensors from."""
+        return {n: (t.shape, t.dtype) for n, t in self.tensors.items()}
 
     @property
     def param_count(self) -> int:
@@ -146,6 +157,22 @@ class SourceModel:
 
 
 
+def non_finite_error(file: Path, name: str) -> NibbleError:
+    """The one message for weights holding NaN or infinity: quantizing them gives nonsense or fails natively."""
+    return NibbleError(f"{Path(file).name}: tensor {name} holds NaN or infinite values, so the weights are damaged; "
+                       "download the model again or use an intact copy")
+
+
+def check_finite(data: np.ndarray, stored_dtype: str, file: Path, name: str) -> None:
+    """Refuse a tensor with NaN or infinite values (``data`` as :meth:`SourceModel.read_raw` returns it)."""
+    if stored_dtype == "BF16" and data.dtype == np.uint16:
+        bad = bool(np.any((data & 0x7F80) == 0x7F80))
+    else:
+        bad = not bool(np.isfinite(data).all())
+    if bad:
+        raise non_finite_error(file, name)
+
+
 def _is_sentencepiece_bpe(tokenizer_json: Path) -> bool:
     """True when a BPE tokenizer.json is a SentencePiece model in disguise (▁ for spaces, byte fallback)."""
     with open(tokenizer_json, encoding="utf-8") as f:
@@ -217,17 +244,11 @@ def open_source(spec: str | Path, *, require_supported: bool = True) -> SourceMo
         config = json.loads(cfg_file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise NibbleError(f"{cfg_file} is not valid JSON ({exc}); download it again") from exc
-    if "text_config" in config and "num_hidden_layers" not in config:
+    if not isinstance(config, dict):
+        raise NibbleError(f"{cfg_file} does not hold a JSON object; download it again")
+    fam = families.for_config(config, str(cfg_file)) if require_supported else families.find(config)
+    if "text_config" in config and "num_hidden_layers" not in config and not (fam and fam.text_of_multimodal):
         raise NibbleError(f"{cfg_file}: multimodal models are not supported; use a text-only causal language model")
-    archs = config.get("architectures") or []
-    arch = archs[0] if archs else config.get("model_type", "unknown")
-    if require_supported and arch not in SUPPORTED_ARCHITECTURES:
-        raise NibbleError(
-            f"{cfg_file}: architecture {arch} is not supported; Nibble supports "
-            + ", ".join(sorted(SUPPORTED_ARCHITECTURES))
-        )
-    if config.get("auto_map"):
-        raise NibbleError(f"{cfg_file} asks for custom model code (auto_map); Nibble never runs repository code")
     qc = config.get("quantization_config")
     if qc and require_supported:
         raise NibbleError(

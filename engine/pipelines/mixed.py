@@ -100,20 +100,16 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
     types of a saved ``recipe``; writes ``out`` and ``out``'s ``.recipe.json``."""
     from engine.estimate import load_plan
     from engine.estimate.mix import candidate_map
-    from engine.gguf.convert import check_output_folder, temp_path_for
+    from engine.core.outputs import temp_path
     from engine.gguf.mixed import Recipe, file_type_for, load_profile, measure_profile, profile_dir, recipe_path_for
-    from engine.gguf.quantize import _run_worker, find_type
+    from engine.gguf.quantize import _run_worker, check_quantize_args, find_type
 
     reporter = reporter or Reporter()
     started = time.perf_counter()
-    out = Path(out)
-    if out.suffix.lower() != ".gguf" or out.is_dir():
-        raise NibbleError(f"--out {out}: give a file name ending in .gguf")
     if recipe is not None and (target_size is not None or target_bpw is not None):
         raise NibbleError("give --recipe or a target (--target-size/--target-bpw), not both")
     src = _check_source(model)
     plan = load_plan(src)
-    check_output_folder(out)
     if recipe is not None:
         chosen, budget, predicted, cal = _recipe_types(plan, recipe), None, None, None
         if calibration or not imatrix:
@@ -123,13 +119,16 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
 
         budget = budget_for(plan, target_size, target_bpw)  # a bad budget fails before any work
         cal = _calibration(model, calibration, imatrix)
-    inter = temp_path_for(out, "unquantized")
-    part = temp_path_for(out, "part")
+    # the checks every GGUF quantization makes (output path, free space), at the size of the largest candidate
+    out = check_quantize_args(model, "Q8_0", out, imatrix=None if cal else imatrix, calibration=cal,
+                              threads=threads)["out"]
+    inter = Path(os.path.abspath(temp_path(out, "unquantized")))
+    part = Path(os.path.abspath(temp_path(out, "part")))
     profile_seconds = 0.0
     try:
         _convert(src, inter, reporter)
         reporter.check_cancel()
-        job_imatrix = str(imatrix) if imatrix else None
+        job_imatrix = os.path.abspath(imatrix) if imatrix and not cal else None
         if recipe is None:
             from engine.estimate.mix import search
 
@@ -138,13 +137,13 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
             profile_seconds = 0.0 if profile.cached else profile.seconds
             mix = search(plan, profile.kld, budget)
             chosen, predicted = mix.tensor_types, mix.predicted_kld
-            job_imatrix = str(profile.imatrix)
+            job_imatrix = os.path.abspath(profile.imatrix)
         from engine.estimate.mix import mix_layout
 
         lay = mix_layout(plan, chosen)
         ftype = find_type(file_type_for({k: b for k, (_n, b) in lay.type_counts.items()}))
         job = {"input": str(inter), "output": str(part), "ftype": ftype.ftype, "type": "mix", "threads": threads,
-               "imatrix_file": job_imatrix, "calibration_file": None if job_imatrix or not cal else str(cal),
+               "imatrix_file": job_imatrix, "calibration_file": None if job_imatrix or not cal else os.path.abspath(cal),
                "calibration_name": cal.name if cal else None, "tensor_types": chosen}
         _run_worker(job, reporter)
         _check_written(part, chosen, lay.file_bytes)

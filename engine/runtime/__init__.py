@@ -17,7 +17,7 @@ import json
 import pathlib
 import sys
 
-from engine.core.errors import NibbleError
+from engine.core.errors import NibbleError, check_at_least
 from engine.models.resolve import resolve_model_path
 from engine.runtime.base import GenerationResult, Runtime, check_same_vocab, sample_token
 from engine.runtime.gguf import GGUF_MAGIC, GGUFRuntime, check_gguf, read_whole_gguf
@@ -64,6 +64,9 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
     ``share_with_torch``: this process also runs models through torch, so a GGUF on a GPU build of
     llama.cpp runs in a child process (see ``engine.core.llama``).
     """
+    check_at_least(n_ctx, 1, "context length")
+    check_at_least(threads, 1, "threads", optional=True)
+    check_at_least(gpu_layers, -1, "GPU layers", optional=True)
     path = resolve_model_path(path)
     kind = model_kind(path)
     if kind == "gguf":

@@ -1,0 +1,143 @@
+"""Tiny random models of every registered family, for checking Nibble's converter against llama.cpp's.
+
+Each is what a user downloads (config.json from transformers' own config class, safetensors, tokenizer
+files, the family's chat template), float32 so llama.cpp's F32 run can be held to transformers', and
+with wide weights (std 0.2) so a tensor mapped to the wrong place shows in the logits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinymodels import LLAMA3_PATTERN, QWEN2_PATTERN, SAMPLE_TEXT, train_bpe_tokenizer, train_spm_tokenizer
+
+GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                  "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                  "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+PHI3_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5)
+MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+
+# key -> (model_type, tokenizer, BPE pre-tokenizer llama.cpp names it, config overrides)
+SPECS: dict[str, tuple[str, str, str, dict]] = {
+    "gemma2": ("gemma2", "gemma", "", dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=16,
+                                           attn_logit_softcapping=50.0, final_logit_softcapping=30.0)),
+    "gemma3": ("gemma3_text", "gemma", "", dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=16,
+                                                num_hidden_layers=7)),
+    "gemma3-vl": ("gemma3", "gemma", "", {}),
+    "phi3": ("phi3", "spm", "", dict(original_max_position_embeddings=4096)),
+    "phi4-mini": ("phi3", "gpt2", "qwen2", dict(
+        max_position_embeddings=8192, original_max_position_embeddings=2048, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "long_factor": [1.0 + 0.25 * i for i in range(6)], "short_factor": [1.0] * 6,
+                         "original_max_position_embeddings": 2048})),
+    "smollm3": ("smollm3", "llama3", "llama-bpe", dict(num_hidden_layers=4, tie_word_embeddings=True)),
+    "granite": ("granite", "llama3", "llama-bpe", dict(embedding_multiplier=12.0, residual_multiplier=0.22,
+                                                      attention_multiplier=0.0625, logits_scaling=8.0)),
+    "olmo2": ("olmo2", "llama3", "llama-bpe", {}),
+    "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
+    "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
+                                                      use_sliding_window=False, **MOE)),
+    "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
+                                                      use_sliding_window=False, **MOE)),
+}
+
+
+def _gemma_tokenizer(folder: Path) -> None:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SAMPLE_TEXT), model_writer=buf, vocab_size=400, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, split_digits=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True, user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], minloglevel=2,
+    )
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    cfg = {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+           "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False, "chat_template": GEMMA_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+
+
+def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
+    """Write a tokenizer of ``kind`` into ``folder``; returns its size and the config's special token ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind in ("gemma", "spm"):
+        import sentencepiece as spm
+
+        _gemma_tokenizer(folder) if kind == "gemma" else train_spm_tokenizer(folder)
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+        if kind == "spm":  # Phi-3's chat template, its markers as added tokens
+            tc = json.loads((folder / "tokenizer_config.json").read_text())
+            n = sp.vocab_size()
+            tc["added_tokens_decoder"] = {str(n + i): {"content": t, "special": True} for i, t in
+                                          enumerate(("<|user|>", "<|assistant|>", "<|end|>"))}
+            tc["chat_template"] = PHI3_TEMPLATE
+            (folder / "tokenizer_config.json").write_text(json.dumps(tc, indent=1))
+            return n + 3, dict(bos_token_id=1, eos_token_id=2, pad_token_id=None)
+        return sp.vocab_size(), dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    from tokenizers import Tokenizer
+
+    pattern = LLAMA3_PATTERN if kind == "llama3" else QWEN2_PATTERN
+    train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
+    if kind == "gpt2":  # Phi-4-mini declares a GPT-2 tokenizer class
+        tc = json.loads((folder / "tokenizer_config.json").read_text())
+        tc["tokenizer_class"] = "GPT2Tokenizer"
+        (folder / "tokenizer_config.json").write_text(json.dumps(tc, indent=1))
+    t = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    bos = t.token_to_id("<|begin_of_text|>") if kind == "llama3" else None
+    return t.get_vocab_size(), dict(bos_token_id=bos, eos_token_id=t.token_to_id("<|im_end|>"),
+                                    pad_token_id=None)
+
+
+def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0) -> Path:
+    """A tiny random model of ``SPECS[key]`` in ``folder``."""
+    import torch
+    import transformers
+
+    model_type, tok, _, overrides = SPECS[key]
+    folder = Path(folder)
+    n_vocab, special = tokenizer(folder, tok)
+    kw = {**SHAPE, "vocab_size": n_vocab, **special, **overrides}
+    if key == "gemma3-vl":  # the text part of a Gemma 3 multimodal checkpoint, a tiny vision tower beside it
+        text = {**SHAPE, "vocab_size": n_vocab, **special, "head_dim": 16, "sliding_window": 8,
+                "query_pre_attn_scalar": 16}
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      image_size=32, patch_size=8)
+        config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                           image_token_index=n_vocab - 1, **special)
+        model_cls = transformers.Gemma3ForConditionalGeneration
+    else:
+        config = transformers.AutoConfig.for_model(model_type, **kw)
+        model_cls = transformers.AutoModelForCausalLM
+    torch.manual_seed(seed)
+    model = model_cls._from_config(config, dtype=torch.float32) if key == "gemma3-vl" \
+        else model_cls.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and p.ndim == 1:
+                offset = 0.0 if model_type.startswith("gemma") else 1.0  # Gemma stores norms as w - 1
+                p.copy_(offset + std * torch.randn_like(p))
+            else:
+                p.copy_(std * torch.randn_like(p))
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def logits_reference(folder: Path, ids: list[int]) -> np.ndarray:
+    """transformers' float32 logits for ``ids``."""
+    import torch
+    import transformers
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cls = transformers.Gemma3ForConditionalGeneration if "vision_config" in cfg else transformers.AutoModelForCausalLM
+    model = cls.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()

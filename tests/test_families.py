@@ -1,0 +1,189 @@
+"""Every registered family against llama.cpp's own converter, on tiny random models with wide weights.
+
+For each family: Nibble's GGUF has llama.cpp's tensors (names, shapes, types, data) and metadata; llama.cpp
+computes the same logits from both files and, in F32, the logits transformers computes; llama.cpp
+tokenizes llama.cpp's test strings as the model's own tokenizer does; the estimate picks the types
+llama.cpp's quantizer picks. One model, one conversion by each tool, per family.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from familymodels import SPECS, logits_reference, make_family_model
+from llama_source import cases, reference_converter, vendor_models
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ("The quick brown fox jumps over the lazy dog. 1234567 apples cost $3.50 each! "
+        "It's, I'm, we'll: contractions are everywhere. def f(x): return x ** 2")
+# Keys llama.cpp defaults when absent, with those defaults (the installed gguf-py writes fewer of them).
+DEFAULTS = {"tokenizer.ggml.add_eos_token": False}
+
+
+@pytest.fixture(scope="module", params=list(SPECS))
+def fam(request, tmp_path_factory):
+    from engine.gguf.convert import convert_to_gguf
+
+    key = request.param
+    base = tmp_path_factory.mktemp(key)
+    folder = make_family_model(base / "model", key)
+    ref = base / "reference.gguf"
+    pre = SPECS[key][2] or "default"
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "reference_convert.py"), str(reference_converter()),
+                        str(folder), str(ref), pre], capture_output=True, text=True, cwd=base)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return key, folder, convert_to_gguf(folder, base / "nibble.gguf"), ref
+
+
+def _fields(path) -> tuple[dict, dict]:
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    kv = {k: f.contents() for k, f in r.fields.items() if not k.startswith(("GGUF.", "general."))}
+    return {**DEFAULTS, **kv}, {t.name: t for t in r.tensors}
+
+
+def test_gguf_matches_llama_cpp_converter(fam):
+    key, _, ours, ref = fam
+    kv_a, t_a = _fields(ours)
+    kv_b, t_b = _fields(ref)
+    assert sorted(t_a) == sorted(t_b), key
+    for name, t in t_a.items():
+        u = t_b[name]
+        assert (list(t.shape), t.tensor_type) == (list(u.shape), u.tensor_type), name
+        assert np.array_equal(np.asarray(t.data), np.asarray(u.data)), name
+    assert sorted(kv_a) == sorted(kv_b), key
+    for k in kv_a:
+        assert kv_a[k] == kv_b[k], k
+
+
+def _llama(path, **kw):
+    import llama_cpp
+
+    return llama_cpp.Llama(str(path), verbose=False, n_ctx=256, **kw)
+
+
+def _ids(folder: Path, text: str) -> list[int]:
+    """The model's own tokenizer: sentencepiece itself, or tokenizer.json through tokenizers."""
+    if (folder / "tokenizer.model").is_file():
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).encode(text)
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+
+
+def _logits(path, ids) -> np.ndarray:
+    llm = _llama(path, logits_all=True)
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float64)
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_logits_match_llama_cpp_converter_and_transformers(fam):
+    key, folder, ours, ref = fam
+    cfg = json.loads((folder / "config.json").read_text())
+    bos = cfg.get("bos_token_id", (cfg.get("text_config") or {}).get("bos_token_id"))
+    ids = ([bos] if bos is not None else []) + _ids(folder, TEXT)
+    assert len(ids) > 24  # past the sliding window of the families that have one
+    a, b = _logits(ours, ids), _logits(ref, ids)
+    pa, pb = _log_softmax(a), _log_softmax(b)
+    kld = (np.exp(pb) * (pb - pa)).sum(-1).mean()
+    assert kld < 1e-4, (key, kld)
+    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.99, key
+    hf = logits_reference(folder, ids)
+    assert np.abs(a - hf).max() < 0.02 * np.abs(hf).max(), key
+    assert (a.argmax(-1) == hf.argmax(-1)).mean() >= 0.95, key
+
+
+def test_llama_cpp_tokenizes_like_the_model_tokenizer(fam):
+    key, folder, ours, _ = fam
+    llm = _llama(ours, vocab_only=True)
+    strings = [t for t, _ in cases(vendor_models(), "ggml-vocab-llama-bpe")]
+    assert len(strings) > 20
+    for text in strings:
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == _ids(folder, text), (key, text)
+
+
+def test_estimate_types_match_llama_dry_run(fam):
+    from engine.estimate import load_plan
+    from engine.estimate.file_size import layout
+    from engine.estimate.plan import plan_from_hf
+    from engine.estimate.tensor_types import parse_file_type
+
+    key, folder, _, ref = fam
+    types = ["Q4_K_M", "Q3_K_S", "Q8_0"]
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "llama_dry_run.py"), str(ref), *types],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    dry = json.loads(out.stdout)
+    plan = load_plan(folder)
+    assert plan.metadata_exact
+    from safetensors import safe_open
+
+    table = {}
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), "np") as st:
+            for n in st.keys():
+                sl = st.get_slice(n)
+                table[n] = {"dtype": sl.get_dtype(), "shape": sl.get_shape()}
+    hub_like = plan_from_hf(json.loads((folder / "config.json").read_text()), table, source=str(folder),
+                            source_kind="hub", source_bytes=0, metadata_bytes=0)
+    assert [(t.name, t.ne) for t in hub_like.tensors] == [(t.name, t.ne) for t in plan.tensors]
+    for t in types:
+        lay = layout(plan, parse_file_type(t))
+        assert dict(lay.types) == dry[t]["types"], (key, t)
+        assert abs(lay.tensor_bytes / 2**20 - dry[t]["quant_mib"]) < 0.006, (key, t)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"model_type": "llama"}, "model_type"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}}, "rope_type"),
+    ({"architectures": ["Gemma9ForCausalLM"]}, "architecture"),
+])
+def test_bad_config_one_line_exit_2_nothing_written(tmp_path, change, field):
+    import shutil
+
+    src = make_family_model(tmp_path / "src", "granite")
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, **change}))
+    for args in (["quantize", str(bad), "--type", "Q8_0", "--out", str(tmp_path / "o.gguf")],
+                 ["quantize", str(bad), "--type", "AWQ", "--out", str(tmp_path / "awq")],
+                 ["estimate", str(bad)]):
+        r = subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2, (args, r.stderr[-500:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "config.json" in lines[0] and field in lines[0], (args, lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
+
+
+def test_stats_pair_every_quantized_tensor(fam, tmp_path):
+    """Stats against the original folder: stacked experts, permuted q/k and offset norms all pair up."""
+    from engine.analysis.stats import compute_stats
+    from engine.gguf.quantize import quantize
+
+    key, folder, ours, _ = fam
+    if key not in ("mixtral", "gemma3-vl", "phi4-mini", "qwen2moe"):
+        pytest.skip("one family of each kind of tensor transform")
+    q8 = quantize(ours, "Q8_0", tmp_path / "q8.gguf").output
+    report = compute_stats(folder, q8)
+    names = {t.name for t in report.tensors}
+    import gguf
+
+    quantized = {t.name for t in gguf.GGUFReader(q8).tensors if t.tensor_type == gguf.GGMLQuantizationType.Q8_0}
+    assert names == quantized
+    assert all(t.relative_error < 0.01 and t.cosine > 0.9999 for t in report.tensors), key
+    if "moe" in key or key == "mixtral":
+        assert any(".ffn_gate_exps." in n for n in names)
