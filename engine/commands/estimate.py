@@ -23,10 +23,17 @@ def add_arguments(p) -> None:
     p.add_argument("--gpu-layers", type=_args.non_negative_int("layers"), default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--out-dir", default=".", help="where the file would be written (for the disk check)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    from engine.commands._mix import add_mix_arguments
+
+    add_mix_arguments(p)
 
 
 def run(args) -> int:
+    from engine.commands._mix import run_mix, wants_mix
     from engine.estimate import awq_cost, estimate, estimate_all, file_types, load_plan, probe_machine
+
+    if wants_mix(args):
+        return run_mix(args)
 
     plan = load_plan(args.model)
     machine = probe_machine(args.out_dir)

@@ -14,7 +14,7 @@ ORDER = 20
 
 def add_arguments(p):
     p.add_argument("model", help="Hugging Face model folder, an unquantized .gguf, or 'demo'")
-    p.add_argument("--type", required=True, help="GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...; `nibble estimate MODEL --all` lists them) or AWQ")
+    p.add_argument("--type", help="GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...; `nibble estimate MODEL --all` lists them) or AWQ")
     p.add_argument("--out", required=True, help="output .gguf file (a folder for AWQ)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--calibration", metavar="TEXT_FILE",
@@ -31,13 +31,56 @@ def add_arguments(p):
     p.add_argument("--samples", type=_args.positive_int("samples"), default=128, help="AWQ: calibration samples (128)")
     p.add_argument("--seqlen", type=_args.positive_int("tokens"), default=512, help="AWQ: tokens per calibration sample (512)")
     p.add_argument("--device", default="cpu", help="AWQ: cpu, cuda or mps")
+    _add_mix_arguments(p)
     p.add_argument("--awq", action="store_true", help="GGUF: fold AWQ's activation-aware scales into the weights before quantizing "
                         "(lowered KL divergence at the same size in benchmarks/RESULTS.md)")
+
+
+def _add_mix_arguments(p) -> None:
+    g = p.add_argument_group("a mix of types for a size (instead of --type)")
+    g.add_argument("--target-size", metavar="SIZE", help="the lowest-error file of at most SIZE: bytes or 4.2GB, "
+                   "3900MiB; each tensor's type is chosen from its measured effect on the output")
+    g.add_argument("--target-bpw", type=float, metavar="B", help="the same, for B bits per weight")
+    g.add_argument("--recipe", metavar="FILE", help="quantize with the tensor types of a saved .recipe.json "
+                   "(e.g. one made from this model's base)")
+
+
+def _run_mix(args, reporter) -> int:
+    from engine.core.errors import NibbleError
+    from engine.pipelines.mixed import quantize_mixed
+
+    if args.type:
+        raise NibbleError("give --type or a mix (--target-size, --target-bpw, --recipe), not both")
+    if args.awq:
+        raise NibbleError("--awq applies to one --type; a mix (--target-size, --target-bpw, --recipe) does not take it")
+    result = quantize_mixed(args.model, args.out, target_size=args.target_size, target_bpw=args.target_bpw,
+                            recipe=args.recipe, calibration=args.calibration, imatrix=args.imatrix,
+                            threads=args.threads, reporter=reporter)
+    summary = result.to_json()
+    if args.json_progress:
+        print(json.dumps({"event": "done", **summary}), flush=True)
+    else:
+        kld = f", predicted KLD {summary['predicted_kld']:.4f}" if summary["predicted_kld"] is not None else ""
+        print(f"wrote {summary['output']} (mix: {_counts(summary['tensor_types'])}; {summary['file_bytes']:,} bytes"
+              f"{kld}) in {summary['seconds']:.1f} s; recipe {summary['recipe']}")
+    return 0
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def run(args) -> int:
     from engine.commands._models import quiet_libraries
     from engine.core.progress import JsonLinesReporter, TextReporter
+
+    if args.target_size is not None or args.target_bpw is not None or args.recipe:
+        reporter = JsonLinesReporter(sys.stdout) if args.json_progress else TextReporter(sys.stderr)
+        return _run_mix(args, reporter)
+    if not args.type:
+        from engine.core.errors import NibbleError
+
+        raise NibbleError("give --type TYPE (e.g. Q4_K_M), or --target-size SIZE for the best mix of types for a size")
     from engine.pipelines.quantize import quantize_model
 
     quiet_libraries()

@@ -58,7 +58,13 @@ def layout(plan: ModelPlan, ft: FT) -> FileLayout:
     hit = plan._cache.get(key)
     if hit is not None:
         return hit
-    types = choose_types(plan, ft)
+    result = layout_for_types(plan, choose_types(plan, ft))
+    plan._cache[key] = result
+    return result
+
+
+def layout_for_types(plan: ModelPlan, types: list[QT]) -> FileLayout:
+    """The file with ``types[i]`` for ``plan.tensors[i]``: a uniform type's mixture or a chosen mix."""
     total = 0
     counts: Counter = Counter()
     nbytes: Counter = Counter()
@@ -70,7 +76,7 @@ def layout(plan: ModelPlan, ft: FT) -> FileLayout:
         counts[qt.name] += 1
         nbytes[qt.name] += b
     header = _header_bytes(plan)
-    result = FileLayout(
+    return FileLayout(
         file_bytes=header + total,
         tensor_bytes=sum(nbytes.values()),
         header_bytes=header,
@@ -79,8 +85,6 @@ def layout(plan: ModelPlan, ft: FT) -> FileLayout:
         type_counts={k: (counts[k], nbytes[k]) for k in sorted(counts, key=lambda k: -nbytes[k])},
         sizes=tuple(sizes),
     )
-    plan._cache[key] = result
-    return result
 
 
 def source_gguf_bytes(plan: ModelPlan) -> int:

@@ -91,6 +91,7 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
     setting: str | None = None
     sel = selectors.DefaultSelector()
     buf = b""
+    err_tail = b""
     try:
         # The worker unblocks the signals it inherits here and dies at once on them; its stdin stays open
         # while this process lives, so it also ends when this process is killed.
@@ -100,6 +101,8 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT,
             )
         sel.register(proc.stdout, selectors.EVENT_READ)
+        # llama.cpp logs to stderr while it loads a model: drain it too, or a full pipe stalls the child
+        sel.register(proc.stderr, selectors.EVENT_READ)
         while True:
             if reporter.is_cancelled():
                 raise Cancelled()
@@ -108,8 +111,18 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                 if proc.poll() is not None:
                     break
                 continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
+            chunk = b""
+            for key, _ in ready:
+                data = os.read(key.fileobj.fileno(), 65536)
+                if key.fileobj is proc.stderr:
+                    err_tail = (err_tail + data)[-16384:]
+                    if not data:
+                        sel.unregister(proc.stderr)
+                else:
+                    chunk = data or b"EOF"
             if not chunk:
+                continue
+            if chunk == b"EOF":
                 break
             buf += chunk
             while b"\n" in buf:
@@ -129,8 +142,9 @@ def _run_worker(job: dict, reporter: Reporter) -> dict:
                     error, setting = ev.get("message"), ev.get("setting")
                     if ev.get("traceback"):
                         error += "\n" + ev["traceback"]
+        err_tail = (err_tail + proc.stderr.read())[-16384:]  # until the child closes it, exiting
         rc = proc.wait()
-        stderr = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        stderr = err_tail.decode("utf-8", "replace").strip().splitlines()
     except BaseException:
         if proc is not None:
             _stop(proc)

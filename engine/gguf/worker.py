@@ -93,10 +93,7 @@ def _install_log(capture: _LogCapture):
     return cb  # keep a reference alive
 
 
-def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
-    import llama_cpp as L
-    import numpy as np
-
+def _importance(job: dict, reporter: JsonLinesReporter):
     from engine.gguf.imatrix import ImportanceMatrix, compute_imatrix, load_imatrix, save_imatrix
 
     im: ImportanceMatrix | None = None
@@ -111,7 +108,46 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
         )
         if job.get("save_imatrix"):
             save_imatrix(im, job["save_imatrix"])
+    return im
 
+
+def _profile(job: dict, reporter: JsonLinesReporter) -> dict:
+    """The importance matrix, then every tensor's weighted error at each candidate type (engine.gguf.mixed)."""
+    import os
+
+    from engine.gguf.quant_error import measure_errors
+    from engine.gguf.sensitivity import load_pairs
+
+    im = _importance(job, reporter)
+    errors = measure_errors(job["input"], job["candidates"], load_pairs(job["pairs_file"]),
+                            im.values() if im is not None else {},
+                            threads=int(job.get("threads") or os.cpu_count() or 1), reporter=reporter)
+    return {"errors": errors, "imatrix_entries": len(im.sums) if im else 0}
+
+
+def _overrides(tensor_types: dict, keep: list):
+    """A NULL-terminated llama_model_tensor_override array: each tensor's name, anchored, and its type."""
+    import llama_cpp as L
+
+    from engine.gguf.mixed import override_patterns
+
+    pats = override_patterns(tensor_types)
+    arr = (L.llama_model_tensor_override * (len(pats) + 1))()
+    for i, (pattern, qtype) in enumerate(pats):
+        b = pattern.encode()
+        keep.append(b)
+        arr[i].pattern = b
+        arr[i].type = qtype
+    arr[len(pats)].pattern = None
+    keep.append(arr)
+    return ctypes.cast(arr, ctypes.POINTER(L.llama_model_tensor_override))
+
+
+def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
+    import llama_cpp as L
+    import numpy as np
+
+    im = _importance(job, reporter)
     capture = _LogCapture(reporter)
     keep = [_install_log(capture)]
     params = L.llama_model_quantize_default_params()
@@ -131,6 +167,8 @@ def _quantize(job: dict, reporter: JsonLinesReporter) -> dict:
         arr[len(values)].name = None
         keep.append(arr)
         params.imatrix = ctypes.cast(arr, ctypes.POINTER(L.llama_model_imatrix_data))
+    if job.get("tensor_types"):
+        params.tt_overrides = _overrides(job["tensor_types"], keep)
     rc = L.llama_model_quantize(job["input"].encode(), job["output"].encode(), ctypes.byref(params))
     capture.feed("\n")
     log = "\n".join(capture.lines)
@@ -170,7 +208,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(argv[0])
     reporter = JsonLinesReporter(sys.stdout)
     try:
-        result = _quantize(job, reporter)
+        result = _profile(job, reporter) if job.get("kind") == "profile" else _quantize(job, reporter)
         reporter._emit({"event": "result", **result})
         return 0
     except NibbleError as exc:

@@ -1,0 +1,183 @@
+"""The best file for a size: per-tensor types from measured sensitivity (engine.pipelines.mixed).
+
+One tiny random Llama is measured once (profile cached under a per-module NIBBLE_HOME); every check after
+that reuses it. The written file must load in llama.cpp, carry exactly the recipe's types, and be exactly
+the estimated size, within the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+
+from eval_models import EVAL_TEXT, build_tiny_llama
+
+ROOT = EVAL_TEXT.parent.parent
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = tmp_path_factory.mktemp("nibble-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NIBBLE_HOME", str(h))
+    yield h
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("mix-model") / "model")
+
+
+@pytest.fixture(scope="module")
+def plan(model):
+    from engine.estimate import load_plan
+
+    return load_plan(model)
+
+
+@pytest.fixture(scope="module")
+def mixed(model, plan, home, tmp_path_factory):
+    """A mix at the size of this model's Q4_K_M, written once."""
+    from engine.estimate import estimate
+    from engine.pipelines.mixed import quantize_mixed
+
+    budget = estimate(plan, "Q4_K_M").file_bytes
+    out = tmp_path_factory.mktemp("mix-out") / "tiny-mix.gguf"
+    res = quantize_mixed(model, out, target_size=budget, calibration=EVAL_TEXT)
+    return res, budget
+
+
+def test_size_units():
+    from engine.core.errors import NibbleError
+    from engine.estimate.mix import parse_size
+
+    assert parse_size("4.2GB") == 4_200_000_000
+    assert parse_size("3900MiB") == 3900 * 2**20
+    assert parse_size("123456") == 123456
+    assert parse_size("1.5 GiB") == 3 * 2**29
+    with pytest.raises(NibbleError, match="not a size"):
+        parse_size("4.2 parsecs")
+
+
+def test_search_keeps_to_the_budget_and_spends_it_well(plan):
+    from engine.estimate.mix import candidate_map, mix_layout, search, size_range
+
+    # a synthetic profile: error halves per extra bit, larger for the first layer
+    rng = np.random.default_rng(0)
+    bits = {"Q2_K": 2.6, "Q3_K": 3.4, "IQ3_S": 3.4, "IQ4_XS": 4.25, "Q4_K": 4.5, "Q5_K": 5.5, "Q6_K": 6.6,
+            "Q8_0": 8.5, "F16": 16, "Q4_0": 4.5, "IQ4_NL": 4.5, "Q5_0": 5.5}
+    kld = {n: {t: (3.0 if ".0." in n else 1.0) * rng.uniform(0.8, 1.2) * 2.0 ** -bits[t] for t in ts}
+           for n, ts in candidate_map(plan).items()}
+    lo, hi = size_range(plan)
+    last = None
+    for frac in (0.0, 0.2, 0.5, 0.9, 1.0):
+        budget = int(lo + frac * (hi - lo))
+        mix = search(plan, kld, budget)
+        assert mix.file_bytes <= budget
+        assert mix.file_bytes == mix_layout(plan, mix.tensor_types).file_bytes
+        assert mix.predicted_kld == pytest.approx(sum(kld[n][t] for n, t in mix.tensor_types.items()))
+        if last is not None:
+            assert mix.predicted_kld <= last
+        last = mix.predicted_kld
+        # nothing left over that a single upgrade could use
+        slack = budget - mix.file_bytes
+        assert slack < max(mix_layout(plan, {**mix.tensor_types, n: "F16"}).file_bytes - mix.file_bytes
+                           for n in mix.tensor_types) or frac == 1.0
+
+
+def test_bad_budgets_name_the_range(model, home, tmp_path):
+    from engine.core.errors import NibbleError
+    from engine.pipelines.mixed import quantize_mixed
+
+    out = tmp_path / "x.gguf"
+    for size in ("1KB", "100GB"):
+        with pytest.raises(NibbleError, match=r"outside what a mix of this model can be: .* to .*F16"):
+            quantize_mixed(model, out, target_size=size)
+    with pytest.raises(NibbleError, match="calibration text"):
+        quantize_mixed(model, out, target_size="1MB", imatrix=tmp_path / "some.imatrix")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_mixed_file_loads_with_the_recipe_types_at_the_estimated_size(mixed, plan):
+    import llama_cpp
+
+    from engine.estimate.mix import mix_layout
+    from engine.gguf.mixed import load_recipe
+
+    res, budget = mixed
+    size = res.output.stat().st_size
+    rec = load_recipe(res.recipe_path)
+    assert size == mix_layout(plan, rec.tensor_types).file_bytes == rec.file_bytes
+    assert size <= budget
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(res.output)).tensors}
+    assert {n: types[n] for n in rec.tensor_types} == rec.tensor_types
+    assert len(set(rec.tensor_types.values())) > 1  # a real mix
+    llm = llama_cpp.Llama(str(res.output), n_ctx=64, verbose=False)
+    assert len(llm.tokenize(b"hello world")) > 0
+    llm.close()
+
+
+def test_profile_error_matches_an_independent_roundtrip(mixed, model, home):
+    """The Q8_0 error of one tensor, recomputed with gguf-py's own Q8_0 (numpy) and the saved weights."""
+    from engine.gguf.mixed import CANDIDATES
+    from engine.gguf.sensitivity import measure_sensitivity
+
+    profiles = list((home / "mix-profiles").iterdir())
+    assert len(profiles) == 1
+    kld = json.loads((profiles[0] / "profile.json").read_text())["kld"]
+    name = "blk.1.ffn_down.weight"
+    assert set(kld[name]) == set(CANDIDATES)
+    pairs = measure_sensitivity(model, EVAL_TEXT.read_text())[name]
+    from engine.gguf.convert import convert_to_gguf
+
+    f32 = convert_to_gguf(model, home / "ref.gguf")
+    t = next(t for t in gguf.GGUFReader(str(f32)).tensors if t.name == name)
+    w = np.asarray(t.data, dtype=np.float32).reshape(-1, int(t.shape[0]))
+    back = gguf.quants.dequantize(gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0),
+                                  gguf.GGMLQuantizationType.Q8_0)
+    d2 = (back.astype(np.float64) - w) ** 2
+    want = 0.5 * sum(float(r @ d2 @ c) for r, c in pairs)
+    assert kld[name]["Q8_0"] == pytest.approx(want, rel=0.02)
+    assert kld[name]["Q2_K"] > kld[name]["Q4_K"] > kld[name]["Q8_0"] > kld[name]["F16"] >= 0  # F32 source
+
+
+def test_recipe_reused_on_a_fine_tune(mixed, tmp_path):
+    from engine.core.errors import NibbleError
+    from engine.gguf.mixed import load_recipe
+    from engine.pipelines.mixed import quantize_mixed
+
+    res, _ = mixed
+    tuned = build_tiny_llama(tmp_path / "tuned", seed=1)  # same shapes, other weights
+    out = tmp_path / "tuned.gguf"
+    again = quantize_mixed(tuned, out, recipe=res.recipe_path, calibration=EVAL_TEXT)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    rec = load_recipe(res.recipe_path)
+    assert {n: types[n] for n in rec.tensor_types} == rec.tensor_types
+    assert again.file_bytes == out.stat().st_size == rec.file_bytes
+    other = build_tiny_llama(tmp_path / "other", seed=2, layers=3)
+    with pytest.raises(NibbleError, match="made for another model"):
+        quantize_mixed(other, tmp_path / "o.gguf", recipe=res.recipe_path, calibration=EVAL_TEXT)
+
+
+def test_estimate_cli_lists_each_tensor_and_matches_the_file(mixed, model, home):
+    import os
+
+    res, budget = mixed
+    env = {**os.environ, "NIBBLE_HOME": str(home)}
+    p = subprocess.run([sys.executable, "-m", "engine", "estimate", str(model), "--target-size", str(budget),
+                        "--calibration", str(EVAL_TEXT), "--json"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)["mix"]
+    assert d["file_bytes"] == res.output.stat().st_size
+    rec = json.loads(res.recipe_path.read_text())
+    assert {n: d["tensor_types"][n] for n in rec["tensor_types"]} == rec["tensor_types"]
+    assert any(u["type"] == "Q4_K_M" for u in d["uniform"])
+    p = subprocess.run([sys.executable, "-m", "engine", "quantize", str(model), "--out", str(home / "y.gguf"),
+                        "--target-size", "1KB"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "F16" in p.stderr
