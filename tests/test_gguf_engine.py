@@ -131,23 +131,6 @@ def test_changed_vocabulary_still_converts(tmp_path):
     assert llm.n_vocab() == cfg["vocab_size"]
 
 
-def test_sharded_tied_and_fp16_fp32_sources(tmp_path):
-    from engine.inspect import inspect_model
-    from engine.quantize import quantize
-
-    for dtype, tied, shards in (("float16", True, 3), ("float32", False, 2)):
-        model = make_model(tmp_path / dtype, "llama3", dtype=dtype, tied=tied, shards=shards)
-        assert (model / "model.safetensors.index.json").is_file()
-        info = inspect_model(model)
-        out = quantize(model, "Q4_K_M", tmp_path / f"{dtype}.gguf").output
-        g = inspect_model(out)
-        assert g.parameters <= info.parameters
-        names = {t.name for t in g.tensors}
-        assert ("output.weight" in names) is (not tied)
-        llm = _llama(out)
-        assert llm("Hello", max_tokens=4, temperature=0)["choices"][0]["text"] is not None
-
-
 def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
     from engine.inspect import inspect_model
     from engine.quantize import quantize
