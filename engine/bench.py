@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from engine.errors import NibbleError
 from engine.progress import Reporter
 from engine.runtime import Runtime, sample_token
 
@@ -128,6 +129,10 @@ def _vram(rt: Runtime) -> int | None:
 def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5, warmup: bool = True,
           seed: int = 0, reporter: Reporter | None = None) -> BenchResult:
     """Measure ``rt`` the way llama-bench does (see the module docstring)."""
+    longest = max(n_prompt, n_gen)
+    if longest > rt.n_ctx:  # refused here, before llama.cpp logs its own failure to stderr
+        raise NibbleError(f"-p {n_prompt} / -n {n_gen}: a {longest}-token run does not fit the context of "
+                          f"{rt.n_ctx} tokens {rt.name} was opened with; raise --ctx or lower -p / -n")
     reporter = reporter or Reporter()
     rng = np.random.default_rng(seed)
 

@@ -305,7 +305,8 @@ def test_bench_rates_are_tokens_over_the_measured_seconds(gguf_q4, monkeypatch):
 class _ClockRuntime:
     """A stand-in model whose runs take the seconds it is told, so the arithmetic can be checked exactly."""
 
-    kind, device, path, n_vocab, add_bos, bos_id, threads = "gguf", "cpu", pathlib.Path("x.gguf"), 50, True, 1, 2
+    kind, device, path, name, n_vocab, n_ctx, add_bos, bos_id, threads = (
+        "gguf", "cpu", pathlib.Path("x.gguf"), "x.gguf", 50, 1024, True, 1, 2)
 
     def __init__(self, pp_seconds, tg_seconds):
         self.pp, self.tg = list(pp_seconds), list(tg_seconds)
