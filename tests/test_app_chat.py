@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("engine.runtime", reason="lands with the runtime/eval/stats engine")
+import threading
 
 from apptest import settings, state, tiny_gguf, tiny_model, window  # noqa: F401  (fixtures)
 
@@ -51,17 +49,32 @@ def test_chat_streams_a_reply(qtbot, window, tiny_gguf):
     assert chat.messages == [] and chat.transcript.toPlainText().strip() == ""
 
 
-def test_stop_ends_the_stream(qtbot, window, tiny_gguf):
+def test_stop_ends_the_stream(qtbot, window, tiny_gguf, monkeypatch):
     chat = _chat(window, tiny_gguf)
     chat.max_tokens.setValue(4000)  # far more than it would produce before the stop
+    loaded = []
+    chat.ensure_model(lambda: loaded.append(True))
+    qtbot.waitUntil(lambda: bool(loaded), timeout=60000)
+    # after its first piece of text the model waits for the Stop, so the stream cannot end on its own first
+    stopped = threading.Event()
+    generate_tokens = chat.runtime.generate_tokens
+
+    def wait_for_stop_after_first_piece(*args, **kwargs):
+        for n, item in enumerate(generate_tokens(*args, **kwargs)):
+            yield item
+            if n == 0:
+                assert stopped.wait(120), "Stop was never pressed"
+
+    monkeypatch.setattr(chat.runtime, "generate_tokens", wait_for_stop_after_first_piece)
     chat.input.setPlainText("Tell me a long story")
     chat.send()
     qtbot.waitUntil(lambda: chat.job is not None and len(chat.reply) > 0, timeout=60000)
-    with qtbot.waitSignal(chat.reply_finished, timeout=30000):
+    with qtbot.waitSignal(chat.reply_finished, timeout=60000):
         chat.stop_btn.click()
-    qtbot.waitUntil(lambda: chat.job is None, timeout=10000)
+        stopped.set()
+    qtbot.waitUntil(lambda: chat.job is None, timeout=60000)
     gen = chat.runtime.last_generation
     assert gen.finish_reason == "cancelled"
-    assert 0 < len(gen.token_ids) < 4000
+    assert 0 < len(gen.token_ids) < 4000 and chat.reply == chat.runtime.detokenize(gen.token_ids)
     assert "stopped" in chat.stats.text()
     assert chat.send_btn.isEnabled() and not chat.stop_btn.isEnabled()

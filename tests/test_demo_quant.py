@@ -12,7 +12,6 @@ import pytest
 from engine import demo
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest.importorskip("llama_cpp")
 
 
 def _bench():
