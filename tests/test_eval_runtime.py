@@ -14,6 +14,7 @@ from eval_models import EVAL_TEXT, build_tiny_llama, tiny_gguf, tiny_gguf_q4, ti
 
 from clitools import one_error_line
 from engine.errors import NibbleError
+from engine.progress import Reporter
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CTX = 64
@@ -371,8 +372,17 @@ def test_stats_histograms_and_errors_equal_numpy(tiny_llama_dir, tiny_gguf_q4):
 
     from engine.stats import compute_stats
 
+    class Progress(Reporter):
+        seen: list = []
+
+        def progress(self, done, total, message="", **extra):
+            self.seen.append((done, total, message))
+
     bins = 32
-    report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=bins)
+    progress = Progress()
+    report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=bins, reporter=progress)
+    n = len(report.tensors)
+    assert progress.seen == [(i + 1, n, t.name) for i, t in enumerate(report.tensors)]  # one a tensor, named
     assert report.tensors[0].layer == 0  # block tensors first, for a quick first view
     cfg = json.loads((tiny_llama_dir / "config.json").read_text())
     original = load_file(str(tiny_llama_dir / "model.safetensors"))

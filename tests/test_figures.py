@@ -17,6 +17,7 @@ from eval_models import EVAL_TEXT, tiny_gguf, tiny_gguf_q4, tiny_llama_dir  # no
 
 from engine.compare import compare, first_divergence
 from engine.evaluate import evaluate, token_scores
+from engine.progress import Reporter
 
 CTX = 64
 WINDOWS = 4
@@ -143,10 +144,29 @@ def by_numpy(tiny_llama_dir, transformers_logits, llama_logits):
             dict(kld=kld, nll_ref=nll_ref, nll_cand=nll_cand, same=same, dp=dp).items()}
 
 
+class _Progress(Reporter):
+    def __init__(self):
+        self.seen = []
+
+    def progress(self, done, total, message="", **extra):
+        self.seen.append((done, total))
+
+
 @pytest.fixture(scope="module")
-def result(tiny_llama_dir, tiny_gguf_q4):
-    return evaluate(str(tiny_llama_dir), str(tiny_gguf_q4), EVAL_TEXT.read_text(encoding="utf-8"), ctx=CTX,
-                    max_chunks=WINDOWS)
+def evaluated(tiny_llama_dir, tiny_gguf_q4):
+    progress = _Progress()
+    r = evaluate(str(tiny_llama_dir), str(tiny_gguf_q4), EVAL_TEXT.read_text(encoding="utf-8"), ctx=CTX,
+                 max_chunks=WINDOWS, reporter=progress)
+    return r, progress.seen
+
+
+@pytest.fixture(scope="module")
+def result(evaluated):
+    return evaluated[0]
+
+
+def test_eval_progress_counts_the_windows(evaluated):
+    assert evaluated[1] == [(i, WINDOWS) for i in range(WINDOWS + 1)]  # 0 of 4 before the first, then each
 
 
 def test_eval_figures_equal_numpy_on_both_runtimes_logits(result, by_numpy):
