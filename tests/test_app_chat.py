@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from apptest import settings, state, tiny_gguf, tiny_model, window  # noqa: F401  (fixtures)
 
 from app.state import ModelEntry
@@ -78,3 +80,37 @@ def test_stop_ends_the_stream(qtbot, window, tiny_gguf, monkeypatch):
     assert 0 < len(gen.token_ids) < 4000 and chat.reply == chat.runtime.detokenize(gen.token_ids)
     assert "stopped" in chat.stats.text()
     assert chat.send_btn.isEnabled() and not chat.stop_btn.isEnabled()
+
+
+def test_chat_figures_on_a_known_clock(monkeypatch):
+    """tokens/s counts the tokens after the first over the time since the first arrived (the wait for the
+    first is the prompt's, not generation's); the clock is moved by hand, one token every 0.25 s."""
+    import time
+    from types import SimpleNamespace
+
+    from app.calls import chat_stream
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class Model:
+        n_ctx = 64
+        last_generation = SimpleNamespace(token_ids=[], prompt_tokens=3, finish_reason="length")
+
+        def chat_prompt_ids(self, messages):
+            return [1, 2, 3]
+
+        def generate_tokens(self, ids, **settings):
+            for tok in (10, 11, 12, 13, 14):
+                now[0] += 0.25
+                self.last_generation.token_ids.append(tok)
+                yield tok, f"t{tok}"
+
+    pieces = []
+    reporter = SimpleNamespace(emit=pieces.append, is_cancelled=lambda: False)
+    figures = chat_stream(Model(), [{"role": "user", "content": "hi"}], {"max_tokens": 5}, reporter)
+    assert pieces == ["t10", "t11", "t12", "t13", "t14"]
+    # first token at 0.25 s, last at 1.25 s: 4 more tokens in 1 s
+    assert figures["tokens_per_second"] == pytest.approx(4.0)
+    assert figures["completion_tokens"] == 5 and figures["context_used"] == 8 and figures["context_size"] == 64
+    assert figures["seconds"] == pytest.approx(1.25)
