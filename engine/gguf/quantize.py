@@ -179,7 +179,8 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     check_at_least(threads, 1, "--threads", optional=True)
     out = Path(out_path).expanduser()
     if out.suffix.lower() != ".gguf":
-        raise NibbleError(f"--out {out}: the output of a GGUF quantization must end in .gguf")
+        raise NibbleError(f"output path {out}: the output of a GGUF quantization must end in .gguf",
+                          setting="output path")
     if imatrix and calibration:
         raise NibbleError("give either --imatrix or --calibration, not both")
     src_path = resolve_model_path(model)
