@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from reliability_cases import CASES, ROOT, build_workspace, changes, snapshot
-from tests.hubserver import hub_server, llama_config, tiny_safetensors  # noqa: F401  (fixture)
+from tests.hubserver import llama_config, tiny_safetensors
 
 OUTCOMES: list[tuple[str, str]] = []  # (kind, outcome) of every case run
 
@@ -150,7 +150,7 @@ def test_immutable_output_is_refused_before_work(ws, tmp_path):
         pytest.skip("chattr +i is not available here")
     try:
         for argv, expect in [
-            (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(target)], f"--out {target} cannot be replaced"),
+            (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(target)], f"--out: output path {target} cannot be replaced"),
             (["quantize", str(ws / "m"), "--type", "Q4_0", "--out", str(folder / "x.gguf")], f"cannot write in {folder}"),
             (["quantize", str(ws / "m"), "--type", "AWQ", "--out", str(folder / "awq")], f"cannot write in {folder}"),
         ]:

@@ -179,8 +179,7 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     check_at_least(threads, 1, "--threads", optional=True)
     out = Path(out_path).expanduser()
     if out.suffix.lower() != ".gguf":
-        raise NibbleError(f"output path {out}: the output of a GGUF quantization must end in .gguf",
-                          setting="output path")
+        raise NibbleError(f"output path {out}: the output of a GGUF quantization must end in .gguf", setting="output path")
     if imatrix and calibration:
         raise NibbleError("give either --imatrix or --calibration, not both")
     src_path = resolve_model_path(model)
@@ -188,13 +187,15 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     cal_path = Path(calibration).expanduser() if calibration and not default_cal else None
     if cal_path is not None:
         if not cal_path.is_file():
-            raise NibbleError(f"--calibration {calibration}: file not found")
+            raise NibbleError(f"calibration text {calibration}: file not found", setting="calibration text")
         if cal_path.stat().st_size < 1024:
-            raise NibbleError(f"--calibration {cal_path}: only {cal_path.stat().st_size} bytes; give at least a few pages of text")
+            raise NibbleError(f"calibration text {cal_path}: only {cal_path.stat().st_size} bytes; give at least a few "
+                              "pages of text", setting="calibration text")
     if imatrix and not Path(imatrix).expanduser().is_file():
-        raise NibbleError(f"--imatrix {imatrix}: file not found")
+        raise NibbleError(f"importance matrix {imatrix}: file not found", setting="importance matrix")
     if save_imatrix and not calibration:
-        raise NibbleError(f"--save-imatrix {save_imatrix}: there is no importance matrix to save; add --calibration FILE")
+        raise NibbleError(f"saved importance matrix {save_imatrix}: there is no importance matrix to save; compute one "
+                          "from calibration text", setting="saved importance matrix")
     inputs = [*input_files(src_path), Path(imatrix).expanduser() if imatrix else None, cal_path]
     check_output(out, inputs=inputs, replaceable=lambda p: gguf_type(p) == "model", kind="a GGUF model")
     saved = None
