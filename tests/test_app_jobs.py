@@ -133,14 +133,18 @@ def test_thread_worker_returns_result_off_the_ui_thread(qtbot, settings):
 
 
 def test_thread_worker_cancel_and_errors(qtbot, settings):
-    def slow(reporter):
-        for _ in range(1000):
-            reporter.check_cancel()
+    started = threading.Event()
+
+    def until_cancelled(reporter):
+        started.set()
+        while not reporter.is_cancelled():  # a job that only a cancel ends
             time.sleep(0.01)
+        reporter.check_cancel()
         return "finished"
 
-    job = run_in_thread(slow, pass_reporter=True)
-    with qtbot.waitSignal(job.signals.cancelled, timeout=10000):
+    job = run_in_thread(until_cancelled, pass_reporter=True)
+    assert started.wait(60)
+    with qtbot.waitSignal(job.signals.cancelled, timeout=60000):
         job.cancel()
 
     go = threading.Event()
@@ -155,12 +159,21 @@ def test_thread_worker_cancel_and_errors(qtbot, settings):
     assert blocker.args == ["model.gguf is not a GGUF file: choose another"]
 
 
-def test_eta_and_time_format():
+def test_eta_and_time_format(monkeypatch):
+    import types
+
+    import app.jobs
+
+    now = [100.0]  # the clock the ETA reads, moved by hand
+    monkeypatch.setattr(app.jobs, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     clock = EtaClock()
-    assert clock.update(1, 10) is None
-    time.sleep(0.05)
-    eta = clock.update(2, 10)
-    assert eta is not None and 0.2 < eta < 5
+    assert clock.update(1, 10) is None  # the pace is not known from one unit
+    now[0] += 0.5
+    assert clock.update(2, 10) == pytest.approx(4.0)  # one unit in 0.5 s since the first: 8 to go
+    now[0] += 1.0
+    assert clock.update(4, 10) == pytest.approx(3.0)  # three units in 1.5 s: 6 to go at 2 a second
+    assert clock.update(10, 10) == 0.0
+    assert clock.elapsed() == pytest.approx(1.5)
     assert format_seconds(None) == "—"
     assert format_seconds(42) == "42 s"
     assert format_seconds(125) == "2 min 05 s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import psutil
+import pytest
 from PySide6.QtGui import QGuiApplication
 
 
@@ -44,18 +45,44 @@ def test_type_table_lists_llama_cpp_types(qtbot, window, tiny_model):
     assert page.output.text().endswith("-Q4_K_M.gguf")
 
 
-def test_estimate_updates_with_context(qtbot, window, tiny_model):
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _assert_bytes_shown(text: str, n: int) -> None:
+    """A cell like '1.3 MiB' stands for ``n`` bytes, to the one decimal it shows."""
+    value, unit = text.split()
+    assert abs(float(value) * _UNITS[unit] - n) <= 0.05 * _UNITS[unit] + 1e-9, (text, n)
+
+
+def _assert_row_is_the_estimate(page, plan, qtype: str) -> None:
+    from engine.estimate import estimate
+
+    est = estimate(plan, qtype, ctx=page.context(), kv_type=page.kv.currentText(), gpu_layers=0)
+    cells = _cells(page, qtype)
+    assert float(cells[1]) == pytest.approx(est.bits_per_weight, abs=0.005 + 1e-9), qtype
+    _assert_bytes_shown(cells[2], est.file_bytes)
+    _assert_bytes_shown(cells[3], est.run.ram_bytes + est.run.vram_bytes)
+
+
+def test_estimate_cells_are_the_engines_estimate(qtbot, window, tiny_model):
+    from engine.estimate import load_plan
+
     wiz = _to_format_page(qtbot, window, tiny_model)
     page = wiz.format_page
     page.select_type("Q4_K_M")
     qtbot.waitUntil(lambda: page.plan is not None, timeout=30000)
+    plan = load_plan(tiny_model)  # the engine's own reading of the same model, apart from the view's
     small = _cells(page, "Q4_K_M")
-    assert small[2] not in ("—", "…") and small[3] not in ("—", "…")
+    for t in ("Q4_K_M", "Q8_0", "Q2_K", "IQ4_XS"):
+        _assert_row_is_the_estimate(page, plan, t)
     assert "Q4_K_M" in page.estimate_label.text()
     page.ctx.setCurrentIndex(page.ctx.count() - 1)  # the largest context: more KV cache
     big = _cells(page, "Q4_K_M")
     assert big[2] == small[2] and big[3] != small[3]
-    assert _cells(page, "Q8_0")[2] != small[2]
+    for t in ("Q4_K_M", "Q8_0"):
+        _assert_row_is_the_estimate(page, plan, t)
+    page.kv.setCurrentIndex(page.kv.findText("q8_0"))
+    _assert_row_is_the_estimate(page, plan, "Q4_K_M")
     qtbot.waitUntil(lambda: page.machine is not None, timeout=30000)
     assert _cells(page, "Q4_K_M")[4] in ("fits", "tight", "does not fit")
     assert "this machine" in page.estimate_label.text()
@@ -101,20 +128,23 @@ def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
     wiz = _to_format_page(qtbot, window, tiny_model)
     page = wiz.format_page
     page.select_type("Q4_K_M")
-    page.imatrix_mode.setCurrentIndex(1)  # compute an importance matrix from the calibration text: slow enough
+    page.imatrix_mode.setCurrentIndex(1)  # compute an importance matrix from the calibration text
     folder = tmp_path / "out"
     folder.mkdir()
     out = folder / "cancelled-Q4_K_M.gguf"
     page.output.setText(str(out))
     wiz.next_btn.click()
     job = wiz.run_page.job
-    qtbot.waitUntil(lambda: job.pid() > 0, timeout=10000)
+    seen = []
+    job.progress.connect(lambda d, t, m, e: seen.append((job.stage, d, t)))
+    # wait until llama.cpp's worker (a grandchild) is part way through the importance matrix
+    qtbot.waitUntil(lambda: any(s == "imatrix" and d < t for s, d, t in seen), timeout=120000)
     proc = psutil.Process(job.pid())
-    # wait for llama.cpp's worker (a grandchild) to be busy with the importance matrix
-    qtbot.waitUntil(lambda: job.stage == "imatrix", timeout=60000)
     children = proc.children(recursive=True)
-    assert children
-    with qtbot.waitSignal(wiz.run_page.cancelled, timeout=30000):
+    assert children, "the worker had already ended"
+    for c in children:
+        c.suspend()  # held where it is: the job cannot finish before the Cancel lands
+    with qtbot.waitSignal(wiz.run_page.cancelled, timeout=60000):
         wiz.run_page.cancel_btn.click()
     for p in [proc, *children]:
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, p.cmdline()
@@ -127,15 +157,23 @@ def test_cancel_really_stops_the_child(qtbot, window, tiny_model, tmp_path):
 
 
 def test_failure_shows_the_engines_words(qtbot, window, tiny_model, tmp_path):
+    from engine.core.errors import NibbleError
+    from engine.core.outputs import check_output
+
     wiz = _to_format_page(qtbot, window, tiny_model)
     page = wiz.format_page
     page.select_type("Q8_0")
-    page.output.setText(str(tmp_path / "no-such-folder" / "x.gguf"))
+    target = tmp_path / "no-such-folder" / "x.gguf"
+    page.output.setText(str(target))
     with qtbot.waitSignal(wiz.run_page.failed, timeout=60000) as blocker:
         wiz.next_btn.click()
-    assert "no-such-folder" in blocker.args[0]
+    with pytest.raises(NibbleError) as engine_says:  # the same check, asked of the engine directly
+        check_output(target)
+    message = str(engine_says.value)
+    assert "no-such-folder" in message and message.endswith("create it or choose another output path")
+    assert blocker.args[0] == message  # the whole message, what to do included
     assert wiz.run_page.banner.isVisible()
-    assert "no-such-folder" in wiz.run_page.banner.label.text()
+    assert wiz.run_page.banner.label.text() == f"Quantization failed (Save to): {message}"
     assert "Traceback" not in blocker.args[0] and "\n" not in blocker.args[0]  # the CLI's one line, in place
     _ready_for_the_next_job(wiz, "failed")
     # the same one-line message the CLI prints for an output that would replace a file of the model

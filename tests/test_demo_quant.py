@@ -12,7 +12,6 @@ import pytest
 from engine.analysis import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest.importorskip("llama_cpp")
 
 
 def _bench():

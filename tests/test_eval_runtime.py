@@ -12,7 +12,9 @@ import pytest
 
 from eval_models import EVAL_TEXT, build_tiny_llama
 
+from clitools import one_error_line
 from engine.core.errors import NibbleError
+from engine.core.progress import Reporter
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CTX = 64
@@ -119,9 +121,7 @@ def test_text_shorter_than_two_windows_is_refused(tiny_gguf, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Only a sentence or two. Not nearly enough for two windows.")
     out = cli("eval", tiny_gguf, tiny_gguf, "--text", short, "--ctx", CTX)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "short.txt" in lines[0] and str(2 * CTX) in lines[0]
+    one_error_line(out, "--ctx: ", "short.txt", str(2 * CTX), "use a longer text or a shorter context length")
 
 
 def test_vocabulary_mismatch_is_refused(hf, tmp_path, text):
@@ -153,16 +153,15 @@ def test_truncated_or_foreign_gguf_is_refused(tiny_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) * 2 // 3])
     out = cli("eval", cut, tiny_gguf, "--ctx", CTX)
-    assert out.returncode == 2 and "truncated" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    one_error_line(out, "cut.gguf", "truncated")
     fake = tmp_path / "notes.gguf"
     fake.write_text("these are not weights\n" * 10)
     out = cli("eval", tiny_gguf, fake, "--ctx", CTX)
-    assert out.returncode == 2 and "not a GGUF file" in out.stderr
+    one_error_line(out, "notes.gguf", "not a GGUF file")
     head = tmp_path / "head.gguf"
     head.write_bytes(data[:40])
     out = cli("bench", head)
-    assert out.returncode == 2 and "head.gguf" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    one_error_line(out, "head.gguf")
 
 
 def test_model_too_large_is_refused_before_loading(tiny_gguf, tiny_llama_dir, monkeypatch):
@@ -284,54 +283,184 @@ def test_chat_cli_keeps_going_through_a_session(tiny_gguf):
 # ---------------------------------------------------------------------------------------------------- bench
 
 
-def test_bench_reports_speed_and_memory(gguf_q4):
+def test_bench_rates_are_tokens_over_the_measured_seconds(gguf_q4, monkeypatch):
+    """tokens/s is exactly the tokens each timed run decoded over the seconds it took; the warm-up is left out."""
+    import statistics
+
     from engine.analysis.bench import bench
 
-    r = bench(gguf_q4, n_prompt=32, n_gen=8, repetitions=2)
-    assert r.pp_tokens_per_s > 0 and r.tg_tokens_per_s > 0 and r.ttft_s > 0
+    runs = {"pp": [], "tg": []}
+    for key, attr in (("pp", "time_prompt"), ("tg", "time_generation")):
+        real = getattr(gguf_q4, attr)
+
+        def timed(ids, real=real, key=key):
+            seconds = real(ids)
+            runs[key].append((len(ids), seconds))
+            return seconds
+
+        monkeypatch.setattr(gguf_q4, attr, timed)
+    r = bench(gguf_q4, n_prompt=32, n_gen=8, repetitions=3)
+    assert [n for n, _ in runs["pp"]] == [32] * 4 and [n for n, _ in runs["tg"]] == [8] * 4  # warm-up + 3
+    for key, samples, mean, std in (("pp", r.pp_samples, r.pp_tokens_per_s, r.pp_std),
+                                    ("tg", r.tg_samples, r.tg_tokens_per_s, r.tg_std)):
+        rates = [n / sec for n, sec in runs[key][1:]]
+        assert samples == pytest.approx(rates, rel=1e-12), key
+        assert mean == pytest.approx(sum(rates) / len(rates), rel=1e-12), key
+        assert std == pytest.approx(statistics.stdev(rates), rel=1e-9), key
+    assert r.ttft_s > 0
     assert r.rss_bytes > 0 and r.peak_rss_bytes >= r.rss_bytes // 2
     assert r.vram_bytes is None  # CPU run
+
+
+class _ClockRuntime:
+    """A stand-in model whose runs take the seconds it is told, so the arithmetic can be checked exactly."""
+
+    kind, device, path, name, n_vocab, n_ctx, add_bos, bos_id, threads = (
+        "gguf", "cpu", pathlib.Path("x.gguf"), "x.gguf", 50, 1024, True, 1, 2)
+
+    def __init__(self, pp_seconds, tg_seconds):
+        self.pp, self.tg = list(pp_seconds), list(tg_seconds)
+
+    def time_prompt(self, ids):
+        return self.pp.pop(0)
+
+    def time_generation(self, ids):
+        return self.tg.pop(0)
+
+    def reset(self):
+        pass
+
+    def _prefill(self, ids):
+        return np.zeros(self.n_vocab, np.float32)
+
+    def detokenize(self, ids):
+        return ""
+
+
+def test_bench_arithmetic_on_known_times():
+    from engine.analysis.bench import bench
+
+    # warm-up, then two runs: 512 tokens in 0.5 s and 0.25 s -> 1024 and 2048 tokens/s, mean 1536,
+    # sample standard deviation |2048 - 1024| / sqrt(2) = 724.08; 128 tokens in 2 s and 4 s -> 64 and 32
+    rt = _ClockRuntime([9.0, 0.5, 0.25], [9.0, 2.0, 4.0])
+    r = bench(rt, n_prompt=512, n_gen=128, repetitions=2)
+    assert r.pp_samples == [1024.0, 2048.0] and r.pp_tokens_per_s == 1536.0
+    assert r.pp_std == pytest.approx(724.077, abs=1e-3)
+    assert r.tg_samples == [64.0, 32.0] and r.tg_tokens_per_s == 48.0
+    assert r.tg_std == pytest.approx(22.627, abs=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------- stats
 
 
-def test_stats_histograms_and_rmse(tiny_llama_dir, tiny_gguf_q4):
+_HF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj"}
+
+
+def _original_of(name: str, original: dict, cfg: dict) -> np.ndarray:
+    """The transformers tensor a GGUF tensor was made from, rows in the GGUF's order."""
+    if name == "token_embd.weight":
+        return original["model.embed_tokens.weight"]
+    if name == "output.weight":
+        return original["lm_head.weight"]
+    _, layer, kind, _ = name.split(".")
+    w = original[f"model.layers.{layer}.{_HF_NAMES[kind]}.weight"]
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    if kind in ("attn_q", "attn_k"):
+        heads = cfg["num_attention_heads"] if kind == "attn_q" else cfg["num_key_value_heads"]
+        w = w[_interleaved_rows(heads, head_dim)]
+    return w
+
+
+def test_stats_histograms_and_errors_equal_numpy(tiny_llama_dir, tiny_gguf_q4):
+    """Every figure of the Analysis view, recomputed here from the two files with numpy."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
     from safetensors.numpy import load_file
 
     from engine.analysis.stats import compute_stats
 
-    report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=32)
-    assert {t.layer for t in report.tensors} >= {0, 1}
-    assert report.tensors[0].layer == 0  # block tensors first, for a quick first view
-    for t in report.tensors:
-        assert sum(t.weight_hist.counts) == t.n_elements == int(np.prod(t.shape))
-        assert sum(t.error_hist.counts) == t.n_elements
-        assert len(t.weight_hist.edges) == 33
-    by_name = {t.name: t for t in report.tensors}
-    q4 = [t for t in report.tensors if t.qtype == "Q4_0"]
-    assert q4 and all(t.bits_per_weight == pytest.approx(4.5) for t in q4)
+    class Progress(Reporter):
+        seen: list = []
 
+        def progress(self, done, total, message="", **extra):
+            self.seen.append((done, total, message))
+
+    bins = 32
+    progress = Progress()
+    report = compute_stats(tiny_llama_dir, tiny_gguf_q4, bins=bins, reporter=progress)
+    n = len(report.tensors)
+    assert progress.seen == [(i + 1, n, t.name) for i, t in enumerate(report.tensors)]  # one a tensor, named
+    assert report.tensors[0].layer == 0  # block tensors first, for a quick first view
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
     original = load_file(str(tiny_llama_dir / "model.safetensors"))
-    reader = GGUFReader(str(tiny_gguf_q4))
-    t = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
-    deq = dequantize(t.data, t.tensor_type).astype(np.float64)
-    w = original["model.layers.1.mlp.down_proj.weight"].astype(np.float64)
-    err = deq - w
-    s = by_name["blk.1.ffn_down.weight"]
-    assert s.rmse == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-6)
-    assert s.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-6)
-    assert s.relative_error == pytest.approx(np.linalg.norm(err) / np.linalg.norm(w), rel=1e-6)
-    assert s.cosine == pytest.approx((deq * w).sum() / np.linalg.norm(deq) / np.linalg.norm(w), rel=1e-6)
+    quantized = {t.name: t for t in GGUFReader(str(tiny_gguf_q4)).tensors}
+    expected_names = sorted(n for n, t in quantized.items() if t.tensor_type.name != "F32")
+    assert sorted(t.name for t in report.tensors) == expected_names
+    layers: dict = {}
+    for s in report.tensors:
+        q = quantized[s.name]
+        deq = dequantize(q.data, q.tensor_type).astype(np.float64)
+        w = _original_of(s.name, original, cfg).astype(np.float64)
+        err = deq - w
+        assert s.n_elements == w.size and s.qtype == q.tensor_type.name
+        assert s.bits_per_weight == pytest.approx(8 * int(q.n_bytes) / w.size, rel=1e-12)
+        assert s.rmse == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-9)
+        assert s.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-9)
+        assert s.relative_error == pytest.approx(np.linalg.norm(err) / np.linalg.norm(w), rel=1e-9)
+        assert s.cosine == pytest.approx((deq * w).sum() / np.linalg.norm(deq) / np.linalg.norm(w), rel=1e-9)
+        # histograms: equal-width bins from the smallest to the largest weight, and over +-(largest error)
+        counts, edges = np.histogram(w, bins=bins, range=(w.min(), w.max()))
+        assert s.weight_hist.counts == counts.tolist(), s.name
+        assert s.weight_hist.edges == pytest.approx(edges.tolist(), rel=1e-12)
+        emax = np.abs(err).max()
+        assert s.error_hist.counts == np.histogram(err, bins=bins, range=(-emax, emax))[0].tolist(), s.name
+        acc = layers.setdefault(s.layer, {"n": 0, "e2": 0.0, "w2": 0.0, "bits": 0.0, "cos": []})
+        acc["n"] += w.size
+        acc["e2"] += float((err**2).sum())
+        acc["w2"] += float((w**2).sum())
+        acc["bits"] += 8 * int(q.n_bytes)
+        acc["cos"].append(s.cosine)
+    assert [row.layer for row in report.layers] == [0, 1, None]
+    for row in report.layers:
+        acc = layers[row.layer]
+        assert row.n_elements == acc["n"]
+        assert row.rmse == pytest.approx(np.sqrt(acc["e2"] / acc["n"]), rel=1e-9)
+        assert row.relative_error == pytest.approx(np.sqrt(acc["e2"] / acc["w2"]), rel=1e-9)
+        assert row.bits_per_weight == pytest.approx(acc["bits"] / acc["n"], rel=1e-9)
+        assert row.min_cosine == min(acc["cos"])
+    q4 = [t for t in report.tensors if t.qtype == "Q4_0"]
+    assert q4 and all(t.bits_per_weight == pytest.approx(4.5) for t in q4)  # 18 bytes a block of 32
+    total_bits = sum(8 * int(quantized[t.name].n_bytes) for t in report.tensors)
+    assert report.bits_per_weight == pytest.approx(total_bits / sum(t.n_elements for t in report.tensors))
     assert report.worst[0] == max(report.tensors, key=lambda t: t.relative_error).name
-    assert sum(l.n_elements for l in report.layers) == sum(t.n_elements for t in report.tensors)
+
+
+def _interleaved_rows(n_head: int, head_dim: int) -> list[int]:
+    """Which transformers row each row of a GGUF llama q/k matrix holds. transformers rotates dimension i of a
+    head together with dimension i + head_dim/2 (rotate-half); llama.cpp rotates dimension 2i with 2i + 1.
+    So GGUF row 2i + j of head h is transformers' row j * head_dim/2 + i of that head."""
+    half = head_dim // 2
+    return [h * head_dim + j * half + i for h in range(n_head) for i in range(half) for j in range(2)]
 
 
 def test_stats_undoes_the_rotary_row_order_of_q_and_k(tiny_llama_dir, tiny_gguf):
+    from gguf import GGUFReader
+    from safetensors.numpy import load_file
+
     from engine.analysis.stats import iter_stats
 
+    cfg = json.loads((tiny_llama_dir / "config.json").read_text())
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    original = load_file(str(tiny_llama_dir / "model.safetensors"))
+    written = {t.name: np.asarray(t.data) for t in GGUFReader(str(tiny_gguf)).tensors}
+    for layer in range(cfg["num_hidden_layers"]):
+        for gguf_name, hf_name, heads in (("attn_q", "q_proj", cfg["num_attention_heads"]),
+                                          ("attn_k", "k_proj", cfg["num_key_value_heads"])):
+            hf = original[f"model.layers.{layer}.self_attn.{hf_name}.weight"]
+            rows = _interleaved_rows(heads, head_dim)
+            np.testing.assert_array_equal(written[f"blk.{layer}.{gguf_name}.weight"], hf[rows])
     attn = [s for s in iter_stats(tiny_llama_dir, tiny_gguf) if "attn_q" in s.name or "attn_k" in s.name]
     assert len(attn) == 4 and all(s.rmse == 0.0 for s in attn)
 

@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from clitools import one_error_line
 from engine import hub
 from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
@@ -302,11 +302,10 @@ def test_offline_search_fails_fast_while_cache_and_folders_work(hub_models, monk
     snap = hub.download_model("acme/small-instruct")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    start = time.monotonic()
+    n = len(hub_models.requests)
     with pytest.raises(NibbleError, match=r"^offline: .*local cache and local folders still work"):
         hub.search_models("acme")
-    assert time.monotonic() - start < 1.0
-    n = len(hub_models.requests)
+    assert len(hub_models.requests) == n  # refused without asking the network, so it cannot hang on it
     cached = hub.list_cached_models()
     assert [(m.id, m.complete, m.has_safetensors) for m in cached] == [("acme/small-instruct", True, True)]
     assert cached[0].size_bytes == sum(p.stat().st_size for p in (cached[0].path.parent.parent / "blobs").iterdir())
@@ -380,7 +379,7 @@ def test_cli_search_download_models_login(hub_models):
     assert "acme/tiny-chat" in out.stdout and "original" in out.stdout
 
     out = _cli("download", "acme/gated-chat")
-    assert out.returncode == 2 and "is gated" in out.stderr and "Traceback" not in out.stderr
+    one_error_line(out, "acme/gated-chat", "is gated")
 
     hub_models.add_token(TOKEN)
     out = _cli("login", "--stdin", stdin=TOKEN + "\n")

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clitools import one_error_line
 from hubwrite import fail_uploads, write_token
 
 from engine.commands.cli import main
@@ -36,10 +38,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _one_error(err: str) -> str:
-    """The error line of a failed command: exactly one, last, and no traceback."""
+def _one_error(code: int, err: str) -> str:
+    """The error line of a command refused before any work, held to what every CLI error promises
+    (tests/clitools.py): exit 2 and nothing on stderr but that one line."""
+    return one_error_line(subprocess.CompletedProcess(["nibble"], code, "", err))
+
+
+def _error_after_progress(code: int, err: str) -> str:
+    """The error line of a command that failed part way: the progress lines it printed, then one error
+    line, the last, and no traceback."""
     errors = [line for line in err.splitlines() if line.startswith("nibble: error:")]
-    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert code == 2 and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    assert "Traceback" not in err, err
     return errors[0]
 
 
@@ -121,7 +131,7 @@ def test_an_interrupted_upload_resumes_without_sending_again(hub, demo_ggufs):
     sums = (_sha(q4), _sha(q8))
     fail_uploads(hub, 1)
     code, _, err = _cli("publish", q4, q8, "--repo", "alice/resume")
-    assert code == 2 and "alice/resume" in _one_error(err)
+    assert "alice/resume" in _error_after_progress(code, err)
     assert (_sha(q4), _sha(q8)) == sums
     assert not [f for f in hub.repos["alice/resume"].files if f.endswith(".gguf")], "no commit was made"
     stored_before = set(hub.lfs_objects)
@@ -146,7 +156,7 @@ def test_refusals_are_one_line_and_send_nothing(hub, demo_ggufs, monkeypatch, re
     else:
         monkeypatch.delenv("HF_TOKEN")
     code, _, err = _cli("publish", q4, "--repo", repo)
-    assert code == 2 and expect in _one_error(err)
+    assert expect in _one_error(code, err)
     assert not [r for r in hub.requests if r["method"] in ("POST", "PUT")]
 
 
@@ -154,7 +164,7 @@ def test_network_errors_are_one_line(hub, demo_ggufs):
     q4 = demo_ggufs[0]
     hub.close()
     code, _, err = _cli("publish", q4, "--repo", "alice/x")
-    assert code == 2 and "cannot reach" in _one_error(err)
+    assert "cannot reach" in _one_error(code, err)
 
 
 def test_a_file_over_the_split_size_is_split_and_loads(hub, demo_ggufs, tmp_path):
@@ -183,9 +193,9 @@ def test_a_file_over_the_split_size_is_split_and_loads(hub, demo_ggufs, tmp_path
 
 def test_bad_split_size_and_missing_output(tmp_path):
     code, _, err = _cli("publish", tmp_path / "none.gguf", "--repo", "alice/x", "--split-size", "lots")
-    assert code == 2 and "--split-size 'lots' is not a size" in _one_error(err)
+    assert "--split-size 'lots' is not a size" in _one_error(code, err)
     code, _, err = _cli("publish", tmp_path / "none.gguf", "--repo", "alice/x")
-    assert code == 2 and "none.gguf: no such file" in err
+    assert "none.gguf: no such file" in _one_error(code, err)
 
 
 # ------------------------------------------------------------------------------------------------ Ollama
@@ -216,9 +226,9 @@ def test_ollama_create_runs_when_installed(demo_ggufs, tmp_path, monkeypatch):
     assert log.read_text() == f"create demo-q4 -f {q4.with_name('demo-Q4_K_M.Modelfile')}"
     fake.write_text(f"#!{sys.executable}\nimport sys\nprint('Error: invalid model', file=sys.stderr)\nsys.exit(1)\n")
     code, _, err = _cli("export", q4, "--to", "ollama", "--name", "demo-q4")
-    assert code == 2 and "ollama create demo-q4 failed (Error: invalid model)" in err
+    assert "ollama create demo-q4 failed (Error: invalid model)" in _one_error(code, err)
     code, _, err = _cli("export", q4, "--to", "ollama", "--name", "Bad Name!")
-    assert code == 2 and "is not a name Ollama accepts" in err
+    assert "is not a name Ollama accepts" in _one_error(code, err)
 
 
 # ------------------------------------------------------------------------------------------------ LM Studio
@@ -237,5 +247,5 @@ def test_lmstudio_places_the_file_in_its_layout(demo_ggufs, tmp_path):
     other = models / "nibble" / "demo" / q8.name
     other.write_bytes(b"something else")
     code, _, err = _cli("export", q8, "--to", "lmstudio", "--models-dir", models)
-    assert code == 2 and "already exists with other contents" in err
+    assert "already exists with other contents" in _one_error(code, err)
     assert other.read_bytes() == b"something else"

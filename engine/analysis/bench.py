@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engine.core.errors import check_at_least
+from engine.core.errors import NibbleError, check_at_least
 from engine.core.progress import Reporter
 from engine.runtime import Runtime, sample_token
 
@@ -131,6 +131,11 @@ def bench(rt: Runtime, *, n_prompt: int = 512, n_gen: int = 128, repetitions: in
     """Measure ``rt`` the way llama-bench does (see the module docstring)."""
     for value, what in ((n_prompt, "prompt length"), (n_gen, "generated tokens"), (repetitions, "repetitions")):
         check_at_least(value, 1, what)
+    longest = max(n_prompt, n_gen)
+    if longest > rt.n_ctx:  # refused here, before llama.cpp logs its own failure to stderr
+        raise NibbleError(f"a {longest}-token run (prompt length {n_prompt}, generated tokens {n_gen}) does not fit "
+                          f"the context of {rt.n_ctx} tokens {rt.name} was opened with; raise the context length "
+                          f"or lower the prompt length or generated tokens", setting="context length")
     reporter = reporter or Reporter()
     rng = np.random.default_rng(seed)
 

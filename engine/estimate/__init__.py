@@ -166,6 +166,8 @@ def estimate(plan: ModelPlan, qtype: str, ctx: int = 4096, kv_type: str = "f16",
 def estimate_all(plan: ModelPlan, types: list[str] | tuple[str, ...] | None = None, **kwargs) -> list[Estimate]:
     """:func:`estimate` for each type (the common ones by default), in order of file size."""
     names = list(types) if types else list(COMMON_TYPES)
+    # a bad setting is refused for every type alike: say so, rather than leave every type out of the list
+    _check(plan, kwargs.get("ctx", 4096), kwargs.get("kv_type", "f16"), kwargs.get("gpu_layers", 0))
     out = []
     for t in names:
         try:

@@ -1,0 +1,21 @@
+"""What every CLI error path promises: exit status 2 and the message on exactly one line of stderr.
+
+The app shows the last ``nibble: ...`` line of a failed job; a message split over two lines loses its second
+half there (usually the part that says what to do), so the tests hold every error path to one line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """The single stderr line of a failed ``python -m engine`` run, checked; ``needles`` must all be in it."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    line = lines[0]
+    assert line.startswith("nibble: "), line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
