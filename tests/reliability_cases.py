@@ -74,7 +74,7 @@ CASES = [
     _c(RANGE, "selftest --tokens 0", "--tokens 0"), _c(RANGE, "selftest --threads 0", "--threads 0"),
     # usage
     _c(USAGE, "frobnicate", "invalid choice: 'frobnicate'"),
-    _c(USAGE, "quantize {ws}/m", "the following arguments are required: --type, --out"),
+    _c(USAGE, "quantize {ws}/m", "the following arguments are required: --out"),
     _c(USAGE, "quantize {ws}/m --type Q9_9 --out {ws}/out/x.gguf", "--type: quant type 'Q9_9' is unknown"),
     _c(USAGE, "quantize {ws}/m --type Q4_0 --out {ws}/out/x.txt", "must end in .gguf"),
     _c(USAGE, "quantize {ws}/m --type Q4_0 --out {ws}/out/x.gguf --imatrix {ws}/i.gguf --calibration default",
