@@ -54,7 +54,7 @@ def test_stop_ends_the_stream(qtbot, window, tiny_chat_gguf, monkeypatch):
     chat.max_tokens.setValue(4000)  # far more than it would produce before the stop
     loaded = []
     chat.ensure_model(lambda: loaded.append(True))
-    qtbot.waitUntil(lambda: bool(loaded), timeout=60000)
+    qtbot.waitUntil(lambda: bool(loaded), timeout=240000)
     # after its first piece of text the model waits for the Stop, so the stream cannot end on its own first
     stopped = threading.Event()
     generate_tokens = chat.runtime.generate_tokens
@@ -68,11 +68,11 @@ def test_stop_ends_the_stream(qtbot, window, tiny_chat_gguf, monkeypatch):
     monkeypatch.setattr(chat.runtime, "generate_tokens", wait_for_stop_after_first_piece)
     chat.input.setPlainText("Tell me a long story")
     chat.send()
-    qtbot.waitUntil(lambda: chat.job is not None and len(chat.reply) > 0, timeout=60000)
-    with qtbot.waitSignal(chat.reply_finished, timeout=60000):
+    qtbot.waitUntil(lambda: chat.job is not None and len(chat.reply) > 0, timeout=240000)
+    with qtbot.waitSignal(chat.reply_finished, timeout=240000):
         chat.stop_btn.click()
         stopped.set()
-    qtbot.waitUntil(lambda: chat.job is None, timeout=60000)
+    qtbot.waitUntil(lambda: chat.job is None, timeout=240000)
     gen = chat.runtime.last_generation
     assert gen.finish_reason == "cancelled"
     assert 0 < len(gen.token_ids) < 4000 and chat.reply == chat.runtime.detokenize(gen.token_ids)
