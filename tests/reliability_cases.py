@@ -65,7 +65,7 @@ CASES = [
         ("--type AWQ --bits 0", "--bits 0"), ("--type AWQ --group-size 0", "--group-size 0"),
         ("--type AWQ --samples 0", "--samples 0"), ("--type AWQ --seqlen 0", "--seqlen 0")]],
     *[_c(RANGE, f"quantize {{ws}}/m --out {{ws}}/out/awq {o}", e) for o, e in [
-        ("--type AWQ --seqlen 100000", "--seqlen 100000 is longer than the model's context"),
+        ("--type AWQ --seqlen 100000", "--seqlen: sample length 100000 is longer than the model's context"),
         ("--type AWQ --bits 3", "--bits: 3 bits: AWQ in the GEMM layout stores 4-bit weights only"),
         ("--type AWQ --group-size 100", "--group-size: group size 100 must be a positive multiple of 8"),
         ("--type AWQ --device quantum", "--device: device 'quantum' is not one of cpu, cuda, mps")]],
@@ -84,7 +84,7 @@ CASES = [
     _c(USAGE, "estimate {ws}/m --kv-type q2", "--kv-type: invalid choice: 'q2'"),
     _c(USAGE, "eval {ws}/q.gguf {ws}/q.gguf --task maybe", "--task: invalid choice"),
     _c(USAGE, "download ../../etc", "'../../etc' is not a Hub model id; write it as owner/name"),
-    _c(USAGE, "download acme/x --revision ../../refs", "--revision ../../refs: not a branch, tag or commit name"),
+    _c(USAGE, "download acme/x --revision ../../refs", "--revision: revision ../../refs: not a branch, tag or commit name"),
     _c(USAGE, "search qwen --sort sideways", "--sort: invalid choice"),
     # missing or wrong paths
     _c(PATH, "quantize {ws}/nothing --type Q4_0 --out {ws}/out/x.gguf", "{ws}/nothing: no such file or folder"),

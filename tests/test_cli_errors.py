@@ -56,3 +56,25 @@ def test_quantize_output_choices(tiny_llama_dir, tiny_gguf, tmp_path):
     one_error_line(nibble("quantize", tiny_gguf, "--type", "Q4_K_M", "--out", tiny_gguf),
                    f"--out: output path {tiny_gguf} is an input of this job", "choose another name")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_messages_name_settings_in_words():
+    """The engine says "sample length", never "--seqlen": the CLI adds its option, the app its field label."""
+    import re
+
+    from engine.commands.cli import FLAGS
+    from engine.core.errors import SETTINGS
+
+    assert set(SETTINGS) <= set(FLAGS), f"settings without a CLI option: {set(SETTINGS) - set(FLAGS)}"
+    call = re.compile(r"NibbleError\((?:[^()]|\([^()]*\))*\)")
+    flag_in_text = re.compile(r"[\"'][^\"'\n]*(?<![\w-])--[a-z]")
+    offenders = [f"{p.relative_to(ROOT)}:{src[:m.start()].count(chr(10)) + 1}"
+                 for p in sorted((ROOT / "engine").rglob("*.py")) if "commands" not in p.parts
+                 for src in [p.read_text(encoding="utf-8")] for m in call.finditer(src)
+                 if flag_in_text.search(re.sub(r"nibble [a-z]+[^\"']*", "", m.group(0)))]  # a command to copy is fine
+    assert offenders == []
+
+
+def test_a_setting_named_by_the_engine_gets_its_option():
+    res = nibble("estimate", "demo", "--target-size", "1KB")
+    one_error_line(res, "--target-size: target size 1KB is outside what a mix of this model can be")

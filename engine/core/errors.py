@@ -28,16 +28,18 @@ class Cancelled(Exception):
 SETTINGS = (
     "quant type", "output path", "calibration text", "importance matrix", "saved importance matrix", "context length", "KV cache type",
     "GPU layers", "device", "bits", "group size", "calibration samples", "sample length", "revision",
+    "threads", "importance matrix windows", "recipe", "target size", "target bits per weight",
 )
 
 
 def check_at_least(value, minimum: int, what: str, *, optional: bool = False) -> None:
     """Refuse ``value`` below ``minimum`` in words both front ends show: "context length -1 must be at least 1".
 
-    ``what`` names the setting as a user knows it; ``optional``: None means "the default" and passes.
+    ``what`` names the setting as a user knows it (one of :data:`SETTINGS` where it is one, so front ends can
+    point at it); ``optional``: None means "the default" and passes.
     """
     if value is None and optional:
         return
     if value is None or value < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
-        raise NibbleError(f"{what} {value} must be {bound}")
+        raise NibbleError(f"{what} {value} must be {bound}", setting=what if what in SETTINGS else None)

@@ -82,21 +82,22 @@ def _ne(plan: ModelPlan, name: str):
 def budget_for(plan: ModelPlan, target_size: str | int | None = None, target_bpw: float | None = None) -> int:
     """The byte budget from ``--target-size`` or ``--target-bpw``, checked against what a mix can reach."""
     if (target_size is None) == (target_bpw is None):
-        raise NibbleError("give one of --target-size or --target-bpw")
+        raise NibbleError("give one of a target size or target bits per weight", setting="target size")
     lo, hi = size_range(plan)
     if target_bpw is not None:
         if not 0 < float(target_bpw) <= 64:
-            raise NibbleError(f"--target-bpw {target_bpw}: give bits per weight, e.g. 4.5")
+            raise NibbleError(f"target bits per weight {target_bpw}: give bits per weight, e.g. 4.5",
+                              setting="target bits per weight")
         header = layout_for_types(plan, _types(plan, {})).header_bytes
         budget = header + int(float(target_bpw) * plan.n_params / 8)
-        what = f"--target-bpw {target_bpw}"
+        what, setting = f"target bits per weight {target_bpw}", "target bits per weight"
     else:
         budget = parse_size(target_size) if isinstance(target_size, str) else int(target_size)
-        what = f"--target-size {target_size}"
+        what, setting = f"target size {target_size}", "target size"
     if not lo <= budget <= hi:
         bpw = lambda b: (b - layout_for_types(plan, _types(plan, {})).header_bytes) * 8 / plan.n_params  # noqa: E731
         raise NibbleError(f"{what} is outside what a mix of this model can be: {human_bytes(lo)} ({lo} bytes, "
-                          f"{bpw(lo):.2f} bpw) to {human_bytes(hi)} ({hi} bytes, F16, {bpw(hi):.2f} bpw)")
+                          f"{bpw(lo):.2f} bpw) to {human_bytes(hi)} ({hi} bytes, F16, {bpw(hi):.2f} bpw)", setting=setting)
     return budget
 
 
@@ -126,7 +127,8 @@ def search(plan: ModelPlan, kld: dict[str, dict[str, float]], budget: int) -> Mi
     fixed = layout_for_types(plan, _types(plan, {n: o[0][2] for n, o in opts.items()}))
     slack = budget - fixed.file_bytes
     if slack < 0:
-        raise NibbleError(f"--target-size: {budget} bytes is below the smallest mix ({fixed.file_bytes} bytes)")
+        raise NibbleError(f"target size {budget} bytes is below the smallest mix ({fixed.file_bytes} bytes)",
+                          setting="target size")
     choice = {n: 0 for n in opts}
     hulls = {n: _hull(o) for n, o in opts.items()}
 

@@ -90,14 +90,16 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise NibbleError(f"--recipe {path}: file not found") from None
+        raise NibbleError(f"recipe {path}: file not found", setting="recipe") from None
     except (OSError, ValueError) as exc:
-        raise NibbleError(f"--recipe {path}: not a readable recipe ({exc}); give a .recipe.json Nibble wrote") from None
+        raise NibbleError(f"recipe {path}: not a readable recipe ({exc}); give a .recipe.json Nibble wrote",
+                          setting="recipe") from None
     if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT or not isinstance(data.get("tensor_types"), dict):
-        raise NibbleError(f"--recipe {path}: not a Nibble recipe; give the .recipe.json written beside a mixed quantization")
+        raise NibbleError(f"recipe {path}: not a Nibble recipe; give the .recipe.json written beside a mixed "
+                          "quantization", setting="recipe")
     bad = sorted({t for t in data["tensor_types"].values() if t not in QT.__members__})
     if bad:
-        raise NibbleError(f"--recipe {path}: unknown tensor types {', '.join(bad)}")
+        raise NibbleError(f"recipe {path}: unknown tensor types {', '.join(bad)}", setting="recipe")
     return Recipe(tensor_types=dict(data["tensor_types"]), file_bytes=int(data.get("file_bytes") or 0),
                   target_bytes=data.get("target_bytes"), predicted_kld=data.get("predicted_kld"),
                   model=data.get("model") or {}, calibration=data.get("calibration"))

@@ -189,13 +189,14 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     from engine.models.source import resolve_model_path
 
     qt = find_type(qtype)
-    check_at_least(imatrix_chunks, 1, "--imatrix-chunks", optional=True)
-    check_at_least(threads, 1, "--threads", optional=True)
+    check_at_least(imatrix_chunks, 1, "importance matrix windows", optional=True)
+    check_at_least(threads, 1, "threads", optional=True)
     out = Path(out_path).expanduser()
     if out.suffix.lower() != ".gguf":
         raise NibbleError(f"output path {out}: the output of a GGUF quantization must end in .gguf", setting="output path")
     if imatrix and calibration:
-        raise NibbleError("give either --imatrix or --calibration, not both")
+        raise NibbleError("give either a saved importance matrix or calibration text, not both",
+                          setting="importance matrix")
     src_path = resolve_model_path(model)
     default_cal = calibration is not None and str(calibration) == "default"
     cal_path = Path(calibration).expanduser() if calibration and not default_cal else None

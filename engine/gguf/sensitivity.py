@@ -33,7 +33,7 @@ def _blocks(tokenizer, text: str, n: int, seqlen: int, bos: int | None):
     have = len(ids) // step
     if have < 1:
         raise NibbleError(f"calibration text gave {len(ids)} tokens, fewer than one window of {seqlen}; "
-                          "use a longer --calibration file")
+                          "use a longer calibration text", setting="calibration text")
     n = min(n, have)
     stride = have // n  # spread the windows over the whole text
     rows = []

@@ -75,7 +75,8 @@ def check_revision(revision: str | None) -> str | None:
     if revision is None:
         return None
     if not _REVISION.fullmatch(revision) or any(part in ("", ".", "..") for part in revision.split("/")):
-        raise NibbleError(f"--revision {revision}: not a branch, tag or commit name; leave it out to use main")
+        raise NibbleError(f"revision {revision}: not a branch, tag or commit name; leave it out to use main",
+                          setting="revision")
     return revision
 
 

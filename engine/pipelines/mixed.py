@@ -41,14 +41,15 @@ def _calibration(model, calibration, imatrix) -> Path:
     from engine.models.source import resolve_model_path
 
     if imatrix and not calibration:
-        raise NibbleError("--target-size/--target-bpw measure each tensor on calibration text, which --imatrix "
-                          "does not hold; give --calibration FILE (or leave both out for Nibble's text)")
+        raise NibbleError("a target size measures each tensor on calibration text, which a saved importance "
+                          "matrix does not hold; give calibration text (or neither, for Nibble's text)",
+                          setting="importance matrix")
     if calibration in (None, "default"):
         path = default_calibration_path(resolve_model_path(model))
     else:
         path = Path(calibration)
     if not path.is_file():
-        raise NibbleError(f"--calibration {calibration}: file not found")
+        raise NibbleError(f"calibration text {calibration}: file not found", setting="calibration text")
     return path
 
 
@@ -107,7 +108,7 @@ def quantize_mixed(model, out, *, target_size=None, target_bpw=None, recipe=None
     reporter = reporter or Reporter()
     started = time.perf_counter()
     if recipe is not None and (target_size is not None or target_bpw is not None):
-        raise NibbleError("give --recipe or a target (--target-size/--target-bpw), not both")
+        raise NibbleError("give a recipe or a target size, not both", setting="recipe")
     src = _check_source(model)
     plan = load_plan(src)
     if recipe is not None:
