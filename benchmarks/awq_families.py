@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from test_awq_families import CASES, G, _ids, _kld, _make  # noqa: E402
+from test_awq_families import CASES, G, _ids, _kld, _make, round_to_nearest  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +24,6 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     from engine.awq import load_awq, quantize_awq
-    from engine.awq.search import fake_quantize
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -32,11 +31,7 @@ def main() -> int:
             src = _make(Path(d) / key / "src", key)
             res = quantize_awq(src, Path(d) / key / "awq", group_size=G, samples=8, seqlen=64)
             ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-            rtn = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-            with torch.no_grad():
-                for mod in rtn.model.layers.modules():
-                    if isinstance(mod, torch.nn.Linear):
-                        mod.weight.data = fake_quantize(mod.weight.data, G)
+            rtn = round_to_nearest(src)
             ids = _ids(src)
             awq, plain = _kld(ref, load_awq(res.out_dir, "cpu"), ids), _kld(ref, rtn, ids)
             rows.append(f"| {key} | {ref.config.architectures[0]} | {awq:.2e} | {plain:.2e} | {awq / plain:.2f} "

@@ -104,6 +104,18 @@ def _kld(ref, other, ids) -> float:
     return (lp.exp() * (lp - lq)).sum(-1).mean().item()
 
 
+def round_to_nearest(src: Path, group_size: int = G):
+    """The float32 model with every decoder-layer linear rounded to 4 bits, per group: AWQ's baseline."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for mod in model.model.layers.modules():
+            if isinstance(mod, torch.nn.Linear):
+                mod.weight.data = fake_quantize(mod.weight.data, group_size)
+    return model
+
+
 def test_folder_is_autoawq_gemm_and_loader_matches_transformers(quantized):
     from transformers import AutoConfig, AwqConfig
 
@@ -125,11 +137,7 @@ def test_awq_beats_round_to_nearest(quantized):
 
     key, src, out = quantized
     ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    rtn = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    with torch.no_grad():
-        for mod in rtn.model.layers.modules():
-            if isinstance(mod, torch.nn.Linear):
-                mod.weight.data = fake_quantize(mod.weight.data, G)
+    rtn = round_to_nearest(src)
     ids = _ids(src)
     assert ids.shape[1] == 128
     awq_kld, rtn_kld = _kld(ref, load_awq(out, "cpu"), ids), _kld(ref, rtn, ids)
