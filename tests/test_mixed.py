@@ -55,7 +55,7 @@ def mixed(model, plan, home, tmp_path_factory):
 
 def test_size_units():
     from engine.core.errors import NibbleError
-    from engine.estimate.mix import parse_size
+    from engine.core.units import parse_size
 
     assert parse_size("4.2GB") == 4_200_000_000
     assert parse_size("3900MiB") == 3900 * 2**20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from engine.core.errors import NibbleError
+from engine.core.errors import SETTINGS, NibbleError
 
 
 def human_bytes(n: float | None, missing: str = "—") -> str:
@@ -52,5 +52,6 @@ def parse_size(text: str, setting: str = "size") -> int:
     m = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", str(text), re.I)
     unit = m.group(2).lower() if m else ""
     if not m or unit not in _SIZE_UNITS or m.group(1).count(".") > 1:
-        raise NibbleError(f"{setting} '{text}' is not a size: write e.g. 50GB, 3900MiB or a number of bytes")
+        raise NibbleError(f"{setting} '{text}' is not a size: write e.g. 50GB, 3900MiB or a number of bytes",
+                          setting=setting if setting in SETTINGS else None)
     return int(float(m.group(1)) * _SIZE_UNITS[unit])

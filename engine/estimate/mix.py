@@ -11,30 +11,14 @@ size is the exact layout of ``engine.estimate.file_size``.
 from __future__ import annotations
 
 import heapq
-import re
 from dataclasses import dataclass
 
 from engine.core.errors import NibbleError
-from engine.core.units import human_bytes
+from engine.core.units import human_bytes, parse_size
 from engine.estimate.file_size import FileLayout, layout, layout_for_types, pad
 from engine.estimate.plan import ModelPlan
 from engine.estimate.tensor_types import QT, allows_quantization, choose_types, parse_file_type, tensor_bytes
 from engine.gguf.mixed import candidates_for
-
-_SIZE = re.compile(r"\s*([\d.]+)\s*([kmgt]?i?b?)?\s*", re.I)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 10**3, "m": 10**6,
-          "g": 10**9, "t": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "ki": 2**10,
-          "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str, option: str = "--target-size") -> int:
-    """'4.2GB' (10^9), '3900MiB' (2^20), '123456789' (bytes) -> bytes."""
-    m = _SIZE.fullmatch(str(text))
-    unit = (m.group(2) or "").lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise NibbleError(f"{option} {text}: not a size; write bytes or a number with a unit, e.g. 4.2GB or 3900MiB")
-    return int(float(m.group(1)) * _UNITS[unit])
-
 
 @dataclass(frozen=True)
 class Mix:
@@ -92,7 +76,7 @@ def budget_for(plan: ModelPlan, target_size: str | int | None = None, target_bpw
         budget = header + int(float(target_bpw) * plan.n_params / 8)
         what, setting = f"target bits per weight {target_bpw}", "target bits per weight"
     else:
-        budget = parse_size(target_size) if isinstance(target_size, str) else int(target_size)
+        budget = parse_size(target_size, "target size") if isinstance(target_size, str) else int(target_size)
         what, setting = f"target size {target_size}", "target size"
     if not lo <= budget <= hi:
         bpw = lambda b: (b - layout_for_types(plan, _types(plan, {})).header_bytes) * 8 / plan.n_params  # noqa: E731
