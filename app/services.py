@@ -91,6 +91,54 @@ class QuantizeOutcome:
                    float(event.get("seconds") or 0.0), elapsed)
 
 
+# -- the best mix for a size ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MixPreview:
+    """The mix for a budget before anything is written: its exact file and predicted KL divergence, beside
+    llama.cpp's uniform types of a similar size (predicted by the same measurement)."""
+
+    budget: int
+    file_bytes: int
+    bits_per_weight: float
+    predicted_kld: float
+    uniform: tuple[tuple[str, int, float], ...]  # (type, file bytes, predicted KLD), smallest first
+    type_counts: dict[str, int]  # tensors per type
+
+
+def mix_size_range(plan: ModelPlan) -> tuple[int, int]:
+    """The smallest and largest file a mix of this model can be (arithmetic only)."""
+    from engine.estimate.mix import size_range
+
+    return size_range(plan)
+
+
+def mix_fitting_budget(plan: ModelPlan, machine, *, ctx: int, kv_type: str, gpu_layers: int) -> int | None:
+    """The largest mix that runs on this machine at these settings (arithmetic only)."""
+    from engine.estimate.mix import fitting_budget
+
+    return fitting_budget(plan, machine, ctx=ctx, kv_type=kv_type, gpu_layers=gpu_layers)
+
+
+def preview_mix(model: str, budget: int, reporter, *, calibration: str | None = None) -> MixPreview:
+    """Measure the model once (cached for later previews and the quantization) and choose the mix."""
+    from engine.estimate.mix import describe
+    from engine.pipelines.mixed import plan_mix
+
+    plan, mix, profile = plan_mix(model, target_size=int(budget), calibration=calibration, reporter=reporter)
+    d = describe(plan, mix, profile.kld)
+    return MixPreview(d["target_bytes"], d["file_bytes"], d["bits_per_weight"], d["predicted_kld"],
+                      tuple((u["type"], u["file_bytes"], u["predicted_kld"]) for u in d["uniform"]),
+                      {k: v["tensors"] for k, v in d["type_counts"].items()})
+
+
+def check_mix(original: str, mix_file: str, reporter, *, calibration: str | None = None):
+    """Measured KLD of a written mix against the uniform type of its budget (:class:`MixCheck`)."""
+    from engine.pipelines.mix_check import check_mix as run
+
+    return run(original, mix_file, calibration=calibration, reporter=reporter)
+
+
 # -- chat ------------------------------------------------------------------------------------------
 
 
