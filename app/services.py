@@ -16,7 +16,16 @@ from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import human_bytes  # noqa: F401  (the one byte formatter)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
 from engine.gguf.types import QuantType, quant_types
-from engine.hub import CachedModel, HubModel, download_model, list_cached_models, search_models  # noqa: F401
+from engine.hub import (  # noqa: F401
+    CachedModel,
+    HubModel,
+    converted_families,
+    download_model,
+    list_cached_models,
+    model_details,
+    requantizable_gguf,
+    search_models,
+)
 from engine.models.library import Entry as LibraryEntry
 from engine.models.resolve import AWQ, GGUF, MODEL_KINDS, ORIGINAL, model_kind  # noqa: F401
 from engine.runtime.chat import ChatSettings, Conversation, ReplyFigures  # noqa: F401
