@@ -16,7 +16,16 @@ from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import human_bytes  # noqa: F401  (the one byte formatter)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
 from engine.gguf.types import QuantType, quant_types
-from engine.hub import CachedModel, HubModel, download_model, list_cached_models, search_models  # noqa: F401
+from engine.hub import (  # noqa: F401
+    CachedModel,
+    HubModel,
+    converted_families,
+    download_model,
+    list_cached_models,
+    model_details,
+    requantizable_gguf,
+    search_models,
+)
 from engine.models.library import Entry as LibraryEntry
 from engine.models.resolve import AWQ, GGUF, MODEL_KINDS, ORIGINAL, model_kind  # noqa: F401
 from engine.runtime.chat import ChatSettings, Conversation, ReplyFigures  # noqa: F401
@@ -89,6 +98,54 @@ class QuantizeOutcome:
     def from_event(cls, event: dict, elapsed: float) -> QuantizeOutcome:
         return cls(str(event.get("output") or ""), str(event.get("type") or ""), event.get("file_bytes"),
                    float(event.get("seconds") or 0.0), elapsed)
+
+
+# -- the best mix for a size ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MixPreview:
+    """The mix for a budget before anything is written: its exact file and predicted KL divergence, beside
+    llama.cpp's uniform types of a similar size (predicted by the same measurement)."""
+
+    budget: int
+    file_bytes: int
+    bits_per_weight: float
+    predicted_kld: float
+    uniform: tuple[tuple[str, int, float], ...]  # (type, file bytes, predicted KLD), smallest first
+    type_counts: dict[str, int]  # tensors per type
+
+
+def mix_size_range(plan: ModelPlan) -> tuple[int, int]:
+    """The smallest and largest file a mix of this model can be (arithmetic only)."""
+    from engine.estimate.mix import size_range
+
+    return size_range(plan)
+
+
+def mix_fitting_budget(plan: ModelPlan, machine, *, ctx: int, kv_type: str, gpu_layers: int) -> int | None:
+    """The largest mix that runs on this machine at these settings (arithmetic only)."""
+    from engine.estimate.mix import fitting_budget
+
+    return fitting_budget(plan, machine, ctx=ctx, kv_type=kv_type, gpu_layers=gpu_layers)
+
+
+def preview_mix(model: str, budget: int, reporter, *, calibration: str | None = None) -> MixPreview:
+    """Measure the model once (cached for later previews and the quantization) and choose the mix."""
+    from engine.estimate.mix import describe
+    from engine.pipelines.mixed import plan_mix
+
+    plan, mix, profile = plan_mix(model, target_size=int(budget), calibration=calibration, reporter=reporter)
+    d = describe(plan, mix, profile.kld)
+    return MixPreview(d["target_bytes"], d["file_bytes"], d["bits_per_weight"], d["predicted_kld"],
+                      tuple((u["type"], u["file_bytes"], u["predicted_kld"]) for u in d["uniform"]),
+                      {k: v["tensors"] for k, v in d["type_counts"].items()})
+
+
+def check_mix(original: str, mix_file: str, reporter, *, calibration: str | None = None):
+    """Measured KLD of a written mix against the uniform type of its budget (:class:`MixCheck`)."""
+    from engine.pipelines.mix_check import check_mix as run
+
+    return run(original, mix_file, calibration=calibration, reporter=reporter)
 
 
 # -- chat ------------------------------------------------------------------------------------------

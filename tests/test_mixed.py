@@ -181,3 +181,59 @@ def test_estimate_cli_lists_each_tensor_and_matches_the_file(mixed, model, home)
     p = subprocess.run([sys.executable, "-m", "engine", "quantize", str(model), "--out", str(home / "y.gguf"),
                         "--target-size", "1KB"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "F16" in p.stderr
+
+
+def test_check_measures_the_mix_against_the_uniform_type_of_its_budget(mixed, model, plan, home):
+    """The done page's figures: the uniform type is the largest that fits the budget (every candidate sized
+    by the estimate, which tests/test_estimate.py holds to llama.cpp), quantized with the profile's
+    importance matrix; each side's KLD equals an evaluation of a file made apart; nothing is left behind."""
+    from engine.analysis.evaluate import evaluate
+    from engine.estimate import estimate
+    from engine.gguf.mixed import load_profile
+    from engine.gguf.quantize import quantize
+    from engine.pipelines.mix_check import UNIFORM_TYPES, check_mix
+
+    res, budget = mixed
+    sizes = {t: estimate(plan, t).file_bytes for t in UNIFORM_TYPES}
+    fitting = [t for t in UNIFORM_TYPES if sizes[t] <= budget]
+    want_type = max(fitting, key=lambda t: sizes[t])
+    before = sorted(p.name for p in res.output.parent.iterdir())
+    check = check_mix(model, res.output, calibration=EVAL_TEXT, max_chunks=4)
+    assert sorted(p.name for p in res.output.parent.iterdir()) == before
+    assert (check.uniform_type, check.uniform_bytes, check.mix_bytes) == (want_type, sizes[want_type],
+                                                                         res.output.stat().st_size)
+    profile = load_profile(next((home / "mix-profiles").iterdir()))
+    apart = home / f"apart-{want_type}.gguf"
+    quantize(model, want_type, apart, imatrix=profile.imatrix)
+    uniform = evaluate(model, apart, max_chunks=4)
+    mix = evaluate(model, res.output, max_chunks=4)
+    assert check.uniform_kld == pytest.approx(uniform.kld_mean, rel=1e-6)
+    assert check.mix_kld == pytest.approx(mix.kld_mean, rel=1e-6)
+    assert check.mix_top1 == pytest.approx(mix.top1_agreement) and check.tokens == mix.tokens
+    assert check.ratio == pytest.approx(mix.kld_mean / uniform.kld_mean)
+
+
+@pytest.mark.parametrize("gpu_layers", [0, 99])
+def test_fit_this_machine_brackets_the_uniform_types_the_estimate_says_fit(plan, gpu_layers):
+    """"Fit this machine": uniform types the estimate calls "fits" are at most the budget, those it does not
+    are above it (free memory set between two types' needs, so the bracket is tight)."""
+    from engine.core.devices import Machine
+    from engine.estimate import estimate
+    from engine.estimate.mix import fitting_budget, size_range
+
+    order = ["Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
+    ests = {t: estimate(plan, t, ctx=512, gpu_layers=gpu_layers) for t in order}
+    ram = {t: e.run.ram_needed_bytes for t, e in ests.items()}
+    vram = {t: e.run.vram_bytes for t, e in ests.items()}
+    # free memory so that with the margin (fits = at most 80 % of free) Q5_K_M fits and Q6_K does not
+    free_ram = int((ram["Q5_K_M"] + ram["Q6_K"]) / 2 / 0.8) if not gpu_layers else 10**12
+    free_vram = int((vram["Q5_K_M"] + vram["Q6_K"]) / 2 / 0.8) if gpu_layers else 0
+    machine = Machine(free_ram, free_vram, 10**12, "/")
+    budget = fitting_budget(plan, machine, ctx=512, gpu_layers=gpu_layers)
+    for t in order:
+        verdict = estimate(plan, t, ctx=512, gpu_layers=gpu_layers, machine=machine).fit.verdict
+        assert (verdict == "fits") == (ests[t].file_bytes <= budget), (t, verdict, ests[t].file_bytes, budget)
+    tiny = Machine(1, 1 if gpu_layers else 0, 10**12, "/")
+    assert fitting_budget(plan, tiny, ctx=512, gpu_layers=gpu_layers) is None
+    huge = Machine(10**13, 10**13 if gpu_layers else 0, 10**12, "/")
+    assert fitting_budget(plan, huge, ctx=512, gpu_layers=gpu_layers) == size_range(plan)[1]

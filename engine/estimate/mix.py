@@ -192,3 +192,26 @@ def describe(plan: ModelPlan, mix: Mix, kld: dict[str, dict[str, float]], *, ctx
         "run": {"ram_bytes": run.ram_bytes, "vram_bytes": run.vram_bytes, "kv_cache_bytes": run.kv_cache_bytes,
                 "settings": {"ctx": ctx, "kv_type": kv_type, "gpu_layers": gpu_layers}},
     }
+
+
+def fitting_budget(plan: ModelPlan, machine, *, ctx: int, kv_type: str = "f16", gpu_layers: int = 0) -> int | None:
+    """The largest file a mix may be and still run on ``machine`` at ``ctx`` with the estimate's margin to
+    spare (what "fits", not "tight", means there); None when even the smallest mix does not.
+
+    The KV cache, compute buffers and overhead do not depend on the types; the weights in RAM and on the GPU
+    scale with the file, measured on the F16 layout (the largest a mix can be)."""
+    from engine.estimate import TIGHT_MARGIN
+    from engine.estimate.memory import run_memory
+
+    lo, hi = size_range(plan)
+    full = layout_for_types(plan, _types(plan, {n: "F16" for n in candidate_map(plan)}))
+    run = run_memory(plan, full, ctx, kv_type, gpu_layers)
+    header = full.header_bytes
+    keep = 1 - TIGHT_MARGIN
+    w_ram = sum(p.bytes for p in run.parts if p.name == "weights (memory-mapped file)")
+    w_vram = sum(p.bytes for p in run.parts if p.name == "weights on GPU")
+    scales = [(keep * machine.free_ram_bytes - (run.ram_needed_bytes - w_ram)) / w_ram if w_ram else float("inf")]
+    if w_vram:
+        scales.append((keep * machine.free_vram_bytes - (run.vram_bytes - w_vram)) / w_vram)
+    budget = header + int(min(min(scales), 1.0) * (full.file_bytes - header))
+    return None if budget < lo else min(budget, hi)

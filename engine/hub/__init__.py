@@ -14,7 +14,9 @@ from engine.hub.api import (
     TensorSpec,
     check_repo,
     conversion_note,
+    converted_families,
     model_details,
+    requantizable_gguf,
     remote_source,
     search_models,
 )
@@ -31,6 +33,6 @@ from engine.models.resolve import (
 
 __all__ = [
     "CachedModel", "HubFile", "HubModel", "TensorSpec", "TokenStatus", "cache_dir", "cached_snapshot", "check_config",
-    "check_repo", "conversion_note", "download_model", "forget_token", "is_offline", "list_cached_models", "mask_token", "model_details",
+    "check_repo", "conversion_note", "converted_families", "requantizable_gguf", "download_model", "forget_token", "is_offline", "list_cached_models", "mask_token", "model_details",
     "remote_source", "resolve_model", "save_token", "search_models", "token_status",
 ]

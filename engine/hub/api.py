@@ -376,17 +376,28 @@ def check_repo(repo_id: str, *, revision: str | None = None, token: str | None =
 _REQUANTIZABLE = re.compile(r"(f16|bf16|q8_0)", re.I)
 
 
+def converted_families() -> list[str]:
+    """The names of the model families Nibble converts, sorted."""
+    return sorted(f.name for f in families.families())
+
+
+def requantizable_gguf(model: HubModel) -> str | None:
+    """A GGUF in the repository (of ``model_details``) Nibble can requantize: F16, BF16 or Q8_0; None if none."""
+    ggufs = sorted(f.name for f in model.files if f.name.endswith(".gguf") and _REQUANTIZABLE.search(f.name))
+    return ggufs[0] if ggufs else None
+
+
 def conversion_note(model: HubModel) -> str | None:
     """One line for a model Nibble cannot convert: why, and the GGUF in the same repository it can
     requantize instead (F16, BF16 or Q8_0), if there is one. None when it can convert it (or cannot tell)."""
     if model.convertible is not False:
         return None
-    ggufs = sorted(f.name for f in model.files if f.name.endswith(".gguf") and _REQUANTIZABLE.search(f.name))
+    gguf = requantizable_gguf(model)
     text = (f"{model.id}: Nibble cannot convert architecture {model.architecture} "
-            f"(it converts {', '.join(sorted(f.name for f in families.families()))})")
-    if ggufs:
-        return (f"{text}; this repository has {ggufs[0]}, which Nibble can requantize: "
-                f"nibble download {model.id} --gguf {ggufs[0]}, then nibble quantize that file")
+            f"(it converts {', '.join(converted_families())})")
+    if gguf:
+        return (f"{text}; this repository has {gguf}, which Nibble can requantize: "
+                f"nibble download {model.id} --gguf {gguf}, then nibble quantize that file")
     return text + "; look for a GGUF of it (F16, BF16 or Q8_0) to requantize instead"
 
 

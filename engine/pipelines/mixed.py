@@ -180,15 +180,16 @@ def _recipe_types(plan, recipe) -> dict[str, str]:
 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     cands = candidate_map(plan)
-    where = f"--recipe {recipe}" if not isinstance(recipe, Recipe) else "the recipe"
+    where = f"recipe {recipe}" if not isinstance(recipe, Recipe) else "the recipe"
     extra = sorted(set(rec.tensor_types) - set(cands))
     missing = sorted(set(cands) - set(rec.tensor_types))
     if extra or missing:
         name = (extra or missing)[0]
         raise NibbleError(f"{where} was made for another model: {name} is "
                           f"{'not in this model' if extra else 'missing from the recipe'}; "
-                          "use a recipe made from this model or its base")
+                          "use a recipe made from this model or its base", setting="recipe")
     for name, t in rec.tensor_types.items():
         if t not in cands[name]:
-            raise NibbleError(f"{where}: {name} cannot be {t} in this model (its rows allow {', '.join(cands[name])})")
+            raise NibbleError(f"{where}: {name} cannot be {t} in this model (its rows allow {', '.join(cands[name])})",
+                              setting="recipe")
     return dict(rec.tensor_types)

@@ -9,7 +9,7 @@ import pathlib
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout
 
-from app.services import AWQ, GGUF, QuantizeOutcome
+from app.services import AWQ, GGUF, QuantizeOutcome, human_bytes
 from app.state import AppState, ModelEntry, kind_of
 from app.views import View
 from app.views.quantize.done_page import DonePage
@@ -104,6 +104,8 @@ class QuantizeWizard(View):
             return False
         self.format_page.save_choices()
         t = self.format_page.selected_type()
+        if self.format_page.uses_mix():
+            t = f"the best mix for {human_bytes(self.format_page.mix.target_bytes())}"
         self._go(2)
         self.run_page.start(argv, f"Quantizing {pathlib.Path(self.original.path).name} to {t}…")
         self.run_page.job.ended.connect(self._update_nav)
@@ -112,7 +114,7 @@ class QuantizeWizard(View):
 
     def _finished(self, result: QuantizeOutcome) -> None:
         out = result.output or self.format_page.output.text()
-        t = self.format_page.selected_type() or ""
+        t = "mix" if self.format_page.uses_mix() else self.format_page.selected_type() or ""
         entry = ModelEntry(str(out), AWQ if t == AWQ_TYPE else GGUF, origin=self.original.path, qtype=t)
         self.state.add_model(entry)
         self.done_page.show_result(self.original, entry, result)

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLine
 from app.jobs import format_seconds
 from app.services import AWQ, QuantizeOutcome, human_bytes
 from app.state import AppState, ModelEntry
+from app.views.quantize.mix_check import MixCheckPanel
 from app.widgets import path_size
 
 
@@ -64,6 +65,8 @@ class DonePage(QWidget):
         self.cmd_box = QGroupBox("Run it elsewhere")
         self.cmd_layout = QFormLayout(self.cmd_box)
         lay.addWidget(self.cmd_box)
+        self.mix_check = MixCheckPanel()
+        lay.addWidget(self.mix_check)
         lay.addStretch(1)
         self.chat_btn.clicked.connect(lambda: self.state.open_in("Chat", model=self.output.path))
         self.compare_btn.clicked.connect(
@@ -82,6 +85,7 @@ class DonePage(QWidget):
         self.path_label.setText(str(p))
         self.size_label.setText(human_bytes(size))
         self.time_label.setText(format_seconds(result.elapsed))
+        self.mix_check.show_for(original.path, str(p), result.type)
         while self.cmd_layout.rowCount():
             self.cmd_layout.removeRow(0)
         self.commands = run_commands(str(p), output.kind)

@@ -32,6 +32,7 @@ from app.settings import QUANTIZE_CTX, QUANTIZE_FORMAT, QUANTIZE_KV, QUANTIZE_OU
 from app.state import AppState, ModelEntry
 from app.style import fit_colors
 from app.views.quantize.model_page import setup_table
+from app.views.quantize.size_target import SizeTargetPanel
 from app.widgets import Banner
 
 CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
@@ -87,6 +88,8 @@ class FormatPage(QWidget):
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         left.addWidget(self.estimate_label)
+        self.mix = SizeTargetPanel()
+        left.addWidget(self.mix)
 
         right = QVBoxLayout()
         body.addLayout(right, 2)
@@ -156,6 +159,8 @@ class FormatPage(QWidget):
         pick.clicked.connect(self._pick_imatrix)
         out_pick.clicked.connect(self._pick_output)
         self.output.textEdited.connect(lambda _t: setattr(self, "_output_touched", True))
+        self.mix.changed.connect(self._mix_changed)
+        self.imatrix_path.editingFinished.connect(self._mix_model)
         self._imatrix_mode_changed()
         self._restore_choices()
         self._load_types()
@@ -215,6 +220,7 @@ class FormatPage(QWidget):
         self.model = entry
         self.plan = None
         self.plan_error = ""
+        self._mix_model()
         if not self._output_touched:
             self._default_output()
         self.update_estimates()
@@ -229,7 +235,8 @@ class FormatPage(QWidget):
     def _plan_ready(self, path: str, plan) -> None:
         if self.model and self.model.path == path:
             self.plan = plan
-            self.update_estimates()
+            self._mix_model()
+            self._type_changed()
 
     def _plan_failed(self, path: str, message: str) -> None:
         if self.model and self.model.path == path:
@@ -240,6 +247,10 @@ class FormatPage(QWidget):
 
     def is_awq(self) -> bool:
         return self.awq_radio.isChecked()
+
+    def uses_mix(self) -> bool:
+        """The run writes the best mix for the panel's size instead of one uniform type."""
+        return not self.is_awq() and self.mix.isChecked()
 
     def selected_type(self) -> str | None:
         if self.is_awq():
@@ -271,8 +282,20 @@ class FormatPage(QWidget):
         elif not gpu:
             self.gpu_layers.setValue(0)
 
+    def _mix_model(self) -> None:
+        """The mix panel follows the model, its plan and the calibration text it is measured on."""
+        text = self.imatrix_path.text().strip() if self.imatrix_mode.currentData() == "calibration" else ""
+        self.mix.set_model(self.model.path if self.model else None, self.plan, text or None)
+
+    def _mix_changed(self) -> None:
+        if not self._output_touched:
+            self._default_output()
+        self.changed.emit()
+
     def _type_changed(self) -> None:
         t = self.selected_type()
+        est = self._estimate(t) if t and t != AWQ_TYPE else None
+        self.mix.set_reference(t, est.file_bytes if isinstance(est, Estimate) else None)
         if t:
             self.state.put(QUANTIZE_TYPE, t)
             needs = any(x.name == t and x.needs_imatrix for x in self.types)
@@ -285,6 +308,7 @@ class FormatPage(QWidget):
 
     def _format_changed(self) -> None:
         self.table.setEnabled(not self.is_awq())
+        self.mix.setEnabled(not self.is_awq())
         if not self._output_touched:
             self._default_output()
         self.update_estimates()
@@ -315,6 +339,8 @@ class FormatPage(QWidget):
         src = pathlib.Path(self.model.path)
         base = pathlib.Path(self.state.get(QUANTIZE_OUTPUT_DIR) or src.parent)
         t = self.selected_type() or QUANTIZE_TYPE.default
+        if self.uses_mix():
+            t = f"mix-{self.mix.target_bytes() / 1e6:.0f}MB"
         name = src.name
         self.output.setText(str(base / (f"{name}-AWQ" if t == AWQ_TYPE else f"{name}-{t}.gguf")))
 
@@ -363,6 +389,10 @@ class FormatPage(QWidget):
             if verdict in colours:
                 item.setForeground(colours[verdict])
             item.setToolTip("; ".join(est.fit.problems) if est.fit else "")
+        if self.plan is not None and self.machine is not None:
+            self.mix.set_fitting_budget(services.mix_fitting_budget(
+                self.plan, self.machine, ctx=self.context(), kv_type=self.kv.currentText(),
+                gpu_layers=self.gpu_layers.value()))
         self._summary()
 
     def _summary(self) -> None:
@@ -413,6 +443,9 @@ class FormatPage(QWidget):
         args = [self.model.path, "--type", t, "--out", out, "--threads", str(self.threads.value())]
         mode = self.imatrix_mode.currentData()
         path = self.imatrix_path.text().strip()
+        if self.uses_mix():  # measured on calibration text: the given one, else Nibble's own
+            args[1:3] = self.mix.args()
+            return engine_argv("quantize", *args, *(["--calibration", path] if path and mode == "calibration" else []))
         if t == AWQ_TYPE:  # AWQ always calibrates: on the given text, else on Nibble's own
             if path and mode == "calibration":
                 args += ["--calibration", path]

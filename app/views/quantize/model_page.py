@@ -60,8 +60,10 @@ class ModelPage(QWidget):
         row.addWidget(self.query, 1)
         row.addWidget(self.search_btn)
         hl.addLayout(row)
-        self.results = QTableWidget(0, 4)
-        self.results.setHorizontalHeaderLabels(["Model", "Size", "Downloads", "Access"])
+        self.results = QTableWidget(0, 5)
+        self.results.setHorizontalHeaderLabels(["Model", "Size", "Downloads", "Access", "Nibble converts"])
+        self._found: dict[str, HubModel] = {}  # search results by id
+        self._gguf_for: dict[str, str] = {}  # a GGUF to requantize, for models Nibble cannot convert
         setup_table(self.results)
         hl.addWidget(self.results, 1)
         hrow = QHBoxLayout()
@@ -74,9 +76,7 @@ class ModelPage(QWidget):
         self.tabs.addTab(hub, "Hugging Face Hub")
         self.search_btn.clicked.connect(self.search)
         self.query.returnPressed.connect(self.search)
-        self.results.itemSelectionChanged.connect(
-            lambda: self.download_btn.setEnabled(bool(self.results.selectedItems()))
-        )
+        self.results.itemSelectionChanged.connect(self._result_selected)
         self.download_btn.clicked.connect(self.download_selected)
 
         # Local cache
@@ -218,11 +218,13 @@ class ModelPage(QWidget):
         ))
 
     def _show_results(self, results: list[HubModel]) -> None:
+        self._found = {m.id: m for m in results}
         self.results.setRowCount(len(results))
         for r, m in enumerate(results):
             size = m.safetensors_bytes
+            converts = {True: f"yes ({m.family})", False: f"no ({m.architecture})", None: "?"}[m.convertible]
             cells = [m.id, human_bytes(size) if size else "—", f"{m.downloads:,}",
-                     "gated — needs access" if m.gated else "open"]
+                     "gated — needs access" if m.gated else "open", converts]
             for c, text in enumerate(cells):
                 it = QTableWidgetItem(text)
                 if c == 0:
@@ -234,11 +236,53 @@ class ModelPage(QWidget):
         self.hub_status.setText("")
         self.banner.show_message(message)
 
-    def download_selected(self) -> None:
+    def _selected_repo(self) -> str | None:
         rows = self.results.selectionModel().selectedRows()
-        if not rows:
+        return self.results.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) if rows else None
+
+    def _result_selected(self) -> None:
+        """Say before downloading whether Nibble can convert the model; if not, look for a GGUF of it to
+        requantize in the same repository."""
+        repo = self._selected_repo()
+        m = self._found.get(repo) if repo else None
+        self.banner.clear()
+        self.download_btn.setText("Download and use")
+        self.download_btn.setEnabled(m is not None and m.convertible is not False)
+        if m is None or m.convertible is not False:
             return
-        repo = self.results.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        if repo in self._gguf_for:
+            self._explain(m, self._gguf_for[repo])
+            return
+        self.banner.show_message(f"{repo} is a {m.architecture} model, which Nibble cannot convert; looking for a "
+                                 "GGUF of it to requantize…", "info")
+        self._jobs.append(run_in_thread(services.model_details, repo, with_tensors=False,
+                                        on_result=lambda d: self._details(repo, d), on_error=self._hub_error))
+
+    def _details(self, repo: str, details: HubModel) -> None:
+        gguf = services.requantizable_gguf(details)
+        if gguf:
+            self._gguf_for[repo] = gguf
+        if self._selected_repo() == repo:
+            self._explain(self._found[repo], gguf)
+
+    def _explain(self, m: HubModel, gguf: str | None) -> None:
+        text = (f"{m.id} is a {m.architecture} model, which Nibble cannot convert (it converts "
+                f"{', '.join(services.converted_families())}). ")
+        if gguf:
+            self.banner.show_message(text + f"The repository has {gguf}, which Nibble can requantize: "
+                                     "download that file and quantize it.", "info")
+            self.download_btn.setText("Download its GGUF and use")
+            self.download_btn.setEnabled(True)
+        else:
+            self.banner.show_message(text + "Look on the Hub for a GGUF of it (F16, BF16 or Q8_0) to requantize.",
+                                     "warn")
+            self.download_btn.setEnabled(False)
+
+    def download_selected(self) -> None:
+        repo = self._selected_repo()
+        if not repo:
+            return
+        gguf = self._gguf_for.get(repo)
         self.hub_status.setText(f"Downloading {repo}…")
         self.download_btn.setEnabled(False)
 
@@ -246,9 +290,9 @@ class ModelPage(QWidget):
             self.hub_status.setText(f"Downloading {repo}: {human_bytes(done)} of {human_bytes(total)}")
 
         self._jobs.append(run_in_thread(
-            services.download_model, repo, pass_reporter=True, on_progress=progress,
+            services.download_model, repo, pass_reporter=True, on_progress=progress, gguf=gguf,
             on_result=lambda path: (self.hub_status.setText(f"Downloaded {repo}."),
-                                    self.choose(ModelEntry(str(path), ORIGINAL, name=repo))),
+                                    self.choose(ModelEntry(str(path), kind_of(path) if gguf else ORIGINAL, name=repo))),
             on_error=self._hub_error, on_end=lambda: self.download_btn.setEnabled(True),
         ))
 
