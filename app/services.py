@@ -123,12 +123,14 @@ def chat_reply(conversation: Conversation, reporter) -> ReplyFigures | None:
 
 @dataclass(frozen=True)
 class CompareSide:
-    """One model's answer: the text each token added, the ids, its speed and the memory loading it took."""
+    """One model's answer: the text each token added, the ids, its speed, and what the loaded model holds
+    (its weights, and the KV cache: llama.cpp's for the whole context, torch's for the answer's sequence)."""
 
     pieces: list[str]
     token_ids: list[int]
     tokens_per_second: float | None
-    memory_bytes: int
+    weights_bytes: int
+    kv_cache_bytes: int
 
 
 @dataclass(frozen=True)
@@ -142,20 +144,10 @@ class CompareOutcome:
     prompt_tokens: int
 
 
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 def token_pieces(runtime, ids: list[int]) -> list[str]:
-    """The text each generated token added, so the view can mark one token."""
-    pieces, prev = [], ""
-    for i in range(len(ids)):
-        text = runtime.detokenize(ids[: i + 1])
-        pieces.append(text[len(prev):])
-        prev = text
-    return pieces
+    """The text each generated token added, so the view can mark one token (a token that ends in the middle
+    of a character adds "", the one that completes it the whole character)."""
+    return runtime.token_pieces(list(ids))
 
 
 def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temperature: float,
@@ -164,14 +156,12 @@ def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temp
     ``reporter.emit(("original" | "quantized", text))``."""
     from engine.analysis.compare import compare as run
 
-    opened, memory = [], []
+    opened = []
     try:
         for i, path in enumerate((original, quantized)):
             reporter.check_cancel()
             reporter.progress(i, 3, f"Loading {path}…")
-            before = _rss()
             opened.append(open_model(path))
-            memory.append(max(0, _rss() - before))
         a, b = opened
         stamps: dict[str, list[float]] = {"original": [], "quantized": []}
 
@@ -186,10 +176,10 @@ def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temp
         res = run(a, b, prompt, max_tokens=max_tokens, temperature=temperature, chat=True, system=system,
                   on_token_a=sink("original"), on_token_b=sink("quantized"), cancel=reporter.is_cancelled)
         sides = []
-        for n, (side, rt, ids) in enumerate((("original", a, res.tokens_a), ("quantized", b, res.tokens_b))):
+        for side, rt, ids in (("original", a, res.tokens_a), ("quantized", b, res.tokens_b)):
             t = stamps[side]
             tps = (len(ids) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] and len(ids) > 1 else None
-            sides.append(CompareSide(token_pieces(rt, list(ids)), list(ids), tps, memory[n]))
+            sides.append(CompareSide(token_pieces(rt, list(ids)), list(ids), tps, *rt.memory_bytes()))
         reporter.progress(3, 3, "Done.")
         return CompareOutcome(sides[0], sides[1], res.first_divergence, res.kld_mean, res.kld_max,
                               res.top1_agreement, res.prompt_tokens)
