@@ -208,11 +208,18 @@ class EvalFigures:
 # -- analysis --------------------------------------------------------------------------------------
 
 
-def list_tensors(original: str, quantized: str) -> list[str]:
-    """The quantized model's tensors paired with the original's, in layer order."""
-    from engine.analysis.stats import tensor_names
+def list_tensors(original: str, quantized: str) -> dict[str, str]:
+    """The quantized model's tensors paired with the original's, in layer order, with their quantization type."""
+    from engine.analysis.stats import tensor_types
 
-    return list(tensor_names(original, quantized))
+    return tensor_types(original, quantized)
+
+
+def comparison_basis(quantized: str) -> str:
+    """What Analysis compares each quantized tensor with, in a sentence, by the quantized model's kind."""
+    from engine.analysis.stats import BASIS
+
+    return BASIS.get(kind_of(quantized), "")
 
 
 def tensor_stats(original: str, quantized: str, tensor: str, bins: int = 100) -> TensorStats:

@@ -136,7 +136,8 @@ def test_streamed_pieces_are_whole_characters(tiny_model, tiny_chat_gguf, runtim
         conv.ask("Say something")
 
         class Sink:
-            pieces: list[str] = []
+            def __init__(self):
+                self.pieces: list[str] = []
 
             def emit(self, piece):
                 self.pieces.append(piece)
