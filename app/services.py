@@ -59,6 +59,88 @@ def record_in_library(path: str, kind: str, *, name: str = "", origin: str = "",
         lib.add_entry(path, kind, type=qtype or None)
 
 
+def library_file() -> pathlib.Path:
+    """The library's file, which the app and the `nibble` command both write."""
+    from engine.models import library
+
+    return library.library_path()
+
+
+def library_entry(path: str) -> LibraryEntry | None:
+    """The library's entry for ``path`` (None: not in the library)."""
+    from engine.models import library
+
+    return library.default().find_path(path)
+
+
+def forget_model(path: str) -> None:
+    """Remove ``path``'s library entry; its files stay where they are."""
+    from engine.models import library
+
+    entry = library.default().find_path(path)
+    if entry is not None:
+        library.default().remove_entry(entry.id)
+
+
+def why_not_deletable(path: str) -> str | None:
+    """Why Nibble will not delete ``path``'s files (None: it will, after asking)."""
+    from engine.models import library
+
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        return f"{pathlib.Path(path).name} is not in Nibble's library; Nibble deletes only the outputs it made"
+    return lib.deletable(entry)
+
+
+def delete_model(path: str) -> pathlib.Path:
+    """Delete an output Nibble made (its file or AWQ folder) and its library entry."""
+    from engine.models import library
+
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        raise NibbleError(f"{path} is not in Nibble's library; Nibble deletes only the outputs it made")
+    return lib.delete_output(entry.id)
+
+
+# -- handing outputs on: the Hub, Ollama, LM Studio ------------------------------------------------
+
+
+def parse_split_size(text: str) -> int:
+    """A split size as typed ("50GB", "3900MiB", bytes); a NibbleError naming the split size otherwise."""
+    from engine.core.units import parse_size
+
+    return parse_size(text, "split size")
+
+
+def publish(path: str, repo_id: str, *, private: bool, split_bytes: int, reporter):
+    """Upload one output with its model card to ``repo_id``, with the Hub token the user saved (never shown).
+    Returns what was published (``url``, ``files``, ``created``)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    from engine.pipelines.publish import publish as run
+
+    hf_logging.set_verbosity_error()  # Nibble says what happened, once
+    disable_progress_bars()
+    return run([path], repo_id, private=private, split_bytes=split_bytes, reporter=reporter)
+
+
+def use_in_ollama(path: str):
+    """Write a Modelfile beside the GGUF and import it into Ollama when installed; ``.message`` says which."""
+    from engine.pipelines.handoff import use_in_ollama as run
+
+    return run(path)
+
+
+def use_in_lmstudio(path: str):
+    """Place the GGUF in LM Studio's models folder (a link, or a copy); ``.message`` says where."""
+    from engine.pipelines.handoff import use_in_lmstudio as run
+
+    return run(path)
+
+
 # -- quantize --------------------------------------------------------------------------------------
 
 

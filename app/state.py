@@ -80,6 +80,13 @@ class AppState(QObject):
             logging.getLogger(__name__).warning("could not record %s in the library: %s", entry.path, exc)
         self.models_changed.emit()
 
+    def forget_model(self, path: str) -> None:
+        """Take ``path`` off the recent list and out of the engine's library (its files stay)."""
+        items = [i for i in self._recent() if not same_path(i["path"], path)]
+        self.put(RECENT_MODELS, json.dumps(items))
+        services.forget_model(path)
+        self.models_changed.emit()
+
     def recent_models(self) -> list[ModelEntry]:
         fields = {f.name for f in dataclasses.fields(ModelEntry)}
         out = []
