@@ -238,6 +238,8 @@ def test_a_failed_or_changed_pair_leaves_nothing_of_the_last(qtbot, window, tiny
     qtbot.waitUntil(lambda: view.job is None, timeout=30000)
     assert view.summary.text() and "tokens" in view.left.stats.text()
     view.eval_labels["ppl"].setText("1.000 → 2.000")  # as if an eval of this pair had been shown
+    view.state.models_changed.emit()  # the model list refreshed, the pair unchanged: the answers stay
+    assert view.result is not None and "tokens" in view.left.stats.text()
 
     # another quantized model: nothing of the last pair's answers or figures stays
     view.quantized.set_model(ModelEntry(str(tiny_chat_gguf), "gguf"))

@@ -137,6 +137,7 @@ class CompareView(View):
         self.eval_btn.clicked.connect(self.run_eval)
         self._pairing = False
         self._pair_to_quantized()
+        self._shown_pair = self._pair()
         self.original.changed.connect(self._original_changed)
         self.quantized.changed.connect(self._quantized_changed)
 
@@ -186,8 +187,16 @@ class CompareView(View):
         else:
             self.banner.clear()
 
+    def _pair(self) -> tuple[str, str]:
+        o, q = self.original.current(), self.quantized.current()
+        return (o.path if o else "", q.path if q else "")
+
     def reset(self) -> None:
-        """Forget what was shown for the previous pair; stop work still running for it."""
+        """Forget what was shown for the previous pair, and stop work still running for it, when the pair
+        changed (a refreshed model list that keeps the pair keeps what is shown)."""
+        if self._pair() == self._shown_pair:
+            return
+        self._shown_pair = self._pair()
         self._run += 1
         if self.job is not None:
             self.job.cancel()
