@@ -213,6 +213,7 @@ class CompareSide:
     tokens_per_second: float | None
     weights_bytes: int
     kv_cache_bytes: int
+    kv_cache_tokens: int  # the positions the KV cache holds room for
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtGui import QTextCursor
 
 from engine.analysis.evaluate import evaluate
+from engine.core.units import human_bytes
 
 
 def _highlighted_text(browser) -> str:
@@ -56,7 +57,9 @@ def test_side_by_side_marks_the_divergence(qtbot, window, tiny_model, tiny_q2):
         expected = side.pieces[at] if at < len(side.pieces) else ""
         assert expected.strip(), "the tiny model diverges on a visible token"
         assert _visible(_highlighted_text(panel.text)) == _visible(expected)
-        assert f"{len(side.token_ids)} tokens" in panel.stats.text() and "weights" in panel.stats.text()
+        assert f"{len(side.token_ids)} tokens" in panel.stats.text()
+        assert (f"weights {human_bytes(side.weights_bytes)} + KV cache {human_bytes(side.kv_cache_bytes)} "
+                f"({side.kv_cache_tokens:,} tokens)") in panel.stats.text()
     summary = view.summary.text()
     assert f"First divergence at token {div + 1} " in summary  # counted from 1 for people
     assert f"mean {r.kld_mean:.4f}, max {r.kld_max:.4f}" in summary and r.kld_mean > 0
@@ -204,20 +207,20 @@ def test_memory_is_weights_and_kv_cache(tiny_model, tiny_chat_gguf):
     rt = services.open_model(str(tiny_chat_gguf), share_with_torch=False)
     try:
         assert rt.n_ctx == 2048
-        assert rt.memory_bytes() == (gguf_tensor_bytes, 2048 * kv_per_token * 2)  # f16 keys and values
+        assert rt.memory_bytes() == (gguf_tensor_bytes, 2048 * kv_per_token * 2, 2048)  # f16 keys and values
     finally:
         rt.close()
     with safe_open(str(tiny_model / "model.safetensors"), "pt") as f:
         n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     rt = services.open_model(str(tiny_model))
     try:
-        weights, kv = rt.memory_bytes()
+        weights, kv, _ = rt.memory_bytes()
         assert weights >= 4 * n_params and weights - 4 * n_params < 4 * cfg["hidden_size"]  # + rotary buffers
         ids = rt.tokenize("Hello there", add_bos=False)
         list(rt.generate(ids, max_tokens=3))
         assert rt.last_generation.finish_reason == "length"  # every answer token went through the model
         n = len(ids) + len(rt.last_generation.token_ids)
-        assert rt.memory_bytes()[1] == n * kv_per_token * 4  # float32 keys and values
+        assert rt.memory_bytes()[1:] == (n * kv_per_token * 4, n)  # float32 keys and values
     finally:
         rt.close()
 

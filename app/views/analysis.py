@@ -98,7 +98,8 @@ class AnalysisView(View):
         lay.addWidget(split, 1)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Tensor", "Shape", "Quant type", "Rel. error"])
-        self.tree.setColumnWidth(0, 220)
+        for col, width in enumerate((230, 70, 95, 60)):
+            self.tree.setColumnWidth(col, width)
         split.addWidget(self.tree)
 
         right = QWidget()
@@ -134,7 +135,7 @@ class AnalysisView(View):
         self.layer_plot = pg.PlotWidget(title="Error per layer (RMSE relative to the weights' RMS)")
         rl.addWidget(self.layer_plot, 2)
         split.addWidget(right)
-        split.setSizes([320, 900])
+        split.setSizes([480, 740])
 
         self.weights_hist = pg.BarGraphItem(x=[], height=[], width=1)
         self.error_hist = pg.BarGraphItem(x=[], height=[], width=1)
@@ -316,6 +317,8 @@ class AnalysisView(View):
         xs = [r.layer for r in self.layer_rows]
         heights = [r.relative_error for r in self.layer_rows]
         self.layer_bars.setOpts(x=xs, height=heights, width=0.8)
+        step = max(1, len(xs) // 16)  # whole layer numbers, at most 16 of them
+        self.layer_plot.getAxis("bottom").setTicks([[(x, str(x)) for x in xs[::step]]])
         self.layer_plot.setLabel("bottom", "layer")
         self.layer_plot.setLabel("left", "relative RMSE")
         self.layer_plot.autoRange()

@@ -276,7 +276,7 @@ class CompareView(View):
             tps = side.tokens_per_second
             speed = f"{tps:.1f} tokens/s" if tps else "— tokens/s"
             panel.stats.setText(f"{len(side.token_ids)} tokens · {speed} · weights {human_bytes(side.weights_bytes)}"
-                                f" + KV cache {human_bytes(side.kv_cache_bytes)}")
+                                f" + KV cache {human_bytes(side.kv_cache_bytes)} ({side.kv_cache_tokens:,} tokens)")
             panel.stats.setToolTip("What the loaded model holds: its weights, and the keys and values it caches "
                                    "(llama.cpp sets aside the whole context; torch holds the answer's sequence)")
         self.summary.setText(

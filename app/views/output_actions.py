@@ -58,6 +58,7 @@ class PublishDialog(QDialog):
         self.job = None
         self.result = None
         self.setWindowTitle(f"Publish {pathlib.Path(path).name}")
+        self.setMinimumWidth(460)
         lay = QVBoxLayout(self)
         form = QFormLayout()
         self.repo = QLineEdit()

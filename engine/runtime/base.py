@@ -174,9 +174,10 @@ class Runtime(ABC):
     def reset(self) -> None:
         """Forget the cached sequence (the next generation starts from an empty context)."""
 
-    def memory_bytes(self) -> tuple[int, int]:
-        """What the loaded model holds: (weights, KV cache) in bytes; (0, 0) where unknown."""
-        return 0, 0
+    def memory_bytes(self) -> tuple[int, int, int]:
+        """What the loaded model holds: weights and KV cache in bytes, and the positions that cache holds room
+        for; zeros where unknown."""
+        return 0, 0, 0
 
     def close(self) -> None:
         """Release the model's memory."""

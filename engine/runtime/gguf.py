@@ -121,7 +121,7 @@ class GGUFRuntime(Runtime):
     def stream_decoder(self):
         return ByteStream(self.token_bytes)
 
-    def memory_bytes(self) -> tuple[int, int]:
+    def memory_bytes(self) -> tuple[int, int, int]:
         """The model's tensors as llama.cpp holds them, and the KV cache it allocated for the context
         (keys and values of every layer for ``n_ctx`` positions, in f16 as llama.cpp keeps them by default)."""
         ll, model = self._ll, self.llm.model
@@ -132,7 +132,7 @@ class GGUFRuntime(Runtime):
         k_len = int(meta.get(f"{arch}.attention.key_length") or head)
         v_len = int(meta.get(f"{arch}.attention.value_length") or head)
         kv = self.n_ctx * ll.llama_model_n_layer(model) * ll.llama_model_n_head_kv(model) * (k_len + v_len) * 2
-        return int(ll.llama_model_size(model)), int(kv)
+        return int(ll.llama_model_size(model)), int(kv), int(self.n_ctx)
 
     def token_text(self, token_id: int) -> str | None:
         if token_id is None or not 0 <= token_id < self.n_vocab:

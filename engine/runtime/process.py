@@ -92,7 +92,7 @@ class GGUFProcessRuntime(Runtime):
     def stream_decoder(self):
         return ByteStream(self.token_bytes)
 
-    def memory_bytes(self) -> tuple[int, int]:
+    def memory_bytes(self) -> tuple[int, int, int]:
         return tuple(self._call("memory_bytes"))
 
     def logits(self, ids: Sequence[int], start: int = 0):

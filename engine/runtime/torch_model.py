@@ -110,10 +110,10 @@ class TorchRuntime(Runtime):
             return super().stream_decoder()
         return _HFStream(backend, DecodeStream(skip_special_tokens=True))
 
-    def memory_bytes(self) -> tuple[int, int]:
+    def memory_bytes(self) -> tuple[int, int, int]:
         """The parameters and buffers torch holds, and the keys and values cached for the last sequence."""
         if self.model is None:
-            return 0, 0
+            return 0, 0, 0
         tensors = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}  # tied weights once
         weights = sum(t.numel() * t.element_size() for t in tensors.values())
         kv = 0
@@ -121,7 +121,7 @@ class TorchRuntime(Runtime):
             for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
                 if t is not None and hasattr(t, "numel"):
                     kv += t.numel() * t.element_size()
-        return int(weights), int(kv)
+        return int(weights), int(kv), len(self._cached) if self._cache is not None else 0
 
     def token_text(self, token_id: int) -> str | None:
         if token_id is None or not 0 <= token_id < len(self.tok):
