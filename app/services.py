@@ -74,12 +74,20 @@ def library_entry(path: str) -> LibraryEntry | None:
 
 
 def forget_model(path: str) -> None:
-    """Remove ``path``'s library entry; its files stay where they are."""
+    """Remove ``path``'s library entry; its files stay where they are. An original whose outputs the library
+    still lists is kept (they would lose their link to it): a one-line NibbleError says so."""
     from engine.models import library
 
-    entry = library.default().find_path(path)
-    if entry is not None:
-        library.default().remove_entry(entry.id)
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        return
+    made = [e for e in lib.outputs_of(entry.id) if not e.missing]
+    if made:
+        names = ", ".join(pathlib.Path(e.path).name for e in made[:3]) + (", …" if len(made) > 3 else "")
+        raise NibbleError(f"{entry.name} is the original of {names}; forget or delete those first, "
+                          "so that they keep their original")
+    lib.remove_entry(entry.id)
 
 
 def why_not_deletable(path: str) -> str | None:

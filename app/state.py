@@ -81,10 +81,11 @@ class AppState(QObject):
         self.models_changed.emit()
 
     def forget_model(self, path: str) -> None:
-        """Take ``path`` off the recent list and out of the engine's library (its files stay)."""
+        """Take ``path`` out of the engine's library and off the recent list (its files stay); a NibbleError
+        (nothing changed) for an original whose outputs are still listed."""
+        services.forget_model(path)
         items = [i for i in self._recent() if not same_path(i["path"], path)]
         self.put(RECENT_MODELS, json.dumps(items))
-        services.forget_model(path)
         self.models_changed.emit()
 
     def recent_models(self) -> list[ModelEntry]:

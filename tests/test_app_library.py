@@ -107,6 +107,11 @@ def test_forget_keeps_files_and_delete_asks_and_removes_only_outputs(qtbot, wind
     shutil.copyfile(made, stranger)
     view.state.add_model(ModelEntry(str(stranger), "gguf"))
     assert not view.delete(_entry(_item(view, stranger))) and stranger.exists() and not asked
+    # an original whose output is listed is not forgotten (the output would lose its original)
+    _item(view, tiny_model)
+    view.forget_btn.click()
+    assert "forget or delete those first" in view.banner.label.text() and view.select_path(str(tiny_model))
+    assert library.default().find_path(tiny_model) is not None
     # Forget: the entry goes, the file stays
     _item(view, stranger)
     view.forget_btn.click()

@@ -210,7 +210,11 @@ class LibraryView(View):
         elif what == "lmstudio":
             self.actions.use_in_lmstudio(e.path)
         elif what == "forget":
-            self.state.forget_model(e.path)
+            try:
+                self.state.forget_model(e.path)
+            except services.NibbleError as exc:
+                self.banner.show_message(str(exc))
+                return
             self.banner.show_message(f"Forgot {e.name or pathlib.Path(e.path).name}; its files are where they were", "info")
         elif what == "delete":
             self.delete(e)
