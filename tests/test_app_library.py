@@ -44,12 +44,15 @@ def made(tiny_model, tmp_path):
     return out
 
 
-def test_cli_outputs_are_listed_with_type_and_original(qtbot, window, tiny_model, made, state):
+def test_cli_outputs_are_listed_with_type_and_original(qtbot, window, tiny_model, state, tmp_path):
     from engine.models import library
 
     window.show_view("Library")
     view = window.views["Library"]
-    # it appeared without a refresh: the view follows the library file the command wrote
+    made = tmp_path / "tiny-Q2_K.gguf"
+    assert not view.select_path(str(made))
+    assert cli(["quantize", str(tiny_model), "--type", "Q2_K", "--out", str(made)]) == 0
+    # it appears while the view is open, with no refresh: the view follows the library file the command wrote
     qtbot.waitUntil(lambda: view.select_path(str(made)), timeout=10000)
     entries = {e.path: e for e in library.list_entries()}
     rec = entries[str(made.resolve())]
