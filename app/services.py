@@ -68,6 +68,96 @@ def record_in_library(path: str, kind: str, *, name: str = "", origin: str = "",
         lib.add_entry(path, kind, type=qtype or None)
 
 
+def library_file() -> pathlib.Path:
+    """The library's file, which the app and the `nibble` command both write."""
+    from engine.models import library
+
+    return library.library_path()
+
+
+def library_entry(path: str) -> LibraryEntry | None:
+    """The library's entry for ``path`` (None: not in the library)."""
+    from engine.models import library
+
+    return library.default().find_path(path)
+
+
+def forget_model(path: str) -> None:
+    """Remove ``path``'s library entry; its files stay where they are. An original whose outputs the library
+    still lists is kept (they would lose their link to it): a one-line NibbleError says so."""
+    from engine.models import library
+
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        return
+    made = [e for e in lib.outputs_of(entry.id) if not e.missing]
+    if made:
+        names = ", ".join(pathlib.Path(e.path).name for e in made[:3]) + (", …" if len(made) > 3 else "")
+        raise NibbleError(f"{entry.name} is the original of {names}; forget or delete those first, "
+                          "so that they keep their original")
+    lib.remove_entry(entry.id)
+
+
+def why_not_deletable(path: str) -> str | None:
+    """Why Nibble will not delete ``path``'s files (None: it will, after asking)."""
+    from engine.models import library
+
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        return f"{pathlib.Path(path).name} is not in Nibble's library; Nibble deletes only the outputs it made"
+    return lib.deletable(entry)
+
+
+def delete_model(path: str) -> pathlib.Path:
+    """Delete an output Nibble made (its file or AWQ folder) and its library entry."""
+    from engine.models import library
+
+    lib = library.default()
+    entry = lib.find_path(path)
+    if entry is None:
+        raise NibbleError(f"{path} is not in Nibble's library; Nibble deletes only the outputs it made")
+    return lib.delete_output(entry.id)
+
+
+# -- handing outputs on: the Hub, Ollama, LM Studio ------------------------------------------------
+
+
+def parse_split_size(text: str) -> int:
+    """A split size as typed ("50GB", "3900MiB", bytes); a NibbleError naming the split size otherwise."""
+    from engine.core.units import parse_size
+
+    return parse_size(text, "split size")
+
+
+def publish(path: str, repo_id: str, *, private: bool, split_bytes: int, reporter):
+    """Upload one output with its model card to ``repo_id``, with the Hub token the user saved (never shown).
+    Returns what was published (``url``, ``files``, ``created``)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    from engine.pipelines.publish import publish as run
+
+    hf_logging.set_verbosity_error()  # Nibble says what happened, once
+    disable_progress_bars()
+    return run([path], repo_id, private=private, split_bytes=split_bytes, reporter=reporter)
+
+
+def use_in_ollama(path: str):
+    """Write a Modelfile beside the GGUF and import it into Ollama when installed; ``.message`` says which."""
+    from engine.pipelines.handoff import use_in_ollama as run
+
+    return run(path)
+
+
+def use_in_lmstudio(path: str):
+    """Place the GGUF in LM Studio's models folder (a link, or a copy); ``.message`` says where."""
+    from engine.pipelines.handoff import use_in_lmstudio as run
+
+    return run(path)
+
+
 # -- quantize --------------------------------------------------------------------------------------
 
 
@@ -180,12 +270,15 @@ def chat_reply(conversation: Conversation, reporter) -> ReplyFigures | None:
 
 @dataclass(frozen=True)
 class CompareSide:
-    """One model's answer: the text each token added, the ids, its speed and the memory loading it took."""
+    """One model's answer: the text each token added, the ids, its speed, and what the loaded model holds
+    (its weights, and the KV cache: llama.cpp's for the whole context, torch's for the answer's sequence)."""
 
     pieces: list[str]
     token_ids: list[int]
     tokens_per_second: float | None
-    memory_bytes: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    kv_cache_tokens: int  # the positions the KV cache holds room for
 
 
 @dataclass(frozen=True)
@@ -199,20 +292,10 @@ class CompareOutcome:
     prompt_tokens: int
 
 
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 def token_pieces(runtime, ids: list[int]) -> list[str]:
-    """The text each generated token added, so the view can mark one token."""
-    pieces, prev = [], ""
-    for i in range(len(ids)):
-        text = runtime.detokenize(ids[: i + 1])
-        pieces.append(text[len(prev):])
-        prev = text
-    return pieces
+    """The text each generated token added, so the view can mark one token (a token that ends in the middle
+    of a character adds "", the one that completes it the whole character)."""
+    return runtime.token_pieces(list(ids))
 
 
 def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temperature: float,
@@ -221,14 +304,12 @@ def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temp
     ``reporter.emit(("original" | "quantized", text))``."""
     from engine.analysis.compare import compare as run
 
-    opened, memory = [], []
+    opened = []
     try:
         for i, path in enumerate((original, quantized)):
             reporter.check_cancel()
             reporter.progress(i, 3, f"Loading {path}…")
-            before = _rss()
             opened.append(open_model(path))
-            memory.append(max(0, _rss() - before))
         a, b = opened
         stamps: dict[str, list[float]] = {"original": [], "quantized": []}
 
@@ -243,10 +324,10 @@ def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temp
         res = run(a, b, prompt, max_tokens=max_tokens, temperature=temperature, chat=True, system=system,
                   on_token_a=sink("original"), on_token_b=sink("quantized"), cancel=reporter.is_cancelled)
         sides = []
-        for n, (side, rt, ids) in enumerate((("original", a, res.tokens_a), ("quantized", b, res.tokens_b))):
+        for side, rt, ids in (("original", a, res.tokens_a), ("quantized", b, res.tokens_b)):
             t = stamps[side]
             tps = (len(ids) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] and len(ids) > 1 else None
-            sides.append(CompareSide(token_pieces(rt, list(ids)), list(ids), tps, memory[n]))
+            sides.append(CompareSide(token_pieces(rt, list(ids)), list(ids), tps, *rt.memory_bytes()))
         reporter.progress(3, 3, "Done.")
         return CompareOutcome(sides[0], sides[1], res.first_divergence, res.kld_mean, res.kld_max,
                               res.top1_agreement, res.prompt_tokens)
@@ -275,11 +356,18 @@ class EvalFigures:
 # -- analysis --------------------------------------------------------------------------------------
 
 
-def list_tensors(original: str, quantized: str) -> list[str]:
-    """The quantized model's tensors paired with the original's, in layer order."""
-    from engine.analysis.stats import tensor_names
+def list_tensors(original: str, quantized: str) -> dict[str, str]:
+    """The quantized model's tensors paired with the original's, in layer order, with their quantization type."""
+    from engine.analysis.stats import tensor_types
 
-    return list(tensor_names(original, quantized))
+    return tensor_types(original, quantized)
+
+
+def comparison_basis(quantized: str) -> str:
+    """What Analysis compares each quantized tensor with, in a sentence, by the quantized model's kind."""
+    from engine.analysis.stats import BASIS
+
+    return BASIS.get(kind_of(quantized), "")
 
 
 def tensor_stats(original: str, quantized: str, tensor: str, bins: int = 100) -> TensorStats:

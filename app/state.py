@@ -80,6 +80,14 @@ class AppState(QObject):
             logging.getLogger(__name__).warning("could not record %s in the library: %s", entry.path, exc)
         self.models_changed.emit()
 
+    def forget_model(self, path: str) -> None:
+        """Take ``path`` out of the engine's library and off the recent list (its files stay); a NibbleError
+        (nothing changed) for an original whose outputs are still listed."""
+        services.forget_model(path)
+        items = [i for i in self._recent() if not same_path(i["path"], path)]
+        self.put(RECENT_MODELS, json.dumps(items))
+        self.models_changed.emit()
+
     def recent_models(self) -> list[ModelEntry]:
         fields = {f.name for f in dataclasses.fields(ModelEntry)}
         out = []
@@ -99,9 +107,14 @@ class AppState(QObject):
                 seen.add(key)
                 out.append(e)
 
-        for e in self.recent_models():
+        known = {str(pathlib.Path(e.path).resolve()): e for e in library_models()}
+        for e in self.recent_models():  # what the library recorded (original, type) fills in a recent entry
+            lib = known.get(str(pathlib.Path(e.path).resolve()))
+            if lib is not None and lib.kind == e.kind:
+                e = dataclasses.replace(e, name=e.name or lib.name, origin=e.origin or lib.origin,
+                                        qtype=e.qtype or lib.qtype)
             add(e)
-        for e in library_models():
+        for e in known.values():
             add(e)
         d = demo_dir()
         if d is not None:
@@ -110,6 +123,11 @@ class AppState(QObject):
 
     def open_in(self, view: str, **payload) -> None:
         self.open_requested.emit(view, payload)
+
+
+def same_path(a: str | None, b: str | None) -> bool:
+    """Whether two paths name the same file or folder (both given)."""
+    return bool(a) and bool(b) and pathlib.Path(a).resolve() == pathlib.Path(b).resolve()
 
 
 def library_models() -> list[ModelEntry]:

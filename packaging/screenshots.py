@@ -3,7 +3,8 @@
     xvfb-run -s "-screen 0 1280x800x24" python3 packaging/screenshots.py [--model DIR] [--out docs/screenshots]
 
 Drives the real app: quantizes the model to Q4_K_M through the wizard, chats with the result, compares
-it with the original, opens the analysis of one tensor, and grabs each view at 1280×720.
+it with the original, opens the analysis of one tensor, and grabs each view at 1280×720; then the Library's
+context menu of the output (the whole screen, as a menu is a window of its own) and its Publish dialog.
 """
 
 from __future__ import annotations
@@ -130,8 +131,27 @@ def main() -> int:
         wait_until(app, lambda: an.current_stats is not None and bool(an.layer_rows), 300)
     grab("analysis")
 
+    lib = win.views["Library"]
     win.show_view("Library")
+    if quantized:
+        lib.select_path(quantized)
     grab("library")
+    if quantized:  # the context menu of an output, and the Publish dialog
+        rect = lib.tree.visualItemRect(lib.tree.currentItem())
+        menu = lib.menu_for(lib.selected())
+        menu.popup(lib.tree.viewport().mapToGlobal(rect.center()))
+        settle(app)
+        g = win.frameGeometry()
+        shot = app.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height())
+        shot.save(str(out / "library-menu.png"))
+        shots.append(out / "library-menu.png")
+        menu.close()
+        dlg = lib.actions.publish(quantized)
+        dlg.repo.setText("you/demo-GGUF")
+        settle(app)
+        dlg.grab().save(str(out / "library-publish.png"))
+        shots.append(out / "library-publish.png")
+        dlg.close()
     for s in shots:
         print(s)
     win.close()

@@ -42,6 +42,22 @@ def layer_label(name: str) -> str:
     return OTHER if n is None else f"Layer {n}"
 
 
+def safe_name(text: str) -> str:
+    """``text`` as part of a file name on every system."""
+    import re
+
+    return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "figure"
+
+
+def free_name(folder: pathlib.Path, stem: str, suffix: str) -> pathlib.Path:
+    """``folder/stem+suffix``, or ``stem-2``, ``stem-3``… when the name is taken."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    return path
+
+
 def _group_key(label: str) -> tuple[int, int]:
     return (1, 0) if label == OTHER else (0, int(label.split()[1]))
 
@@ -74,12 +90,16 @@ class AnalysisView(View):
         lay.addLayout(top)
         self.banner = Banner()
         lay.addWidget(self.banner)
+        self.basis = QLabel()
+        self.basis.setWordWrap(True)
+        lay.addWidget(self.basis)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         lay.addWidget(split, 1)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Tensor", "Shape", "Type"])
-        self.tree.setColumnWidth(0, 220)
+        self.tree.setHeaderLabels(["Tensor", "Shape", "Quant type", "Rel. error"])
+        for col, width in enumerate((230, 70, 95, 60)):
+            self.tree.setColumnWidth(col, width)
         split.addWidget(self.tree)
 
         right = QWidget()
@@ -115,7 +135,7 @@ class AnalysisView(View):
         self.layer_plot = pg.PlotWidget(title="Error per layer (RMSE relative to the weights' RMS)")
         rl.addWidget(self.layer_plot, 2)
         split.addWidget(right)
-        split.setSizes([320, 900])
+        split.setSizes([480, 740])
 
         self.weights_hist = pg.BarGraphItem(x=[], height=[], width=1)
         self.error_hist = pg.BarGraphItem(x=[], height=[], width=1)
@@ -176,6 +196,7 @@ class AnalysisView(View):
         if self.job is not None:
             self.job.cancel()
         self.banner.clear()
+        self.basis.setText(services.comparison_basis(paths[1]))
         self.paths = paths
         self.tree.clear()
         self.items = {}
@@ -200,15 +221,15 @@ class AnalysisView(View):
         self.job = None
         self.progress.hide()
 
-    def _fill_tree(self, names) -> None:
+    def _fill_tree(self, names: dict[str, str]) -> None:
         if self.items:
             return
         groups: dict[str, QTreeWidgetItem] = {}
-        for name in names:
+        for name, qtype in names.items():
             label = layer_label(name)
             if label not in groups:
                 groups[label] = QTreeWidgetItem([label])
-            item = QTreeWidgetItem([name, "", ""])
+            item = QTreeWidgetItem([name, "", qtype, ""])
             item.setData(0, Qt.ItemDataRole.UserRole, name)
             groups[label].addChild(item)
             self.items[name] = item
@@ -226,7 +247,8 @@ class AnalysisView(View):
         item = self.items.get(name)
         if item is not None:
             item.setText(1, "×".join(str(x) for x in st.shape))
-            item.setText(2, f"{st.qtype}  rel. error {st.relative_error:.4f}")
+            item.setText(2, st.qtype)
+            item.setText(3, f"{st.relative_error:.4f}")
 
     def _tensor_done(self, st: TensorStats) -> None:
         name = st.name
@@ -295,6 +317,8 @@ class AnalysisView(View):
         xs = [r.layer for r in self.layer_rows]
         heights = [r.relative_error for r in self.layer_rows]
         self.layer_bars.setOpts(x=xs, height=heights, width=0.8)
+        step = max(1, len(xs) // 16)  # whole layer numbers, at most 16 of them
+        self.layer_plot.getAxis("bottom").setTicks([[(x, str(x)) for x in xs[::step]]])
         self.layer_plot.setLabel("bottom", "layer")
         self.layer_plot.setLabel("left", "relative RMSE")
         self.layer_plot.autoRange()
@@ -303,16 +327,22 @@ class AnalysisView(View):
     # -- export ------------------------------------------------------------------------------------
 
     def export_figures(self, folder: str | None = None) -> list[pathlib.Path]:
+        """The two histograms (named for the tensor) and the per-layer chart (named for the quantized model) as
+        PNGs in ``folder``; a name already taken gets a number, nothing is overwritten."""
         import pyqtgraph.exporters as exporters
 
         folder = folder or QFileDialog.getExistingDirectory(self, "Export figures to")
         if not folder:
             return []
+        tensor = self.current_stats.name if self.current_stats else "no-tensor"
+        model = pathlib.Path(self.paths[1]).name if self.paths else "model"
         out = []
-        for name, plot in (("weights", self.weights_plot), ("error", self.error_plot), ("layers", self.layer_plot)):
-            path = pathlib.Path(folder) / f"nibble-{name}.png"
+        for stem, plot in ((f"{tensor}-weights", self.weights_plot), (f"{tensor}-error", self.error_plot),
+                           (f"{model}-layers", self.layer_plot)):
+            path = free_name(pathlib.Path(folder), f"nibble-{safe_name(stem)}", ".png")
             exporters.ImageExporter(plot.getPlotItem()).export(str(path))
             out.append(path)
+        self.banner.show_message(f"Saved {', '.join(p.name for p in out)} in {folder}", "info")
         return out
 
     def export_numbers(self, path: str | None = None) -> pathlib.Path | None:

@@ -24,14 +24,23 @@ from app import services
 from app.jobs import ProcessJob, engine_argv, run_in_thread
 from app.services import AWQ, GGUF, ORIGINAL, CompareOutcome, EvalFigures, human_bytes
 from app.settings import COMPARE_MAX_TOKENS, COMPARE_PROMPT
-from app.state import AppState, ModelEntry, kind_of
+from app.state import AppState, ModelEntry, kind_of, same_path
 from app.style import plot_colors
 from app.views import View
 from app.widgets import Banner, ModelPicker
 
 
+def marked_piece(pieces: list[str], diverge_at: int | None) -> int | None:
+    """The piece to mark for a divergence at token ``diverge_at``: that token's text, or where the token
+    ends in the middle of a character, the piece that completes the character."""
+    if diverge_at is None:
+        return None
+    return next((i for i in range(diverge_at, len(pieces)) if pieces[i]), diverge_at)
+
+
 def highlight_pieces(pieces: list[str], diverge_at: int | None, colour: str) -> str:
     """HTML of the generated pieces, the first diverging one marked."""
+    diverge_at = marked_piece(pieces, diverge_at)
     out = []
     for i, p in enumerate(pieces):
         text = html.escape(p).replace("\n", "<br>")
@@ -63,6 +72,7 @@ class CompareView(View):
         self.eval_job: ProcessJob | None = None
         self.result: CompareOutcome | None = None
         self.eval_result: EvalFigures | None = None
+        self._run = 0  # bumped on every change of pair: results of an older run are dropped
 
         lay = QVBoxLayout(self)
         grid = QGridLayout()
@@ -125,11 +135,82 @@ class CompareView(View):
 
         self.run_btn.clicked.connect(self.run_compare)
         self.eval_btn.clicked.connect(self.run_eval)
+        self._pairing = False
+        self._pair_to_quantized()
+        self._shown_pair = self._pair()
+        self.original.changed.connect(self._original_changed)
+        self.quantized.changed.connect(self._quantized_changed)
 
     def open_payload(self, payload: dict) -> None:
-        for key, picker in (("original", self.original), ("quantized", self.quantized)):
-            if payload.get(key):
-                picker.set_model(ModelEntry(payload[key], kind_of(payload[key])))
+        self._pairing = True  # the payload names the pair itself
+        try:
+            for key, picker in (("original", self.original), ("quantized", self.quantized)):
+                if payload.get(key):
+                    picker.set_model(ModelEntry(payload[key], kind_of(payload[key])))
+        finally:
+            self._pairing = False
+        self.reset()
+
+    # -- the pair ----------------------------------------------------------------------------------
+
+    def _pair_to_quantized(self) -> None:
+        """Select the original the quantized model was made from, where the library knows it."""
+        q = self.quantized.current()
+        if q is not None and q.origin:
+            self.original.select_path(q.origin, emit=False)
+        self._note_pair()
+
+    def _quantized_changed(self, _entry) -> None:
+        if not self._pairing:
+            self._pairing = True
+            try:
+                self._pair_to_quantized()
+            finally:
+                self._pairing = False
+        self.reset()
+
+    def _original_changed(self, entry) -> None:
+        if not self._pairing and entry is not None:
+            q = self.quantized.current()
+            if q is None or not same_path(q.origin, entry.path):
+                made = [m for m in self.state.models() if m.kind in self.quantized.kinds and same_path(m.origin, entry.path)]
+                if made:
+                    self.quantized.select_path(made[0].path, emit=False)
+        self._note_pair()
+        self.reset()
+
+    def _note_pair(self) -> None:
+        o, q = self.original.current(), self.quantized.current()
+        if o is not None and q is not None and q.origin and not same_path(q.origin, o.path):
+            self.banner.show_message(f"{q.label} was made from {q.origin}, not from this original; both must share a "
+                                     "tokenizer to be compared", "warn")
+        else:
+            self.banner.clear()
+
+    def _pair(self) -> tuple[str, str]:
+        o, q = self.original.current(), self.quantized.current()
+        return (o.path if o else "", q.path if q else "")
+
+    def reset(self) -> None:
+        """Forget what was shown for the previous pair, and stop work still running for it, when the pair
+        changed (a refreshed model list that keeps the pair keeps what is shown)."""
+        if self._pair() == self._shown_pair:
+            return
+        self._shown_pair = self._pair()
+        self._run += 1
+        if self.job is not None:
+            self.job.cancel()
+        if self.eval_job is not None and self.eval_job.is_running():
+            self.eval_job.cancel()
+        self.result = self.eval_result = None
+        for panel in (self.left, self.right):
+            panel.text.clear()
+            panel.stats.setText("—")
+        self.summary.clear()
+        for label in self.eval_labels.values():
+            label.setText("—")
+        self.eval_progress.setRange(0, 1)
+        self.eval_progress.setValue(0)
 
     def _paths(self) -> tuple[str, str] | None:
         o, q = self.original.current(), self.quantized.current()
@@ -153,13 +234,21 @@ class CompareView(View):
         self.left.text.setPlainText("Loading…")
         self.right.text.setPlainText("Waiting for the original…")
         self.run_btn.setEnabled(False)
+        for panel in (self.left, self.right):
+            panel.stats.setText("—")
+        self.result = None
+        run = self._run
+
+        def current(fn):
+            return lambda *a: fn(*a) if run == self._run else None
+
+        self._streamed = {"original": "", "quantized": ""}
         self.job = run_in_thread(
             services.compare, paths[0], paths[1], prompt, max_tokens=self.max_tokens.value(),
             temperature=0.0 if self.greedy.isChecked() else 0.7, pass_reporter=True,
-            on_result=self.show_result, on_error=self._error, on_end=self._ended,
-            on_progress=lambda d, t, m: self.summary.setText(m), on_item=self._stream_piece,
+            on_result=current(self.show_result), on_error=current(self._error), on_end=self._ended,
+            on_progress=current(lambda d, t, m: self.summary.setText(m)), on_item=current(self._stream_piece),
         )
-        self._streamed = {"original": "", "quantized": ""}
 
     def _stream_piece(self, item) -> None:
         side, text = item
@@ -172,8 +261,11 @@ class CompareView(View):
 
     def _error(self, message: str) -> None:
         self.banner.show_message(message)
-        self.left.text.clear()
-        self.right.text.clear()
+        self.result = None
+        for panel in (self.left, self.right):
+            panel.text.clear()
+            panel.stats.setText("—")
+        self.summary.clear()
 
     def show_result(self, result: CompareOutcome) -> None:
         self.result = result
@@ -182,8 +274,11 @@ class CompareView(View):
         for panel, side in ((self.left, result.original), (self.right, result.quantized)):
             panel.text.setHtml(highlight_pieces(side.pieces, div, colour))
             tps = side.tokens_per_second
-            panel.stats.setText(f"{len(side.pieces)} tokens · {tps:.1f} tokens/s · memory {human_bytes(side.memory_bytes)}"
-                                if tps else "—")
+            speed = f"{tps:.1f} tokens/s" if tps else "— tokens/s"
+            panel.stats.setText(f"{len(side.token_ids)} tokens · {speed} · weights {human_bytes(side.weights_bytes)}"
+                                f" + KV cache {human_bytes(side.kv_cache_bytes)} ({side.kv_cache_tokens:,} tokens)")
+            panel.stats.setToolTip("What the loaded model holds: its weights, and the keys and values it caches "
+                                   "(llama.cpp sets aside the whole context; torch holds the answer's sequence)")
         self.summary.setText(
             ("Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted).")
             + f" KL divergence of the quantized model along the original's answer: mean {result.kld_mean:.4f},"
@@ -201,12 +296,16 @@ class CompareView(View):
             return
         self.banner.clear()
         extra = ["--chunks", str(self.eval_chunks.value())] if self.eval_chunks.value() else []
+        run = self._run
         self.eval_job = ProcessJob(engine_argv("eval", paths[0], paths[1], *extra, output="--json"), self)
-        self.eval_job.progress.connect(self._eval_progress)
-        self.eval_job.succeeded.connect(self._eval_done)
-        self.eval_job.failed.connect(lambda m: self.banner.show_message(f"Evaluation failed: {m}"))
+        self.eval_job.progress.connect(lambda *a: self._eval_progress(*a) if run == self._run else None)
+        self.eval_job.succeeded.connect(lambda r: self._eval_done(r) if run == self._run else None)
+        self.eval_job.failed.connect(lambda m: self._eval_failed(m) if run == self._run else None)
         self.eval_job.ended.connect(lambda: self.eval_btn.setText("Run eval"))
         self.eval_btn.setText("Cancel eval")
+        self.eval_result = None
+        for label in self.eval_labels.values():
+            label.setText("—")
         self.eval_progress.setRange(0, 0)
         self.eval_job.start()
 
@@ -214,6 +313,11 @@ class CompareView(View):
         if total:
             self.eval_progress.setRange(0, total)
             self.eval_progress.setValue(done)
+
+    def _eval_failed(self, message: str) -> None:
+        self.banner.show_message(f"Evaluation failed: {message}")
+        self.eval_progress.setRange(0, 1)
+        self.eval_progress.setValue(0)
 
     def _eval_done(self, result: dict) -> None:
         self.eval_result = e = EvalFigures.from_json(result)

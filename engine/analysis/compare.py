@@ -51,7 +51,7 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 def _token_at(rt: Runtime, ids: list[int], i: int) -> str:
     if i >= len(ids):
         return ""
-    return rt.detokenize(ids[:i + 1])[len(rt.detokenize(ids[:i])):]
+    return rt.token_pieces(ids[:i + 1])[-1]
 
 
 def compare(a: Runtime, b: Runtime, prompt: str, *, max_tokens: int = 64, temperature: float = 0.0,

@@ -12,7 +12,6 @@ tensor. Block tensors come first, in layer order, so a viewer shows the first hi
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import re
@@ -235,48 +234,20 @@ class _GGUFPairs:
             w = w.reshape(deq.shape)
         return w, deq, t.tensor_type.name, int(t.n_bytes)
 
+    def qtype(self, name: str) -> str:
+        return self.tensors[name].tensor_type.name
+
 
 # ----------------------------------------------------------------------------------------------------
-# AWQ
+# AWQ (engine.analysis.awq_pairs)
 
-
-class _AWQPairs:
-    format = "awq"
-
-    def __init__(self, original: OriginalTensors, quantized: pathlib.Path):
-        from safetensors import safe_open
-
-        self.original = original
-        try:
-            cfg = json.loads((quantized / "config.json").read_text(encoding="utf-8"))
-            self.group_size = int(cfg["quantization_config"]["group_size"])
-        except (OSError, ValueError, KeyError):
-            raise NibbleError(f"{quantized}/config.json has no AWQ quantization_config with a group_size") from None
-        self._where: dict[str, pathlib.Path] = {}
-        for f in sorted(quantized.glob("*.safetensors")):
-            with safe_open(str(f), framework="pt") as st:
-                for k in st.keys():
-                    self._where[k] = f
-        prefixes = [k[: -len(".qweight")] for k in self._where if k.endswith(".qweight")]
-        names = [p for p in prefixes if f"{p}.weight" in original]
-        if not names:
-            raise NibbleError(f"no AWQ layer of {quantized.name} matches a tensor of {original.path.name}")
-        self.names = _order(names)
-
-    def _get(self, key: str):
-        from safetensors import safe_open
-
-        with safe_open(str(self._where[key]), framework="pt") as st:
-            return st.get_tensor(key)
-
-    def load(self, name: str):
-        qw, qz, sc = (self._get(f"{name}.{k}") for k in ("qweight", "qzeros", "scales"))
-        n_bytes = sum(t.numel() * t.element_size() for t in (qw, qz, sc))
-        from engine.awq.pack import dequantize_gemm
-
-        deq = dequantize_gemm(qw, qz, sc, self.group_size).numpy()
-        w = self.original.get(f"{name}.weight")
-        return w, deq, f"AWQ int4 g{self.group_size}", int(n_bytes)
+#: What a tensor's error is measured against, by the quantized model's kind (for the viewer to say).
+BASIS = {
+    "gguf": "Each tensor is compared with the original as the converter writes it.",
+    "awq": "AWQ scales each linear's input channels and divides the layer before by the same scale; each tensor "
+           "is compared after undoing that (scales read from the norms, or fitted on the paired linear), so "
+           "the error is the rounding's alone.",
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -298,7 +269,9 @@ def open_pairs(original, quantized):
     if qkind == "gguf":
         return _GGUFPairs(orig, quantized)
     if qkind == "awq":
-        return _AWQPairs(orig, quantized)
+        from engine.analysis.awq_pairs import AWQPairs
+
+        return AWQPairs(orig, quantized, order=_order)
     raise NibbleError(f"{quantized} is not quantized (pass a .gguf file or an AWQ folder as QUANTIZED)")
 
 
@@ -320,6 +293,12 @@ def iter_stats(original, quantized, *, bins: int = 64, reporter: Reporter | None
 def tensor_names(original, quantized) -> list[str]:
     """The names ``iter_stats`` will visit, in its order (for a viewer's list)."""
     return list(open_pairs(original, quantized).names)
+
+
+def tensor_types(original, quantized) -> dict[str, str]:
+    """Each tensor ``iter_stats`` will visit and its quantization type, in its order, from the headers only."""
+    pairs = open_pairs(original, quantized)
+    return {n: pairs.qtype(n) for n in pairs.names}
 
 
 def summarize(tensors: list[TensorStats]) -> list[LayerSummary]:

@@ -191,6 +191,49 @@ class Library:
             entries = [e for e in entries if e.id != entry_id]
             self._write(entries)
 
+    def deletable(self, entry: Entry) -> str | None:
+        """Why ``entry``'s files may not be deleted (None: they may): only an output Nibble made and recorded
+        with its original (a GGUF file, an AWQ folder) is Nibble's to delete; an original, anything in the
+        Hugging Face cache and a path that holds another entry are never touched."""
+        from engine.models.resolve import model_kind
+
+        path = Path(entry.path)
+        if entry.kind not in ("gguf", "awq") or not entry.source:
+            return f"{path.name} is not an output Nibble made; Forget removes it from the library and leaves it on disk"
+        if not path.exists():
+            return f"{path} is already gone; Forget removes the entry"
+        if "models--" in path.as_posix() and "/snapshots/" in path.as_posix():
+            return f"{path} is in the Hugging Face cache; Nibble deletes only the outputs it made"
+        try:
+            kind = model_kind(path)
+        except (NibbleError, OSError):
+            kind = None
+        if kind != entry.kind:
+            return f"{path} no longer holds the {entry.kind.upper()} model Nibble made; check it and delete it yourself"
+        for other in self.list_entries():
+            if other.id != entry.id and (Path(other.path) == path or path in Path(other.path).parents):
+                return f"{path} holds {Path(other.path).name}, which the library also lists; Forget it first"
+        return None
+
+    def delete_output(self, entry_id: str) -> Path:
+        """Delete an output's file (or AWQ folder) and its entry; refuses, in one line, what is not Nibble's."""
+        import shutil
+
+        entry = self.get(entry_id)
+        why = self.deletable(entry)
+        if why:
+            raise NibbleError(why)
+        path = Path(entry.path)
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            raise NibbleError(f"cannot delete {path} ({exc.strerror}); check its permissions") from None
+        self.remove_entry(entry_id)
+        return path
+
     def outputs_of(self, entry_id: str) -> list[Entry]:
         return [e for e in self.list_entries() if e.source == entry_id]
 

@@ -4,6 +4,7 @@ models token by token. Evaluation, chat, compare and bench are written once agai
 
 from __future__ import annotations
 
+import codecs
 import os
 import pathlib
 from abc import ABC, abstractmethod
@@ -57,6 +58,51 @@ class GenerationResult:
 
 
 # ----------------------------------------------------------------------------------------------------
+# turning generated tokens into text, piece by piece
+
+
+class ByteStream:
+    """Text of generated tokens from each token's bytes, through an incremental UTF-8 decoder: a token that
+    ends in the middle of a character gives "" and the token that completes it gives the whole character, so
+    the pieces joined are exactly the bytes joined and decoded."""
+
+    def __init__(self, token_bytes: Callable[[int], bytes]):
+        self._bytes = token_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def step(self, token_id: int) -> str:
+        return self._utf8.decode(self._bytes(token_id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+class TextStream:
+    """Text of generated tokens for a runtime that only decodes whole sequences: the sequence is decoded
+    again at each token and what it added is given, a trailing half character (U+FFFD) held back."""
+
+    def __init__(self, detokenize: Callable[[Sequence[int]], str]):
+        self._detokenize = detokenize
+        self._ids: list[int] = []
+        self._done = ""
+
+    def _take(self, final: bool) -> str:
+        full = self._detokenize(self._ids)
+        safe = len(full)
+        while not final and safe > len(self._done) and full[safe - 1] == "\ufffd":
+            safe -= 1
+        piece, self._done = full[len(self._done):safe], full[:safe]
+        return piece
+
+    def step(self, token_id: int) -> str:
+        self._ids.append(int(token_id))
+        return self._take(final=False)
+
+    def flush(self) -> str:
+        return self._take(final=True) if self._ids else ""
+
+
+# ----------------------------------------------------------------------------------------------------
 # the interface
 
 
@@ -97,6 +143,19 @@ class Runtime(ABC):
     def token_text(self, token_id: int) -> str | None:
         """The raw vocabulary entry of one id (for comparing vocabularies), None where there is none."""
 
+    def stream_decoder(self):
+        """A fresh decoder of generated tokens into text pieces (``step(id) -> str``, ``flush() -> str``)."""
+        return TextStream(self.detokenize)
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text each of ``ids`` adds when they are generated in this order (a token that ends in the
+        middle of a character adds "", the one that completes it the whole character)."""
+        dec = self.stream_decoder()
+        pieces = [dec.step(int(i)) for i in ids]
+        if pieces:
+            pieces[-1] += dec.flush()
+        return pieces
+
     # ---- model
 
     @abstractmethod
@@ -114,6 +173,11 @@ class Runtime(ABC):
     @abstractmethod
     def reset(self) -> None:
         """Forget the cached sequence (the next generation starts from an empty context)."""
+
+    def memory_bytes(self) -> tuple[int, int, int]:
+        """What the loaded model holds: weights and KV cache in bytes, and the positions that cache holds room
+        for; zeros where unknown."""
+        return 0, 0, 0
 
     def close(self) -> None:
         """Release the model's memory."""
@@ -191,6 +255,8 @@ class Runtime(ABC):
         self.last_generation = result
         emitted = 0
         pending_token = -1
+        decoder = self.stream_decoder()
+        text = ""
         logits = self._prefill(prompt_ids)
         try:
             for _ in range(max_tokens):
@@ -202,27 +268,25 @@ class Runtime(ABC):
                     result.finish_reason = "eos"
                     break
                 result.token_ids.append(tok)
-                full = self.detokenize(result.token_ids)
-                hit = min((i for i in (full.find(s, max(0, emitted - len(s))) for s in stops) if i >= 0),
+                text += decoder.step(tok)
+                hit = min((i for i in (text.find(s, max(0, emitted - len(s))) for s in stops) if i >= 0),
                           default=-1)
                 if hit >= 0:
-                    result.text = full[:hit]
+                    result.text = text[:hit]
                     if hit > emitted:
-                        yield tok, full[emitted:hit]
+                        yield tok, text[emitted:hit]
                     result.finish_reason = "stop"
                     return
-                safe = len(full)
-                while safe > emitted and full[safe - 1] == "\ufffd":
-                    safe -= 1
+                safe = len(text)
                 for s in stops:  # hold back a tail that could grow into a stop string
                     for k in range(min(len(s) - 1, safe - emitted), 0, -1):
-                        if full[safe - k:safe] == s[:k]:
+                        if text[safe - k:safe] == s[:k]:
                             safe -= k
                             break
-                result.text = full
+                result.text = text
                 pending_token = tok
                 if safe > emitted:
-                    yield tok, full[emitted:safe]
+                    yield tok, text[emitted:safe]
                     emitted = safe
                     pending_token = -1
                 if len(prompt_ids) + len(result.token_ids) >= self.n_ctx:
@@ -231,13 +295,13 @@ class Runtime(ABC):
                 logits = self._step(tok)
             else:
                 result.finish_reason = "length"
-            full = self.detokenize(result.token_ids)
-            result.text = full
-            if len(full) > emitted:
-                yield pending_token, full[emitted:]
+            text += decoder.flush()
+            result.text = text
+            if len(text) > emitted:
+                yield pending_token, text[emitted:]
         except KeyboardInterrupt:
             result.finish_reason = "cancelled"
-            result.text = self.detokenize(result.token_ids)
+            result.text = text
             raise
 
     def generate(self, prompt_ids: Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.core.errors import NibbleError
-from engine.runtime.base import Runtime, _reusable_prefix, check_fits
+from engine.runtime.base import ByteStream, Runtime, _reusable_prefix, check_fits
 
 GGUF_MAGIC = b"GGUF"
 _GiB = 1024**3
@@ -108,6 +108,31 @@ class GGUFRuntime(Runtime):
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes llama.cpp's own tools print for a generated token (special tokens print nothing)."""
+        buf = ctypes.create_string_buffer(64)
+        n = self._ll.llama_token_to_piece(self._vocab, int(token_id), buf, len(buf), 0, False)
+        if n < 0:  # a longer piece: llama.cpp says how long
+            buf = ctypes.create_string_buffer(-n)
+            n = self._ll.llama_token_to_piece(self._vocab, int(token_id), buf, len(buf), 0, False)
+        return buf.raw[:max(n, 0)]
+
+    def stream_decoder(self):
+        return ByteStream(self.token_bytes)
+
+    def memory_bytes(self) -> tuple[int, int, int]:
+        """The model's tensors as llama.cpp holds them, and the KV cache it allocated for the context
+        (keys and values of every layer for ``n_ctx`` positions, in f16 as llama.cpp keeps them by default)."""
+        ll, model = self._ll, self.llm.model
+        meta = self.llm.metadata
+        arch = meta.get("general.architecture", "")
+        n_head = max(1, ll.llama_model_n_head(model))
+        head = ll.llama_model_n_embd(model) // n_head
+        k_len = int(meta.get(f"{arch}.attention.key_length") or head)
+        v_len = int(meta.get(f"{arch}.attention.value_length") or head)
+        kv = self.n_ctx * ll.llama_model_n_layer(model) * ll.llama_model_n_head_kv(model) * (k_len + v_len) * 2
+        return int(ll.llama_model_size(model)), int(kv), int(self.n_ctx)
 
     def token_text(self, token_id: int) -> str | None:
         if token_id is None or not 0 <= token_id < self.n_vocab:

@@ -23,11 +23,11 @@ from typing import Sequence
 
 from engine.core.errors import NibbleError
 from engine.core.spawn import child_env, module_argv
-from engine.runtime.base import Runtime
+from engine.runtime.base import ByteStream, Runtime
 
 # What the child may be asked to run, and the attributes the parent copies once the model is open.
-_CALLS = frozenset({"tokenize", "detokenize", "token_text", "logits", "_prefill", "_step", "reset", "time_prompt",
-                    "time_generation"})
+_CALLS = frozenset({"tokenize", "detokenize", "token_text", "token_bytes", "memory_bytes", "logits", "_prefill",
+                    "_step", "reset", "time_prompt", "time_generation"})
 _ATTRS = ("kind", "device", "n_vocab", "n_ctx", "bos_id", "eos_ids", "add_bos", "chat_template", "bos_token",
           "eos_token", "notices", "threads", "n_batch")
 
@@ -85,6 +85,15 @@ class GGUFProcessRuntime(Runtime):
 
     def token_text(self, token_id: int) -> str | None:
         return self._call("token_text", token_id)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._call("token_bytes", int(token_id))
+
+    def stream_decoder(self):
+        return ByteStream(self.token_bytes)
+
+    def memory_bytes(self) -> tuple[int, int, int]:
+        return tuple(self._call("memory_bytes"))
 
     def logits(self, ids: Sequence[int], start: int = 0):
         return self._call("logits", list(ids), start)

@@ -98,6 +98,31 @@ class TorchRuntime(Runtime):
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
+    def stream_decoder(self):
+        """The tokenizer's own incremental decoder where it has one (it holds a token that ends in the middle
+        of a character until the character is complete); else whole-sequence decoding."""
+        backend = getattr(self.tok, "_tokenizer", None)
+        try:
+            from tokenizers.decoders import DecodeStream
+        except ImportError:
+            backend = None
+        if backend is None:
+            return super().stream_decoder()
+        return _HFStream(backend, DecodeStream(skip_special_tokens=True))
+
+    def memory_bytes(self) -> tuple[int, int, int]:
+        """The parameters and buffers torch holds, and the keys and values cached for the last sequence."""
+        if self.model is None:
+            return 0, 0, 0
+        tensors = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}  # tied weights once
+        weights = sum(t.numel() * t.element_size() for t in tensors.values())
+        kv = 0
+        for layer in getattr(self._cache, "layers", None) or ():
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None and hasattr(t, "numel"):
+                    kv += t.numel() * t.element_size()
+        return int(weights), int(kv), len(self._cached) if self._cache is not None else 0
+
     def token_text(self, token_id: int) -> str | None:
         if token_id is None or not 0 <= token_id < len(self.tok):
             return None
@@ -146,6 +171,26 @@ class TorchRuntime(Runtime):
     def close(self) -> None:
         self.model = None
         self._cache = None
+
+
+class _HFStream:
+    """The tokenizers library's DecodeStream, and at the end whatever it still held (a last token that
+    ends in the middle of a character), as the whole sequence decodes it."""
+
+    def __init__(self, backend, stream):
+        self._backend, self._stream = backend, stream
+        self._ids: list[int] = []
+        self._text = ""
+
+    def step(self, token_id: int) -> str:
+        self._ids.append(int(token_id))
+        piece = self._stream.step(self._backend, int(token_id)) or ""
+        self._text += piece
+        return piece
+
+    def flush(self) -> str:
+        full = self._backend.decode(self._ids, skip_special_tokens=True) if self._ids else ""
+        return full[len(self._text):] if full.startswith(self._text) else ""
 
 
 def _load_tokenizer(folder: pathlib.Path):

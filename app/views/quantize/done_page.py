@@ -5,15 +5,25 @@ from __future__ import annotations
 import pathlib
 import shlex
 
-from PySide6.QtCore import QUrl, Qt
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.jobs import format_seconds
-from app.services import AWQ, QuantizeOutcome, human_bytes
+from app.services import AWQ, GGUF, QuantizeOutcome, human_bytes
 from app.state import AppState, ModelEntry
+from app.views.output_actions import OutputActions, show_in_file_manager
 from app.views.quantize.mix_check import MixCheckPanel
-from app.widgets import path_size
+from app.widgets import Banner, path_size
 
 
 def run_commands(path: str, kind: str) -> dict[str, str]:
@@ -62,6 +72,17 @@ class DonePage(QWidget):
             row.addWidget(b)
         row.addStretch(1)
         lay.addLayout(row)
+        share = QHBoxLayout()
+        self.publish_btn = QPushButton("Publish to the Hub…")
+        self.ollama_btn = QPushButton("Use in Ollama")
+        self.lmstudio_btn = QPushButton("Use in LM Studio")
+        for b in (self.publish_btn, self.ollama_btn, self.lmstudio_btn):
+            share.addWidget(b)
+        share.addStretch(1)
+        lay.addLayout(share)
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        self.actions = OutputActions(self, self.banner)
         self.cmd_box = QGroupBox("Run it elsewhere")
         self.cmd_layout = QFormLayout(self.cmd_box)
         lay.addWidget(self.cmd_box)
@@ -76,6 +97,9 @@ class DonePage(QWidget):
             lambda: self.state.open_in("Analysis", original=self.original.path, quantized=self.output.path)
         )
         self.show_btn.clicked.connect(self.show_in_file_manager)
+        self.publish_btn.clicked.connect(lambda: self.actions.publish(self.output.path))
+        self.ollama_btn.clicked.connect(lambda: self.actions.use_in_ollama(self.output.path))
+        self.lmstudio_btn.clicked.connect(lambda: self.actions.use_in_lmstudio(self.output.path))
 
     def show_result(self, original: ModelEntry, output: ModelEntry, result: QuantizeOutcome) -> None:
         self.original, self.output = original, output
@@ -86,6 +110,9 @@ class DonePage(QWidget):
         self.size_label.setText(human_bytes(size))
         self.time_label.setText(format_seconds(result.elapsed))
         self.mix_check.show_for(original.path, str(p), result.type)
+        self.banner.clear()
+        for b in (self.ollama_btn, self.lmstudio_btn):
+            b.setEnabled(output.kind == GGUF)
         while self.cmd_layout.rowCount():
             self.cmd_layout.removeRow(0)
         self.commands = run_commands(str(p), output.kind)
@@ -100,5 +127,4 @@ class DonePage(QWidget):
 
     def show_in_file_manager(self) -> None:
         if self.output:
-            p = pathlib.Path(self.output.path)
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(p.parent if p.is_file() else p)))
+            show_in_file_manager(self.output.path, self.banner)
