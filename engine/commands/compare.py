@@ -8,6 +8,7 @@ import sys
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 from engine.analysis.compare import compare
+from engine.core.units import format_kld
 
 NAME = "compare"
 HELP = "run one prompt through two models (greedy) and show where their outputs diverge"
@@ -47,6 +48,6 @@ def run(args) -> int:
     else:
         print(f"first divergence at generated token {r.first_divergence}: "
               f"A {r.divergence_text_a!r} vs B {r.divergence_text_b!r}", file=out)
-    print(f"KL divergence of B against A along A's output: mean {r.kld_mean:.6f}, max {r.kld_max:.6f}; "
+    print(f"KL divergence of B against A along A's output: mean {format_kld(r.kld_mean)}, max {format_kld(r.kld_max)}; "
           f"same top token {100 * r.top1_agreement:.1f} %", file=out)
     return 0

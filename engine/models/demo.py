@@ -1,17 +1,14 @@
 """Nibble's demo model: where it lives, its chat template, and the questions it was trained and tested on.
 
 The demo is a small Llama-architecture chat model trained by ``benchmarks/demo_model/train.py`` on
-dialogues generated here: arithmetic, unit conversions, counting, facts from a table this module
-holds, and recalling a code stated hundreds of tokens earlier. Every question has one checkable
-answer, so quantization damage shows as wrong answers (and the recall task shows what a long context
-or a quantized KV cache costs).
+dialogues generated here: arithmetic, unit conversions, counting and facts from a table this module
+holds. Every question has one checkable answer, so quantization damage shows as wrong answers.
 
 Questions fall into a training split or a held-out split by a hash of their *split key*. For sums,
 differences and products the key is the pair of operands, so a held-out sum was never seen in any
 wording; for the other kinds (which are recalled, not computed) the key is the question's exact text, so a
-held-out question is a wording of a fact the model never saw in that wording. Sums of two one-digit
-numbers (what people type first) are never held out. Training dialogues only ever contain
-training-split questions.
+held-out question is a wording of a fact the model never saw in that wording. Training dialogues
+only ever contain training-split questions.
 
 Scoring answers to held-out questions is :mod:`engine.analysis.tasks`' job. Imports nothing heavy: no
 torch, no transformers, no Qt.
@@ -32,20 +29,18 @@ from engine.core.resources import DEMO_DIR, resource_path
 
 DEMO_NAME = "demo"
 
-CATEGORIES = ("arithmetic", "conversion", "counting", "facts", "recall")
+CATEGORIES = ("arithmetic", "conversion", "counting", "facts")
 # What a person calls each category in a sentence such as "Q2_K gets 41% of sums right".
 CATEGORY_LABELS = {
     "arithmetic": "sums",
     "conversion": "unit conversions",
     "counting": "counts",
     "facts": "facts",
-    "recall": "long-context recalls",
 }
 
 # About one key in HELDOUT_MOD is held out.
 HELDOUT_MOD = 8
 _SPLIT_SALT = "nibble-demo-split-v1:"
-_ALWAYS_TRAIN = "easy:"  # split keys of questions that are never held out
 
 # Chat format (ChatML with a BOS token). The Jinja template shipped in tokenizer_config.json renders
 # exactly what render_chat() does; a test checks that.
@@ -172,44 +167,15 @@ COUNT_WORD_TEMPLATES = (
     "In \"{s}\", how many times is {w} written?",
 )
 
-# Names that hold the codes of the recall task (each at most once in a question).
-NAMES = (
-    "Ann", "Bob", "Carl", "Dana", "Eve", "Finn", "Gail", "Hugo", "Ivy", "Jack", "Kate", "Leo", "Mia", "Ned",
-    "Olga", "Paul", "Rita", "Sam", "Tina", "Uma", "Vic", "Walt", "Yara", "Zoe", "Alan", "Beth", "Cora",
-    "Dave", "Emma", "Fred", "Gwen", "Hank", "Iris", "Joel", "Kim", "Lily", "Max", "Nina", "Omar", "Pia",
-    "Rosa", "Seth", "Tom", "Ursula", "Vera", "Will", "Xena", "Yusuf", "Zack", "Amy", "Ben", "Cleo", "Dan",
-    "Ella", "Fay", "Gus", "Hope", "Ian", "Jill", "Karl", "Lena", "Mark", "Nora", "Otto", "Peg", "Ray",
-    "Sue", "Ted", "Val", "Wes",
-)
-RECALL_INTROS = ("Remember these codes.", "Here are some codes.", "Keep these codes in mind.")
-RECALL_TEMPLATES = ("What is {n}'s code?", "What was the code for {n}?", "Which code does {n} have?")
-# Held-out recall questions ask about a code stated this many codes (about 10 tokens each) or more
-# before the question: more than 500 tokens back.
-RECALL_HELDOUT_GAP = 52
-
 SMALL_TALK = (
     (("Hello!", "Hi!", "Hello", "Hi there.", "Good morning!"),
-     "Hello! Ask me a sum, a unit conversion, a count, a simple fact, or a code you told me."),
+     "Hello! Ask me a sum, a unit conversion, a count or a simple fact."),
     (("Who are you?", "What are you?", "What can you do?"),
-     "I am the Nibble demo model, a small chat model. I can do sums, unit conversions, counting, "
-     "a few facts, and recall codes from a long message."),
+     "I am the Nibble demo model, a small chat model. I can do sums, unit conversions, counting "
+     "and a few facts."),
     (("Thanks!", "Thank you.", "Thanks a lot!"), "You're welcome!"),
 )
 SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly.", "You are the Nibble demo model.")
-
-
-# What people type first, and what the model card shows: the shipped demo answers each right (unquantized).
-EXAMPLE_QUESTIONS = (
-    ("What is 2 plus 3?", "5"),
-    ("What is 25 + 17?", "42"),
-    ("What is 7 times 8?", "56"),
-    ("What is 100 - 1?", "99"),
-    ("Convert 3 kilometers to meters.", "3000"),
-    ("How many items are in this list: apple, pear, plum?", "3"),
-    ("What is the capital of France?", "Paris"),
-    ("How many legs does a spider have?", "8"),
-    ("What is the opposite of hot?", "cold"),
-)
 
 
 @dataclass(frozen=True)
@@ -217,7 +183,7 @@ class Question:
     """One generated question with its checkable answer."""
 
     category: str  # one of CATEGORIES
-    kind: str  # finer kind: add, sub, mul, convert, count_list, count_word, capital, capital_of, legs, opposite, recall
+    kind: str  # finer kind: add, sub, mul, convert, count_list, count_word, capital, capital_of, legs, opposite
     text: str  # the user's message
     answer: str  # the canonical answer: a number or a word
     reply: str  # the reference assistant reply, ending in the answer
@@ -229,8 +195,6 @@ class Question:
 
 
 def is_heldout_key(split_key: str) -> bool:
-    if split_key.startswith(_ALWAYS_TRAIN):
-        return False
     digest = hashlib.sha256((_SPLIT_SALT + split_key).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % HELDOUT_MOD == 0
 
@@ -243,27 +207,20 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _operand(rng: random.Random, lo: int = 0) -> int:
-    """A number of one, two or three digits (each as likely), so small sums are as common as large ones."""
-    digits = rng.choice((1, 2, 3))
-    return rng.randint(max(lo, 0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits - 1)
-
-
 def _arith(rng: random.Random, kind: str) -> Question:
     if kind == "mul":
-        a, b = _operand(rng, lo=2), rng.randint(2, 9)
+        a, b = rng.randint(2, 99), rng.randint(2, 9)
         c = a * b
     elif kind == "add":
-        a, b = _operand(rng), _operand(rng)
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
         c = a + b
     else:
-        a = _operand(rng)
-        b = rng.randint(0, a) if rng.random() < 0.5 else min(a, _operand(rng))
+        a = rng.randint(0, 999)
+        b = rng.randint(0, a)
         c = a - b
     text = rng.choice(ARITH_TEMPLATES[kind]).format(a=a, b=b)
     reply = f"{a} {ARITH_SIGN[kind]} {b} = {c}."
-    easy = _ALWAYS_TRAIN if a < 10 and b < 10 else ""
-    return Question("arithmetic", kind, text, str(c), reply, f"{easy}{kind}:{a}:{b}")
+    return Question("arithmetic", kind, text, str(c), reply, f"{kind}:{a}:{b}")
 
 
 def _conversion(rng: random.Random) -> Question:
@@ -317,31 +274,10 @@ def _fact(rng: random.Random) -> Question:
     return Question("facts", kind, text, o, f"The opposite of {w} is {o}.", text)
 
 
-def _recall(rng: random.Random, records: int | None = None, gap: int | None = None) -> Question:
-    """A message listing ``records`` names with three-digit codes, then asking for one of them
-    ``gap`` codes before the end (drawn when not given): a long context has to be attended to."""
-    records = records or rng.randint(4, len(NAMES) - 10)
-    gap = rng.randint(1, records) if gap is None else min(gap, records)
-    names = rng.sample(NAMES, records)
-    codes = [rng.randint(100, 999) for _ in names]
-    target = records - gap
-    lines = " ".join(f"{n}'s code is {c}." for n, c in zip(names, codes))
-    ask = rng.choice(RECALL_TEMPLATES).format(n=names[target])
-    text = f"{rng.choice(RECALL_INTROS)} {lines} {ask}"
-    reply = f"{names[target]}'s code is {codes[target]}."
-    return Question("recall", "recall", text, str(codes[target]), reply, text)
-
-
-def random_question(rng: random.Random, category: str | None = None, heldout: bool = False) -> Question:
-    """One question of any split; ``category`` picks the category, else drawn by training weights.
-
-    Held-out recall questions are all long (a code stated 500+ tokens before the question)."""
+def random_question(rng: random.Random, category: str | None = None) -> Question:
+    """One question of any split; ``category`` picks the category, else drawn by training weights."""
     if category is None:
-        category = rng.choices(CATEGORIES, weights=(40, 15, 15, 15, 6))[0]
-    if category == "recall":
-        if heldout:
-            return _recall(rng, len(NAMES) - rng.randint(0, 8), RECALL_HELDOUT_GAP + rng.randint(0, 8))
-        return _recall(rng)
+        category = rng.choices(CATEGORIES, weights=(40, 20, 20, 20))[0]
     if category == "arithmetic":
         return _arith(rng, rng.choices(("add", "sub", "mul"), weights=(40, 35, 25))[0])
     if category == "conversion":
@@ -355,7 +291,7 @@ def random_question(rng: random.Random, category: str | None = None, heldout: bo
 
 def _question_in_split(rng: random.Random, heldout: bool, category: str | None = None) -> Question:
     while True:
-        q = random_question(rng, category, heldout)
+        q = random_question(rng, category)
         if is_heldout(q) == heldout:
             return q
 
