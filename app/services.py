@@ -11,6 +11,7 @@ import pathlib
 import time
 from dataclasses import dataclass
 
+from engine.analysis.compare import token_pieces  # noqa: F401  (the text each generated token added)
 from engine.analysis.stats import LayerSummary, StatsReport, TensorStats, layer_of  # noqa: F401  (Analysis reads these)
 from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import human_bytes  # noqa: F401  (the one byte formatter)
@@ -146,16 +147,6 @@ def _rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
-
-
-def token_pieces(runtime, ids: list[int]) -> list[str]:
-    """The text each generated token added, so the view can mark one token."""
-    pieces, prev = [], ""
-    for i in range(len(ids)):
-        text = runtime.detokenize(ids[: i + 1])
-        pieces.append(text[len(prev):])
-        prev = text
-    return pieces
 
 
 def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temperature: float,

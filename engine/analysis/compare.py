@@ -48,6 +48,16 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def token_pieces(rt: Runtime, ids: list[int]) -> list[str]:
+    """The text each token adds to the decoded output (so a row of tokens reads as the reply)."""
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        text = rt.detokenize(ids[: i + 1])
+        pieces.append(text[len(prev):])
+        prev = text
+    return pieces
+
+
 def _token_at(rt: Runtime, ids: list[int], i: int) -> str:
     if i >= len(ids):
         return ""

@@ -28,6 +28,7 @@ class Cancelled(Exception):
 SETTINGS = (
     "quant type", "output path", "calibration text", "importance matrix", "saved importance matrix", "context length", "KV cache type",
     "GPU layers", "device", "bits", "group size", "calibration samples", "sample length", "revision",
+    "task file",
 )
 
 
