@@ -228,3 +228,46 @@ def model_stats(original: str, quantized: str, reporter, bins: int = 100) -> Sta
     from engine.analysis.stats import compute_stats
 
     return compute_stats(original, quantized, bins=bins, reporter=reporter, on_tensor=reporter.emit)
+
+
+# -- quality along the context, task sets, speed like with like ------------------------------------------
+# (for the Compare view's "Run task set", context and KV cache panels; each returns the engine's dataclass)
+
+
+def run_task_set(original: str, quantized: str, reporter, tasks_file: str | None = None,
+                 questions: int = 100, max_tokens: int = 32):
+    """Both models answer a task set (the demo's held-out questions, or a JSONL of prompt/answer pairs):
+    an ``engine.analysis.taskset.TaskCompareResult`` (accuracy, differing answers, KLD per token)."""
+    from engine.analysis.taskset import DEMO_TASKS, compare_tasks, demo_tasks, read_tasks
+
+    items, name = (read_tasks(tasks_file), tasks_file) if tasks_file else (demo_tasks(questions), DEMO_TASKS)
+    a, b = open_model(original), None
+    try:
+        b = open_model(quantized)
+        return compare_tasks(a, b, items, task_name=str(name), max_tokens=max_tokens, reporter=reporter)
+    finally:
+        for rt in (a, b):
+            if rt is not None:
+                close_model(rt)
+
+
+def run_context_sweep(original: str, quantized: str, lengths: list[int], reporter, kv_type: str = "f16",
+                      max_windows: int | None = None):
+    """KLD and same-top-token at each context length and by position: an ``engine.analysis.sweep.SweepResult``."""
+    from engine.analysis.sweep import context_sweep
+
+    a, b = open_model(original, n_ctx=max(lengths)), None
+    try:
+        b = open_model(quantized, n_ctx=max(lengths), kv_type=kv_type)
+        return context_sweep(a, b, lengths, max_windows=max_windows, reporter=reporter)
+    finally:
+        for rt in (a, b):
+            if rt is not None:
+                close_model(rt)
+
+
+def compare_speed(original: str, quantized: str, reporter):
+    """Speed and memory of both through the same runtime: an ``engine.pipelines.speed.SpeedComparison``."""
+    from engine.pipelines.speed import compare_speed as run
+
+    return run(original, quantized, reporter=reporter)

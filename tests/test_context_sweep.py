@@ -138,3 +138,12 @@ def test_small_klds_print_in_scientific_notation():
     assert format_kld(3.2e-5) == "3.20e-05" and float(format_kld(3.2e-5)) == pytest.approx(3.2e-5)
     assert format_kld(0.01234) == "0.0123"
     assert format_kld(0.0) == "0" and format_kld(None) == "—"
+
+
+def test_the_app_gets_the_same_sweep_through_its_services(sweep, tiny_llama_dir, tiny_gguf_q4):
+    from app import services
+    from engine.core.progress import Reporter
+
+    r = services.run_context_sweep(str(tiny_llama_dir), str(tiny_gguf_q4), LENGTHS, Reporter(), max_windows=3)
+    assert [p.kld_mean for p in r.points] == pytest.approx([p.kld_mean for p in sweep.points], rel=1e-6)
+    assert r.kv_type == "f16" and len(r.positions) == len(sweep.positions)

@@ -34,16 +34,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=_args.temperature, default=0.0, help="default 0: greedy")
     parser.add_argument("--top-p", type=_args.probability, default=1.0)
     parser.add_argument("--seed", type=_args.seed, default=0)
+    parser.add_argument("--speed", action="store_true",
+                        help="also measure speed and memory of both, the original through the quantized model's "
+                             "runtime (an unquantized GGUF of it, made once and cached, when B is a GGUF)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_runtime_arguments(parser, ctx_default=2048)
 
 
 def run(args) -> int:
     quiet_libraries()
+    if args.speed and args.tasks is None and args.prompt is None:
+        return run_speed(args)
     if args.tasks is not None:
         return run_tasks(args)
     if args.prompt is None:
-        raise NibbleError("compare needs a prompt, or a task set to run; give one")
+        raise NibbleError("compare needs a prompt, a task set, or a speed measurement to run; give one")
     with open_from_args(args.a, args, partner=args.b) as a, open_from_args(args.b, args, partner=args.a) as b:
         r = compare(a, b, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                     seed=args.seed, chat=args.chat, system=args.system)
@@ -93,4 +98,21 @@ def run_tasks(args) -> int:
         print(f"- {prompt}  (answer {i.answer}; mean KLD {format_kld(i.kld_mean)})")
         print(f"    A ({mark(i.correct_a)}): {i.reply_a}")
         print(f"    B ({mark(i.correct_b)}): {i.reply_b}")
+    return 0
+
+
+def run_speed(args) -> int:
+    from engine.pipelines.speed import compare_speed
+
+    reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
+    r = compare_speed(args.a, args.b, device=args.device, threads=args.threads, reporter=reporter)
+    if args.json:
+        print(json.dumps(r.to_json(), indent=2))
+        return 0
+    mib = 1024**2
+    for label, side in (("A", r.original), ("B", r.quantized)):
+        b = side.bench
+        print(f"{label}  {side.model}\n   runtime {side.runtime}; prompt {b.pp_tokens_per_s:,.0f} tokens/s, "
+              f"generation {b.tg_tokens_per_s:,.0f} tokens/s, memory {b.peak_rss_bytes / mib:,.0f} MiB (peak RSS)")
+    print(r.note)
     return 0
