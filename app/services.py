@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from engine.analysis.compare import token_pieces  # noqa: F401  (the text each generated token added)
 from engine.analysis.stats import LayerSummary, StatsReport, TensorStats, layer_of  # noqa: F401  (Analysis reads these)
 from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
-from engine.core.units import human_bytes  # noqa: F401  (the one byte formatter)
+from engine.core.units import format_kld, human_bytes  # noqa: F401  (the one byte and KLD formatters)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
 from engine.gguf.types import QuantType, quant_types
 from engine.hub import CachedModel, HubModel, download_model, list_cached_models, search_models  # noqa: F401
