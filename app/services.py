@@ -11,9 +11,10 @@ import pathlib
 import time
 from dataclasses import dataclass
 
+from engine.analysis.compare import token_pieces  # noqa: F401  (the text each generated token added)
 from engine.analysis.stats import LayerSummary, StatsReport, TensorStats, layer_of  # noqa: F401  (Analysis reads these)
 from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
-from engine.core.units import human_bytes  # noqa: F401  (the one byte formatter)
+from engine.core.units import format_kld, human_bytes  # noqa: F401  (the one byte and KLD formatters)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
 from engine.gguf.types import QuantType, quant_types
 from engine.hub import (  # noqa: F401
@@ -292,12 +293,6 @@ class CompareOutcome:
     prompt_tokens: int
 
 
-def token_pieces(runtime, ids: list[int]) -> list[str]:
-    """The text each generated token added, so the view can mark one token (a token that ends in the middle
-    of a character adds "", the one that completes it the whole character)."""
-    return runtime.token_pieces(list(ids))
-
-
 def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temperature: float,
             reporter, system: str | None = None) -> CompareOutcome:
     """Both models answer ``prompt`` (chat template, same settings); streamed pieces go to
@@ -382,3 +377,46 @@ def model_stats(original: str, quantized: str, reporter, bins: int = 100) -> Sta
     from engine.analysis.stats import compute_stats
 
     return compute_stats(original, quantized, bins=bins, reporter=reporter, on_tensor=reporter.emit)
+
+
+# -- quality along the context, task sets, speed like with like ------------------------------------------
+# (for the Compare view's "Run task set", context and KV cache panels; each returns the engine's dataclass)
+
+
+def run_task_set(original: str, quantized: str, reporter, tasks_file: str | None = None,
+                 questions: int = 100, max_tokens: int = 32):
+    """Both models answer a task set (the demo's held-out questions, or a JSONL of prompt/answer pairs):
+    an ``engine.analysis.taskset.TaskCompareResult`` (accuracy, differing answers, KLD per token)."""
+    from engine.analysis.taskset import DEMO_TASKS, compare_tasks, demo_tasks, read_tasks
+
+    items, name = (read_tasks(tasks_file), tasks_file) if tasks_file else (demo_tasks(questions), DEMO_TASKS)
+    a, b = open_model(original), None
+    try:
+        b = open_model(quantized)
+        return compare_tasks(a, b, items, task_name=str(name), max_tokens=max_tokens, reporter=reporter)
+    finally:
+        for rt in (a, b):
+            if rt is not None:
+                close_model(rt)
+
+
+def run_context_sweep(original: str, quantized: str, lengths: list[int], reporter, kv_type: str = "f16",
+                      max_windows: int | None = None):
+    """KLD and same-top-token at each context length and by position: an ``engine.analysis.sweep.SweepResult``."""
+    from engine.analysis.sweep import context_sweep
+
+    a, b = open_model(original, n_ctx=max(lengths)), None
+    try:
+        b = open_model(quantized, n_ctx=max(lengths), kv_type=kv_type)
+        return context_sweep(a, b, lengths, max_windows=max_windows, reporter=reporter)
+    finally:
+        for rt in (a, b):
+            if rt is not None:
+                close_model(rt)
+
+
+def compare_speed(original: str, quantized: str, reporter):
+    """Speed and memory of both through the same runtime: an ``engine.pipelines.speed.SpeedComparison``."""
+    from engine.pipelines.speed import compare_speed as run
+
+    return run(original, quantized, reporter=reporter)

@@ -138,6 +138,17 @@ MUTATIONS = [
     Mutation("layer-bars-show-rmse", "Analysis draws each layer's RMSE where it says relative error",
              "app/views/analysis.py", "heights = [r.relative_error for r in self.layer_rows]",
              "heights = [r.rmse for r in self.layer_rows]", ("tests/test_app_analysis.py",)),
+    Mutation("sweep-positions-shifted", "the context sweep files each position's KLD one position later",
+             "engine/analysis/sweep.py", "pos = np.tile(np.arange(ctx - 1), len(kld_all))",
+             "pos = np.tile(np.arange(1, ctx), len(kld_all))",
+             ("tests/test_context_sweep.py::test_kld_by_position_matches_numpy_on_both_models_logits",)),
+    Mutation("kv-type-ignored", "the KV cache type is not passed to llama.cpp (always f16)", "engine/runtime/gguf.py",
+             "type_k=kv_ggml, type_v=kv_ggml,", "",
+             ("tests/test_context_sweep.py::test_quantized_kv_cache_costs_more_as_it_gets_coarser",)),
+    Mutation("task-accuracy-other-side", "the task set scores the quantized model's replies for the original",
+             "engine/analysis/taskset.py", "correct_a=answer_matches(item.answer, reply_a)",
+             "correct_a=answer_matches(item.answer, reply_b)",
+             ("tests/test_task_compare.py::test_accuracy_equals_a_direct_count_of_matching_answers",)),
 ]
 
 

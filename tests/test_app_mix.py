@@ -39,7 +39,9 @@ def test_mix_for_a_types_size_is_predicted_written_and_measured(qtbot, window, t
     qtbot.waitUntil(lambda: mix.preview is not None, timeout=300000)
     p = mix.preview
     assert p.file_bytes <= q4 and f"{p.file_bytes:,} bytes" in mix.result.text()
-    assert f"{p.predicted_kld:.4f}" in mix.result.text() or f"{p.predicted_kld:.2e}" in mix.result.text()
+    from engine.core.units import format_kld
+
+    assert f"predicted KL divergence <b>{format_kld(p.predicted_kld)}</b>" in mix.result.text()
     out = tmp_path / "tiny-mix.gguf"
     page.output.setText(str(out))
     argv = page.command()

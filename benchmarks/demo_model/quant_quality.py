@@ -1,8 +1,8 @@
 """What quantization costs the demo model: held-out accuracy and KL divergence for each GGUF type.
 
-    python3 benchmarks/demo_model/quant_quality.py [--n 200] [--types Q8_0,Q6_K,...]
+    python3 benchmarks/demo_model/quant_quality.py [--n 200] [--types Q8_0,Q6_K,...] [--model DIR]
 
-Quantizes resources/demo with Nibble's GGUF quantizer, asks each file the same held-out questions
+Quantizes resources/demo (or a candidate folder made by train.py, ``--model``) with Nibble's GGUF quantizer, asks each file the same held-out questions
 through llama.cpp (greedy), and measures mean KL divergence from the unquantized model (transformers,
 float32) over demo dialogues. Prints a Markdown table for benchmarks/RESULTS.md.
 """
@@ -21,17 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from engine.analysis import tasks  # noqa: E402
+from engine.core.units import format_kld  # noqa: E402
 from engine.models import demo  # noqa: E402
 from transformers_chat import TransformersChat  # noqa: E402
 
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 
 
-def kld_tokens(n_windows: int = 2, ctx: int = 512) -> list[list[int]]:
+def kld_tokens(model_dir: Path = demo.DEMO_DIR, n_windows: int = 2, ctx: int = 512) -> list[list[int]]:
     """Windows of demo dialogues (each starting with BOS), tokenized by the demo's tokenizer."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(demo.DEMO_DIR))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
     text = "".join(demo.render_chat(d) for d in demo.training_dialogues(40 * n_windows, seed=1000))
     ids = tok(text, add_special_tokens=False)["input_ids"]
     windows = []
@@ -41,11 +42,11 @@ def kld_tokens(n_windows: int = 2, ctx: int = 512) -> list[list[int]]:
     return windows
 
 
-def reference_logprobs(windows: list[list[int]]) -> list[np.ndarray]:
+def reference_logprobs(windows: list[list[int]], model_dir: Path = demo.DEMO_DIR) -> list[np.ndarray]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(demo.DEMO_DIR), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     with torch.no_grad():
         return [torch.log_softmax(model(torch.tensor([w])).logits[0].float(), -1).double().numpy() for w in windows]
 
@@ -55,7 +56,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def open_gguf(path: Path, n_ctx: int = 512, logits_all: bool = False):
+def open_gguf(path: Path, n_ctx: int = 1024, logits_all: bool = False):
     from llama_cpp import Llama
 
     return Llama(str(path), n_ctx=n_ctx, n_threads=2, verbose=False, logits_all=logits_all)
@@ -100,23 +101,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200, help="held-out questions per type")
     ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--model", type=Path, default=demo.DEMO_DIR, help="the demo, or a candidate from train.py")
     args = ap.parse_args(argv)
 
-    windows = kld_tokens()
-    ref = reference_logprobs(windows)
+    windows = kld_tokens(args.model)
+    ref = reference_logprobs(windows, args.model)
     questions = demo.heldout_questions(args.n)
-    chat = TransformersChat(demo.DEMO_DIR)
+    chat = TransformersChat(args.model)
     base = tasks.score_answers(questions, chat.batch([demo.question_messages(q) for q in questions]))
-    rows = [("bf16 (transformers)", demo.DEMO_DIR / "model.safetensors", base, None)]
+    print(f"bf16: {base.summary()}", file=sys.stderr, flush=True)
+    rows = [("bf16 (transformers)", args.model / "model.safetensors", base, None)]
     with tempfile.TemporaryDirectory() as tmp:
         for t in args.types.split(","):
             path = Path(tmp) / f"demo-{t}.gguf"
-            quantize("demo", t, path)
+            quantize(args.model, t, path)
             t0 = time.time()
             score = tasks.score_task(gguf_chat(path), n=args.n)
             q = gguf_kld(path, windows, ref)
             rows.append((t, path, score, q))
-            print(f"{t}: {score.summary()}; KLD {q['kld']:.4f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            print(f"{t}: {score.summary()}; KLD {format_kld(q['kld'])} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
             rows[-1] = (t, path.stat().st_size, score, q)
         rows[0] = (rows[0][0], rows[0][1].stat().st_size, base, None)
 
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     print("|---|---|" + "---|" * (len(cats) + 4))
     for name, size, score, q in rows:
         accs = " | ".join(f"{score.per_category[c].accuracy:.0%}" for c in cats)
-        kq = f"{q['kld']:.4f} | {q['kld_p99']:.3f} | {q['same_top']:.1%}" if q else "0 | 0 | 100%"
+        kq = f"{format_kld(q['kld'])} | {format_kld(q['kld_p99'])} | {q['same_top']:.1%}" if q else "0 | 0 | 100%"
         print(f"| {name} | {size / 2**20:.1f} MiB | {accs} | {score.overall:.1%} | {kq} |")
     return 0
 

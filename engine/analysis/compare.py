@@ -48,6 +48,12 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def token_pieces(rt: Runtime, ids: list[int]) -> list[str]:
+    """The text each token adds to the decoded output (so a row of tokens reads as the reply); a token that
+    ends in the middle of a character adds "", the one that completes it the whole character."""
+    return rt.token_pieces(list(ids))
+
+
 def _token_at(rt: Runtime, ids: list[int], i: int) -> str:
     if i >= len(ids):
         return ""

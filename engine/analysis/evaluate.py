@@ -169,8 +169,8 @@ def evaluate(reference: Runtime | str | pathlib.Path, candidate: Runtime | str |
             rt.close()
 
 
-def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, reporter: Reporter, text_name: str,
-              max_chunks: int | None) -> EvalResult:
+def check_eval_setup(reference: Runtime, candidate: Runtime, ctx: int) -> None:
+    """Refuse, in one line, a context length the pair cannot be evaluated at."""
     if ctx < 8:
         raise NibbleError(f"context length {ctx} is too small; use at least 8 (llama.cpp's default is 512)",
                           setting="context length")
@@ -179,42 +179,60 @@ def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, repor
             raise NibbleError(f"context length {ctx} is longer than the {rt.n_ctx} tokens {rt.name} was opened with",
                               setting="context length")
     check_same_vocab(reference, candidate)
-    tokens = reference.tokenize(text, add_bos=reference.add_bos, special=text_name == DEMO_TEXT_NAME)
+
+
+def eval_tokens(reference: Runtime, text: str, text_name: str) -> list[int]:
+    return reference.tokenize(text, add_bos=reference.add_bos, special=text_name == DEMO_TEXT_NAME)
+
+
+def text_windows(reference: Runtime, tokens: list[int], ctx: int, text_name: str) -> list[list[int]]:
+    """The evaluation windows of ``ctx`` tokens, refusing a text too short for two of them."""
     if len(tokens) < 2 * ctx:
         raise NibbleError(f"{text_name} tokenizes to {len(tokens)} tokens, fewer than the {2 * ctx} needed for "
                           f"two windows of {ctx}; use a longer text or a shorter context length", setting="context length")
-    windows = eval_windows(tokens, ctx, reference.bos_id if reference.add_bos else None)
-    if max_chunks:
-        windows = windows[:max_chunks]
-    first = ctx // 2
-    parts: dict[str, list[np.ndarray]] = {}
-    per_chunk = []
-    reporter.progress(0, len(windows), "evaluating")
-    for i, w in enumerate(windows):
-        reporter.check_cancel()
-        ref_logits = reference.logits(w, start=first)[:-1]
-        reporter.check_cancel()
-        cand_logits = candidate.logits(w, start=first)[:-1]
-        targets = np.asarray(w[first + 1:], dtype=np.int64)
-        scores = token_scores(ref_logits, cand_logits, targets)
-        for k, v in scores.items():
-            parts.setdefault(k, []).append(v)
-        per_chunk.append(float(scores["kld"].mean()))
-        reporter.progress(i + 1, len(windows), f"window {i + 1}/{len(windows)}")
-    s = {k: np.concatenate(v) for k, v in parts.items()}
+    return eval_windows(tokens, ctx, reference.bos_id if reference.add_bos else None)
+
+
+def window_scores(reference: Runtime, candidate: Runtime, w: list[int], first: int) -> dict[str, np.ndarray]:
+    """Per-position figures (see :func:`token_scores`) of one window, for the positions ``first .. len(w)-2``."""
+    ref_logits = reference.logits(w, start=first)[:-1]
+    cand_logits = candidate.logits(w, start=first)[:-1]
+    return token_scores(ref_logits, cand_logits, np.asarray(w[first + 1:], dtype=np.int64))
+
+
+def summarize(reference: Runtime, candidate: Runtime, ctx: int, text_tokens: int,
+              per_window: list[dict[str, np.ndarray]]) -> EvalResult:
+    """An :class:`EvalResult` from the per-window figures of the scored positions."""
+    s = {k: np.concatenate([w[k] for w in per_window]) for k in per_window[0]}
     nll_ref, ref_err = _mean_err(s["nll_ref"])
     nll_cand, cand_err = _mean_err(s["nll_cand"])
     kld_mean, kld_err = _mean_err(s["kld"])
     kld = np.sort(s["kld"])
     ppl_ref, ppl_cand = math.exp(nll_ref), math.exp(nll_cand)
     return EvalResult(
-        reference=str(reference.path), candidate=str(candidate.path), ctx=ctx, chunks=len(windows),
-        tokens=int(len(kld)), text_tokens=len(tokens),
+        reference=str(reference.path), candidate=str(candidate.path), ctx=ctx, chunks=len(per_window),
+        tokens=int(len(kld)), text_tokens=text_tokens,
         ppl_reference=ppl_ref, ppl_candidate=ppl_cand,
         ppl_reference_err=ppl_ref * ref_err, ppl_candidate_err=ppl_cand * cand_err,
         kld_mean=kld_mean, kld_mean_err=kld_err, kld_median=float(np.median(kld)),
         kld_p99=float(np.percentile(kld, 99.0)), kld_max=float(kld[-1]),
         top1_agreement=float(s["same_top"].mean()),
         delta_p_mean=float(s["p_diff"].mean()), delta_p_rms=float(np.sqrt((s["p_diff"] ** 2).mean())),
-        kld_per_chunk=per_chunk,
+        kld_per_chunk=[float(w["kld"].mean()) for w in per_window],
     )
+
+
+def _evaluate(reference: Runtime, candidate: Runtime, text: str, ctx: int, reporter: Reporter, text_name: str,
+              max_chunks: int | None) -> EvalResult:
+    check_eval_setup(reference, candidate, ctx)
+    tokens = eval_tokens(reference, text, text_name)
+    windows = text_windows(reference, tokens, ctx, text_name)
+    if max_chunks:
+        windows = windows[:max_chunks]
+    per_window = []
+    reporter.progress(0, len(windows), "evaluating")
+    for i, w in enumerate(windows):
+        reporter.check_cancel()
+        per_window.append(window_scores(reference, candidate, w, ctx // 2))
+        reporter.progress(i + 1, len(windows), f"window {i + 1}/{len(windows)}")
+    return summarize(reference, candidate, ctx, len(tokens), per_window)

@@ -28,9 +28,19 @@ def extract_answer(reply: str, numeric: bool) -> str:
     return words[-1] if words else ""
 
 
+def answer_matches(answer: str, reply: str) -> bool:
+    """Whether ``reply`` gives ``answer``: its last number equals a numeric answer; otherwise its last words,
+    case aside, are the answer's words ("The capital of France is Paris." gives "paris")."""
+    answer = answer.strip()
+    if answer.lstrip("-").isdigit():
+        return extract_answer(reply, True) == str(int(answer))
+    want = _WORD.findall(answer.lower())
+    got = _WORD.findall(reply.lower())
+    return bool(want) and got[-len(want):] == want
+
+
 def is_correct(q: Question, reply: str) -> bool:
-    expected = q.answer if q.numeric else q.answer.lower()
-    return extract_answer(reply, q.numeric) == expected
+    return answer_matches(q.answer, reply)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.core.units import human_bytes
+from engine.core.units import format_kld, human_bytes
 
 
 def add_mix_arguments(p) -> None:
@@ -37,13 +37,13 @@ def run_mix(args) -> int:
     print(f"{plan.source}: best mix for {human_bytes(d['target_bytes'])} ({d['target_bytes']:,} bytes)", file=out)
     print(f"file {human_bytes(d['file_bytes'])} ({d['file_bytes']:,} bytes, "
           f"{'exact' if d['file_exact'] else 'tensors exact, header estimated'}), {d['bits_per_weight']:.2f} bpw, "
-          f"predicted KLD {d['predicted_kld']:.4f}", file=out)
+          f"predicted KLD {format_kld(d['predicted_kld'])}", file=out)
     print("types: " + ", ".join(f"{k} x{v['tensors']} ({human_bytes(v['bytes'])})" for k, v in d["type_counts"].items()),
           file=out)
     if d["uniform"]:
         print("uniform types near this size (predicted KLD, same measurement):", file=out)
         for u in d["uniform"]:
-            print(f"  {u['type']:<8}{human_bytes(u['file_bytes']):>11}  {u['predicted_kld']:.4f}", file=out)
+            print(f"  {u['type']:<8}{human_bytes(u['file_bytes']):>11}  {format_kld(u['predicted_kld']):>9}", file=out)
     r = d["run"]
     print(f"to run at context {args.ctx}: RAM {human_bytes(r['ram_bytes'])}, VRAM {human_bytes(r['vram_bytes'])}", file=out)
     print("--json lists each tensor's type; `nibble quantize MODEL --target-size ...` writes this file", file=out)

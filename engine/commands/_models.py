@@ -21,10 +21,13 @@ def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None 
                    help=ctx_help or f"context length (default {ctx_default})")
 
 
-def open_from_args(path: str, args, n_ctx: int | None = None, partner: str | None = None) -> Runtime:
-    """Open ``path`` with the command's runtime options; ``partner``: the other model of a pair, if any."""
+def open_from_args(path: str, args, n_ctx: int | None = None, partner: str | None = None,
+                   kv_type: str = "f16") -> Runtime:
+    """Open ``path`` with the command's runtime options; ``partner``: the other model of a pair, if any;
+    ``kv_type``: the KV cache type (GGUF)."""
     rt = open_runtime(path, device=args.device, gpu_layers=args.gpu_layers, n_ctx=n_ctx or args.ctx,
-                      threads=args.threads, share_with_torch=partner is not None and uses_torch(partner))
+                      threads=args.threads, share_with_torch=partner is not None and uses_torch(partner),
+                      kv_type=kv_type)
     for notice in rt.notices:
         print(f"nibble: note: {rt.name}: {notice}", file=sys.stderr)
     return rt

@@ -28,6 +28,7 @@ FLAGS = {
     "calibration samples": "--samples", "sample length": "--seqlen", "revision": "--revision",
     "threads": "--threads", "importance matrix windows": "--imatrix-chunks", "recipe": "--recipe",
     "target size": "--target-size", "target bits per weight": "--target-bpw",
+    "task file": "--tasks",
 }
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 from engine.commands import _args
+from engine.core.units import format_kld
 
 NAME = "quantize"
 HELP = "quantize a model to a GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...) or to AWQ"
@@ -60,7 +61,7 @@ def _run_mix(args, reporter) -> int:
     if args.json_progress:
         print(json.dumps({"event": "done", **summary}), flush=True)
     else:
-        kld = f", predicted KLD {summary['predicted_kld']:.4f}" if summary["predicted_kld"] is not None else ""
+        kld = f", predicted KLD {format_kld(summary['predicted_kld'])}" if summary["predicted_kld"] is not None else ""
         print(f"wrote {summary['output']} (mix: {_counts(summary['tensor_types'])}; {summary['file_bytes']:,} bytes"
               f"{kld}) in {summary['seconds']:.1f} s; recipe {summary['recipe']}")
     return 0

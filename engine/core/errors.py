@@ -28,7 +28,7 @@ class Cancelled(Exception):
 SETTINGS = (
     "quant type", "output path", "calibration text", "importance matrix", "saved importance matrix", "context length", "KV cache type",
     "GPU layers", "device", "bits", "group size", "calibration samples", "sample length", "revision",
-    "threads", "importance matrix windows", "recipe", "target size", "target bits per weight",
+    "threads", "importance matrix windows", "recipe", "target size", "target bits per weight", "task file",
 )
 
 

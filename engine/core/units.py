@@ -29,6 +29,18 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def format_kld(x: float | None, missing: str = "—") -> str:
+    """A KL divergence as people can read it: ``0.0123`` with four decimals, ``3.2e-05`` in scientific
+    notation below 0.001 (four decimals would print it as 0.0000, hiding a small but real divergence),
+    ``0`` for exactly none."""
+    if x is None:
+        return missing
+    x = float(x)
+    if x == 0:
+        return "0"
+    return f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.2e}"
+
+
 def parse_count(text: str) -> int:
     """'7B', '500M', '1.5b', '3000000' -> a number of parameters."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmbt]?)\s*", text, re.I)

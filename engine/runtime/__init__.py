@@ -28,13 +28,15 @@ __all__ = [
 
 
 def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_ctx: int = 2048,
-                 threads: int | None = None, dtype: str = "float32", share_with_torch: bool = False) -> Runtime:
+                 threads: int | None = None, dtype: str = "float32", share_with_torch: bool = False,
+                 kv_type: str = "f16") -> Runtime:
     """Open a GGUF file, a Hugging Face folder or an AWQ folder as a :class:`Runtime`.
 
     ``device``: "cpu", "cuda" (or "cuda:N"), "mps", or "metal"/"gpu" for GGUF. ``gpu_layers`` applies to GGUF
     (None: all layers when a GPU device is named, none otherwise). ``n_ctx``: the longest sequence.
     ``share_with_torch``: this process also runs models through torch, so a GGUF on a GPU build of
-    llama.cpp runs in a child process (see ``engine.core.llama``).
+    llama.cpp runs in a child process (see ``engine.core.llama``). ``kv_type``: the GGUF runtime's KV cache
+    type (f16, q8_0, q4_0, ...); the original and AWQ runtimes keep theirs in full precision and refuse others.
     """
     check_at_least(n_ctx, 1, "context length")
     check_at_least(threads, 1, "threads", optional=True)
@@ -44,12 +46,15 @@ def open_runtime(path, *, device: str = "cpu", gpu_layers: int | None = None, n_
     if kind == GGUF:
         from engine.core.llama import needs_own_process
 
-        options = dict(device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
+        options = dict(device=device, gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads, kv_type=kv_type)
         if needs_own_process(share_with_torch):
             from engine.runtime.process import GGUFProcessRuntime
 
             return GGUFProcessRuntime(path, **options)
         return GGUFRuntime(path, **options)
+    if kv_type != "f16":
+        raise NibbleError(f"a quantized KV cache ({kv_type}) needs a GGUF model; {path} runs through torch, "
+                          "whose cache stays in full precision", setting="KV cache type")
     if device in ("metal", "gpu"):
         device = "mps" if sys.platform == "darwin" else "cuda"
     if kind == AWQ:

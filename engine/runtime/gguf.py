@@ -44,6 +44,16 @@ def read_whole_gguf(path: pathlib.Path):
 
 
 
+def kv_cache_ggml_type(kv_type: str) -> int:
+    """llama.cpp's number for a KV cache type name (f16, q8_0, q4_0, ...), refusing unknown names in one line."""
+    from engine.estimate.memory import KV_TYPES
+
+    if kv_type not in KV_TYPES:
+        raise NibbleError(f"KV cache type {kv_type!r} is unknown; choose one of {', '.join(KV_TYPES)}",
+                          setting="KV cache type")
+    return int(KV_TYPES[kv_type])
+
+
 # ----------------------------------------------------------------------------------------------------
 # GGUF through llama-cpp-python
 
@@ -52,8 +62,9 @@ class GGUFRuntime(Runtime):
     kind = "gguf"
 
     def __init__(self, path: pathlib.Path, *, device: str = "cpu", gpu_layers: int | None = None,
-                 n_ctx: int = 2048, threads: int | None = None, n_batch: int = 512):
+                 n_ctx: int = 2048, threads: int | None = None, n_batch: int = 512, kv_type: str = "f16"):
         super().__init__()
+        kv_ggml = kv_cache_ggml_type(kv_type)
         try:
             import llama_cpp
         except ImportError:
@@ -79,11 +90,13 @@ class GGUFRuntime(Runtime):
                 model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_gpu_layers=gpu_layers,
                 n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
                 flash_attn=True,  # what llama.cpp's own tools pick on CPU ("auto"), so figures match theirs
+                type_k=kv_ggml, type_v=kv_ggml,  # a quantized V cache needs flash attention, on above
             )
         except (ValueError, RuntimeError) as exc:
             raise NibbleError(f"llama.cpp could not load {path} ({exc}); the file may be damaged, or its "
                               "architecture is newer than this llama.cpp") from None
         self.threads = self.llm.n_threads
+        self.kv_type = kv_type
         self._ctx = self.llm.ctx
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._mem = llama_cpp.llama_get_memory(self._ctx)

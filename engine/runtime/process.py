@@ -28,7 +28,7 @@ from engine.runtime.base import ByteStream, Runtime
 # What the child may be asked to run, and the attributes the parent copies once the model is open.
 _CALLS = frozenset({"tokenize", "detokenize", "token_text", "token_bytes", "memory_bytes", "logits", "_prefill",
                     "_step", "reset", "time_prompt", "time_generation"})
-_ATTRS = ("kind", "device", "n_vocab", "n_ctx", "bos_id", "eos_ids", "add_bos", "chat_template", "bos_token",
+_ATTRS = ("kind", "device", "n_vocab", "n_ctx", "bos_id", "eos_ids", "add_bos", "chat_template", "bos_token", "kv_type",
           "eos_token", "notices", "threads", "n_batch")
 
 

@@ -7,8 +7,7 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBox
 
 from app import services
 from app.jobs import run_in_thread
-from app.services import human_bytes
-from app.views.quantize.size_target import format_kld as _kld
+from app.services import format_kld as _kld, human_bytes
 
 
 class MixCheckPanel(QGroupBox):

@@ -13,12 +13,7 @@ from app.services import human_bytes
 MB = 10**6  # the size box counts in MB (10^6 bytes), as file sizes on the Hub are written
 
 
-def format_kld(x: float) -> str:
-    """A KL divergence as people read it: 0.0136, and small ones in scientific notation (3.20e-05), never 0.0000."""
-    return f"{x:.4f}" if x >= 1e-3 else f"{x:.2e}"
-
-
-_kld = format_kld
+_kld = services.format_kld
 
 
 class SizeTargetPanel(QGroupBox):
