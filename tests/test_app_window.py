@@ -31,13 +31,13 @@ def test_geometry_and_last_view_are_remembered(qtbot, state):
     first = MainWindow(state)
     qtbot.addWidget(first)
     first.show()
-    first.setGeometry(QRect(10, 20, 790, 700))  # the offscreen screen is 800×800
+    first.setGeometry(QRect(10, 20, 1010, 700))
     first.show_view("Analysis")
     first.close()
     second = MainWindow(state)
     qtbot.addWidget(second)
     second.show()
-    assert (second.width(), second.height()) == (790, 700)
+    assert (second.width(), second.height()) == (1010, 700)
     assert second.current_view_name() == "Analysis"
 
 
