@@ -72,7 +72,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state or AppState()
         self.setWindowTitle("Nibble")
-        self.setMinimumSize(MINIMUM_SIZE)
+        avail = self.screen().availableGeometry().size()  # a screen smaller than that still gets the whole window
+        self.setMinimumSize(MINIMUM_SIZE.boundedTo(avail) if avail.isValid() else MINIMUM_SIZE)
         self.apply_appearance(self.state.get(APPEARANCE))
 
         central = QWidget()

@@ -4,8 +4,17 @@ lists, bold, inline code), a Copy link on each message, and a reading column of 
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QUrl, Signal
-from PySide6.QtGui import QColor, QFont, QFontDatabase, QGuiApplication, QTextBlockFormat, QTextCharFormat, \
-    QTextCursor, QTextDocument, QTextFormat
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontDatabase,
+    QGuiApplication,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+    QTextFormat,
+)
 from PySide6.QtWidgets import QTextBrowser
 
 from app.style import colors

@@ -26,7 +26,13 @@ from PySide6.QtWidgets import (
 
 from app import services
 from app.jobs import run_in_thread
-from app.services import AUTO_GPU_LAYERS, ChatSettings, Conversation, LoadedModel, ReplyFigures, SavedConversation
+from app.services import (
+    AUTO_GPU_LAYERS,
+    ChatSettings,
+    Conversation,
+    LoadedModel,
+    ReplyFigures,
+)
 from app.settings import (
     CHAT_CONTEXT,
     CHAT_GPU_LAYERS,
@@ -37,15 +43,17 @@ from app.settings import (
 )
 from app.state import AppState, ModelEntry, kind_of
 from app.views import View
-from app.views.chat.panels import ChatInput, SavedList
+from app.views.chat.panels import ChatInput
+from app.views.chat.saved import SavedConversations, SavedList
 from app.views.chat.transcript import Transcript
 from app.widgets import Banner, ModelPicker
 
 
-class ChatView(View):
+class ChatView(SavedConversations, View):
     reply_finished = Signal(str)  # the whole reply, after a stream ends (done or stopped)
     piece_shown = Signal(str)  # each streamed piece, once it is on screen
     loaded_changed = Signal()  # a model was loaded or unloaded
+    model_loaded = Signal()  # a Load (or the load a Send started) finished
     saved_changed = Signal()  # the list of saved conversations was read again
 
     def __init__(self, state: AppState, parent=None):
@@ -64,6 +72,7 @@ class ChatView(View):
         self._pieces = 0
         self._streaming = False
         self._clear_when_stopped = False
+        self._closed = False
         self._redraw = QTimer(self, singleShot=True, interval=33)
         self._redraw.timeout.connect(self._redraw_now)
 
@@ -127,9 +136,10 @@ class ChatView(View):
         for b in (self.regen_btn, self.stop_btn, self.send_btn):
             brow.addWidget(b)
         cl.addLayout(brow)
-        self.composer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        crow = QHBoxLayout()
-        crow.addWidget(self.composer, 0, Qt.AlignmentFlag.AlignHCenter)
+        crow = QHBoxLayout()  # centred: what the column cannot take goes to both sides alike
+        crow.addStretch(1)
+        crow.addWidget(self.composer, 1000)
+        crow.addStretch(1)
         ll.addLayout(crow)
         split.addWidget(left)
 
@@ -227,6 +237,7 @@ class ChatView(View):
     def unload(self) -> None:
         if self.is_busy():
             return
+        had = self.conversation.runtime is not None
         services.close_model(self.conversation.runtime)
         self.conversation.runtime = None
         self.runtime_path = None
@@ -234,7 +245,8 @@ class ChatView(View):
         self.template.clear()
         self._show_loaded()
         self._update_buttons()
-        self.loaded_changed.emit()
+        if had:
+            self.loaded_changed.emit()
 
     def ensure_model(self, then, reload: bool = False) -> None:
         """Load the picked model in a worker if it is not loaded (or ``reload``), then call ``then()``."""
@@ -255,6 +267,9 @@ class ChatView(View):
         self.loaded_label.setText(f"Loading {entry.label}…")
 
         def loaded(rt):
+            if self._closed:  # the window closed while it loaded
+                services.close_model(rt)
+                return
             self.conversation.runtime, self.runtime_path = rt, entry.path
             self.loaded = services.loaded_model(rt, layers)
             self._loaded_with = (layers, context)
@@ -262,6 +277,7 @@ class ChatView(View):
                                                            "a plain prompt format is used)")
             self._show_loaded()
             self.loaded_changed.emit()
+            self.model_loaded.emit()
             then()
 
         self.load_job = run_in_thread(services.load_chat_model, entry.path, gpu_layers=layers, context=context,
@@ -426,69 +442,6 @@ class ChatView(View):
         self.unload_btn.setEnabled(not busy and self.runtime is not None)
         self.saved.setEnabled(not busy)
 
-    # -- saved conversations -----------------------------------------------------------------------
-
-    def save(self) -> None:
-        """Save the conversation (again to the same file once it has one)."""
-        if self.is_busy() or not self.conversation.history:
-            return
-        entry = self.picker.current()
-        model = self.runtime_path or (entry.path if entry else "")
-        try:
-            self.saved_path = services.save_conversation(self.conversation.history, model=model,
-                                                         settings=self.settings(), path=self.saved_path)
-        except services.NibbleError as exc:
-            self.banner.show_message(str(exc))
-            return
-        self.state_message(f"Conversation saved to {self.saved_path}")
-        self.refresh_saved()
-
-    def refresh_saved(self) -> None:
-        """Read the list of saved conversations in a worker (there may be many files)."""
-        def show(items):
-            self.saved.show_conversations(items)
-            self.saved_changed.emit()
-
-        run_in_thread(services.list_conversations, on_result=show, on_error=self.banner.show_message)
-
-    def open_saved(self, saved: SavedConversation) -> None:
-        """Continue a saved conversation: its history, its settings and the model it was held with."""
-        if self.is_busy():
-            return
-        try:
-            saved = services.load_conversation(saved.path)  # as it is on disk now
-        except services.NibbleError as exc:
-            self.banner.show_message(str(exc))
-            return
-        self.banner.clear()
-        self.conversation.reset()
-        self.conversation.history.extend(saved.history)
-        self.saved_path = saved.path
-        s = saved.settings
-        self.system.setPlainText(s.system_prompt or "")
-        self.temperature.setValue(s.temperature)
-        self.top_p.setValue(s.top_p)
-        self.max_tokens.setValue(s.max_tokens)
-        self.stats.clear()
-        self.fill.setValue(0)
-        if saved.model and pathlib.Path(saved.model).exists():
-            self.picker.set_model(ModelEntry(saved.model, kind_of(saved.model)))
-        elif saved.model:
-            self.banner.show_message(f"The model this conversation was held with, {saved.model}, is no longer "
-                                     "there; pick another to continue it.", "warn")
-        self._render()
-        self._update_buttons()
-        self.input.setFocus()
-
-    def _delete_saved(self, saved: SavedConversation) -> None:
-        try:
-            services.delete_conversation(saved.path)
-        except services.NibbleError as exc:
-            self.banner.show_message(str(exc))
-        if self.saved_path == saved.path:
-            self.saved_path = None
-        self.refresh_saved()
-
     # -- window hooks ------------------------------------------------------------------------------
 
     def is_busy(self) -> bool:
@@ -499,5 +452,8 @@ class ChatView(View):
         from PySide6.QtCore import QThreadPool
 
         QThreadPool.globalInstance().waitForDone(5000)
+        self._closed = True
+        if self.load_job is not None and self.load_job.result is not None:  # loaded, not yet handed over
+            services.close_model(self.load_job.result)
         self.job = self.load_job = None
         self.unload()
