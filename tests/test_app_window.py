@@ -187,6 +187,14 @@ def test_keyboard_reaches_the_chat(qtbot, window):
     qtbot.keyClick(chat.input, Qt.Key.Key_Tab)  # Tab leaves the box for Send, not a tab character
     assert chat.input.toPlainText() == "draft" and chat.send_btn.hasFocus()
 
+    from app.views.chat.panels import ChatInput
+
+    box = ChatInput()  # Ctrl+Enter sends too, as it did before Enter alone did
+    qtbot.addWidget(box)
+    with qtbot.waitSignal(box.submitted, timeout=5000):
+        qtbot.keyClick(box, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert box.toPlainText() == ""
+
 
 # -- light and dark ----------------------------------------------------------------------------------------
 

@@ -68,8 +68,16 @@ class SavedList(QWidget):
             self.open_requested.emit(self.current())
 
     def _delete(self) -> None:
-        if self.current() is not None:
-            self.delete_requested.emit(self.current())
+        c = self.current()
+        if c is None:
+            return
+        from PySide6.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self, "Delete conversation", f"Delete the saved conversation “{c.title}”?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_requested.emit(c)
 
     def _update(self) -> None:
         self.empty.setVisible(self.list.count() == 0)
