@@ -132,6 +132,10 @@ def test_chat_fits_900x600(qtbot, window, tiny_chat_gguf):
         assert _clipped(window) == [], chat.side.tabText(tab)
     assert "tokens/s" in chat.stats.text() and chat.stats.isVisible()
     assert window.minimumSizeHint().width() <= 900 and window.minimumSizeHint().height() <= 600
+    for name in VIEW_NAMES:  # the other views, as they first open
+        window.show_view(name)
+        qtbot.wait(20)
+        assert _clipped(window) == [], name
 
 
 def test_reading_column_is_bounded_at_1920x1080(qtbot, window):
