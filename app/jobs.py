@@ -314,6 +314,7 @@ class ThreadJob(QRunnable):
         self.token = CancelToken()
         self.reporter = ThreadReporter(self.signals, self.token)
         self.done = False
+        self.result: Any = None  # what fn returned, once it has (for an owner that shuts down before on_result)
 
     def cancel(self) -> None:
         self.token.cancel()
@@ -337,6 +338,7 @@ class ThreadJob(QRunnable):
             if self.token:
                 self.signals.cancelled.emit()
             else:
+                self.result = result
                 self.signals.succeeded.emit(result)
         finally:
             self.done = True

@@ -20,6 +20,7 @@ class Setting:
 # the window
 WINDOW_VIEW = Setting("window/view", "Quantize")
 WINDOW_GEOMETRY = Setting("window/geometry", None, None)
+APPEARANCE = Setting("window/appearance", "system")  # app.style.APPEARANCES: "system", "light" or "dark"
 # the models the user has worked with (JSON list of app.state.ModelEntry)
 RECENT_MODELS = Setting("models/recent", "[]")
 # Quantize
@@ -33,6 +34,13 @@ CHAT_SYSTEM = Setting("chat/system", "You are a helpful assistant.")
 CHAT_TEMPERATURE = Setting("chat/temperature", 0.7, float)
 CHAT_TOP_P = Setting("chat/top_p", 0.95, float)
 CHAT_MAX_TOKENS = Setting("chat/max_tokens", 256, int)
+CHAT_GPU_LAYERS = Setting("chat/gpu_layers", -1, int)  # -1: automatic (services.AUTO_GPU_LAYERS)
+CHAT_CONTEXT = Setting("chat/context", 4096, int)
 # Compare
 COMPARE_PROMPT = Setting("compare/prompt", "Write two sentences about why the sky is blue.")
 COMPARE_MAX_TOKENS = Setting("compare/max_tokens", 64, int)
+
+
+def splitter_setting(view: str, index: int) -> Setting:
+    """Where the sizes of a view's ``index``-th splitter are kept (the window saves and restores them)."""
+    return Setting(f"splitters/{view}/{index}", None, None)

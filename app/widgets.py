@@ -24,7 +24,9 @@ class Banner(QFrame):
         self.hide()
 
     def show_message(self, text: str, kind: str = "error") -> None:
-        colour = {"error": "#c0392b", "info": "palette(highlight)", "warn": "#b7791f"}.get(kind, "palette(text)")
+        from app.style import banner_color
+
+        colour = banner_color(kind)
         self.setStyleSheet(f"Banner {{ border: 1px solid {colour}; border-radius: 4px; }}")
         self.label.setText(text)
         self.show()

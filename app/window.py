@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QEvent, QSize, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -14,17 +14,19 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from app import sysinfo
-from app.settings import WINDOW_GEOMETRY, WINDOW_VIEW
+from app import style, sysinfo
+from app.settings import APPEARANCE, WINDOW_GEOMETRY, WINDOW_VIEW, splitter_setting
 from app.state import AppState
 from app.views import View
 
 VIEW_NAMES = ("Quantize", "Chat", "Compare", "Analysis", "Library")
+MINIMUM_SIZE = QSize(900, 600)  # the smallest window every view is laid out for (tests/test_app_window.py)
 
 
 def _make_views(state: AppState) -> dict[str, View]:
@@ -70,7 +72,9 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.state = state or AppState()
         self.setWindowTitle("Nibble")
-        self.setMinimumSize(QSize(760, 520))
+        avail = self.screen().availableGeometry().size()  # a screen smaller than that still gets the whole window
+        self.setMinimumSize(MINIMUM_SIZE.boundedTo(avail) if avail.isValid() else MINIMUM_SIZE)
+        self.apply_appearance(self.state.get(APPEARANCE))
 
         central = QWidget()
         row = QHBoxLayout(central)
@@ -78,7 +82,7 @@ class MainWindow(QMainWindow):
         row.setSpacing(0)
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("sidebar")
-        self.sidebar.setFixedWidth(150)
+        self.sidebar.setFixedWidth(140)
         self.sidebar.setFrameShape(QListWidget.Shape.NoFrame)
         self.sidebar.setStyleSheet(
             "#sidebar { background: palette(alternate-base); padding-top: 8px; }"
@@ -126,10 +130,33 @@ class MainWindow(QMainWindow):
             view_menu.addAction(act)
             self.addAction(act)
 
+        view_menu.addSeparator()
+        looks = view_menu.addMenu("&Appearance")
+        self.appearance_actions = {}
+        group = QActionGroup(self)
+        for key, label in (("system", "Follow the &system"), ("light", "&Light"), ("dark", "&Dark")):
+            act = QAction(label, self, checkable=True)
+            act.setChecked(key == style.appearance())
+            act.triggered.connect(lambda _=False, k=key: self.apply_appearance(k))
+            group.addAction(act)
+            looks.addAction(act)
+            self.appearance_actions[key] = act
+
         help_menu = mb.addMenu("&Help")
         about = QAction("&About Nibble", self)
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
+
+    def apply_appearance(self, appearance: str) -> None:
+        """Light, dark or the system's scheme, for the whole app; remembered."""
+        from PySide6.QtWidgets import QApplication
+
+        if appearance not in style.APPEARANCES:
+            appearance = "system"
+        style.apply_style(QApplication.instance(), appearance)
+        self.state.put(APPEARANCE, appearance)
+        for key, act in getattr(self, "appearance_actions", {}).items():
+            act.setChecked(key == appearance)
 
     def show_view(self, name: str) -> None:
         self.sidebar.setCurrentRow(VIEW_NAMES.index(name))
@@ -178,6 +205,16 @@ class MainWindow(QMainWindow):
             self.resize(1280, 720)
         name = self.state.get(WINDOW_VIEW)
         self.show_view(name if name in VIEW_NAMES else "Quantize")
+        for setting, splitter in self._splitters():
+            saved = self.state.get(setting)
+            if isinstance(saved, (QByteArray, bytes)):
+                splitter.restoreState(QByteArray(saved))
+
+    def _splitters(self):
+        """Every view's splitters, each with the setting its sizes are kept in."""
+        for name, view in self.views.items():
+            for i, splitter in enumerate(view.findChildren(QSplitter)):
+                yield splitter_setting(name, i), splitter
 
     def closeEvent(self, event: QEvent) -> None:
         busy = [n for n, v in self.views.items() if v.is_busy()]
@@ -192,5 +229,7 @@ class MainWindow(QMainWindow):
         for v in self.views.values():
             v.shutdown()
         self.state.put(WINDOW_GEOMETRY, self.saveGeometry())
+        for setting, splitter in self._splitters():
+            self.state.put(setting, splitter.saveState())
         self.state.settings.sync()
         super().closeEvent(event)

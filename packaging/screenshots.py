@@ -1,10 +1,13 @@
 """Screenshots of every view for docs/screenshots/, taken on the demo model.
 
     xvfb-run -s "-screen 0 1280x800x24" python3 packaging/screenshots.py [--model DIR] [--out docs/screenshots]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python3 packaging/screenshots.py --only chat --size 900x600 --appearance dark
 
 Drives the real app: quantizes the model to Q4_K_M through the wizard, chats with the result, compares
-it with the original, opens the analysis of one tensor, and grabs each view at 1280×720; then the Library's
-context menu of the output (the whole screen, as a menu is a window of its own) and its Publish dialog.
+it with the original, opens the analysis of one tensor, and grabs each view at 1280×720 (``--size``); then
+the Library's context menu of the output (the whole screen, as a menu is a window of its own) and its Publish
+dialog. ``--only chat`` takes the chat view alone (on a Q8_0 GGUF made directly, no wizard); ``--appearance``
+forces the light or dark palette. Shots of another size or palette get it in their name (chat-900x600-dark).
 """
 
 from __future__ import annotations
@@ -37,12 +40,40 @@ def settle(app, seconds=0.3) -> None:
         time.sleep(0.01)
 
 
+def chat_shot(app, win, gguf: str, grab) -> None:
+    """Two questions to the model, then a reply with Markdown (a list, bold, code) as a saved one would show."""
+    from app.state import ModelEntry
+
+    chat = win.views["Chat"]
+    win.show_view("Chat")
+    chat.picker.set_model(ModelEntry(gguf, "gguf"))
+    chat.temperature.setValue(0.0)
+    for question in ("What is 17 plus 25?", "How many grams are in 3 kilograms?"):
+        chat.input.setPlainText(question)
+        chat.send()
+        wait_until(app, lambda: not chat.is_busy(), 120)
+    chat.conversation.history += [
+        {"role": "user", "content": "Show me how to add two numbers in Python."},
+        {"role": "assistant", "content": "Use the **+** operator:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\n"
+                                         "- `add(17, 25)` gives **42**\n- it works for floats too"},
+    ]
+    chat._render()
+    chat._update_buttons()
+    grab("chat")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the demo model)")
     ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--size", default="1280x720", help="window size, WIDTHxHEIGHT")
+    ap.add_argument("--appearance", choices=("system", "light", "dark"), default="system")
+    ap.add_argument("--only", choices=("chat",), help="take only this view's shot")
     args = ap.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    suffix = "".join(f"-{v}" for v in (args.size if args.size != "1280x720" else "",
+                                       args.appearance if args.appearance != "system" else "") if v)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="nibble-shots-"))
@@ -60,15 +91,27 @@ def main() -> int:
         print("no demo model in this build; pass --model DIR", file=sys.stderr)
         return 2
     win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))
-    win.resize(1280, 720)
+    win.apply_appearance(args.appearance)
+    win.resize(width, height)
     win.show()
     shots = []
 
     def grab(name: str) -> None:
         settle(app)
-        path = out / f"{name}.png"
+        path = out / f"{name}{suffix}.png"
         win.grab().save(str(path))
         shots.append(path)
+
+    if args.only == "chat":
+        from engine.gguf.quantize import quantize
+
+        gguf = work / f"{model.name}-Q8_0.gguf"
+        quantize(model, "Q8_0", gguf)
+        chat_shot(app, win, str(gguf), grab)
+        for s in shots:
+            print(s)
+        win.close()
+        return 0
 
     # Quantize: model, format and type, run, done
     wiz = win.views["Quantize"]
@@ -96,18 +139,8 @@ def main() -> int:
     quantized = wiz.done_page.output.path if wiz.done_page.output else None
 
     # Chat with the quantized model
-    chat = win.views["Chat"]
-    win.show_view("Chat")
     if quantized:
-        chat.picker.set_model(ModelEntry(quantized, "gguf"))
-    chat.temperature.setValue(0.0)
-    chat.input.setPlainText("What is 17 plus 25?")
-    chat.send()
-    wait_until(app, lambda: not chat.is_busy(), 120)
-    chat.input.setPlainText("How many grams are in 3 kilograms?")
-    chat.send()
-    wait_until(app, lambda: not chat.is_busy(), 120)
-    grab("chat")
+        chat_shot(app, win, quantized, grab)
 
     # Compare original and quantized
     cmp_view = win.views["Compare"]
