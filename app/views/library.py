@@ -48,21 +48,28 @@ class LibraryView(View):
         self.tree.header().setStretchLastSection(True)
         lay.addWidget(self.tree, 1)
         row = QHBoxLayout()
-        self.chat_btn = QPushButton("Open in Chat")
-        self.compare_btn = QPushButton("Compare with original")
+        self.chat_btn = QPushButton("Chat")
+        self.compare_btn = QPushButton("Compare")
         self.analyse_btn = QPushButton("Analyse")
         self.quantize_btn = QPushButton("Quantize…")
         self.publish_btn = QPushButton("Publish…")
-        self.show_btn = QPushButton("Show in file manager")
+        self.show_btn = QPushButton("Show folder")
+        for b, tip in ((self.chat_btn, "Open in Chat"), (self.compare_btn, "Compare with the original"),
+                       (self.show_btn, "Show in file manager")):
+            b.setToolTip(tip)
         self.forget_btn = QPushButton("Forget")
         self.delete_btn = QPushButton("Delete…")
         self.refresh_btn = QPushButton("Refresh")
-        for b in (self.chat_btn, self.compare_btn, self.analyse_btn, self.quantize_btn, self.publish_btn, self.show_btn,
-                  self.forget_btn, self.delete_btn):
+        for b in (self.chat_btn, self.compare_btn, self.analyse_btn, self.quantize_btn, self.publish_btn):
             row.addWidget(b)
         row.addStretch(1)
-        row.addWidget(self.refresh_btn)
         lay.addLayout(row)
+        row2 = QHBoxLayout()  # a second row keeps the view usable at 900x600
+        for b in (self.show_btn, self.forget_btn, self.delete_btn):
+            row2.addWidget(b)
+        row2.addStretch(1)
+        row2.addWidget(self.refresh_btn)
+        lay.addLayout(row2)
         self.actions = OutputActions(self, self.banner)
         self.refresh_btn.setShortcut("F5")
         self.delete_btn.setShortcut(QKeySequence.StandardKey.Delete)

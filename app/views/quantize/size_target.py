@@ -22,7 +22,8 @@ class SizeTargetPanel(QGroupBox):
     changed = Signal()
 
     def __init__(self, parent=None):
-        super().__init__("Best mix for a size: each tensor gets the type that costs least quality", parent)
+        super().__init__("Best mix for a size", parent)
+        self.setToolTip("Each tensor gets the type that costs least quality for the size")
         self.setCheckable(True)
         self.setChecked(False)
         self.model_path: str | None = None
@@ -43,10 +44,14 @@ class SizeTargetPanel(QGroupBox):
         self.as_type = QPushButton("Size of the selected type")
         self.fit = QPushButton("Fit this machine")
         self.predict = QPushButton("Predict quality")
-        for b in (self.as_type, self.fit, self.predict):
-            row.addWidget(b)
+        row.addWidget(self.as_type)
         row.addStretch(1)
         lay.addLayout(row)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.fit)
+        row2.addWidget(self.predict)
+        row2.addStretch(1)
+        lay.addLayout(row2)
         self.result = QLabel("Set a size, then Predict quality: Nibble measures the model once (then cached) "
                              "and shows the exact file and its predicted quality before anything is written.")
         self.result.setWordWrap(True)
