@@ -24,12 +24,22 @@ GPT4O_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
     r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen3.5's tokenizer.json keeps combining marks with letters
+QWEN35_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
 PHI3_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5)
 MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# Qwen3.5's hybrid layers at the smallest shapes that keep its features: linear attention with more value heads
+# than key heads (so they are reordered), one full-attention layer, rope over a quarter of each head in sections
+QWEN35 = dict(num_hidden_layers=4, head_dim=32, linear_key_head_dim=16, linear_value_head_dim=16,
+              linear_num_key_heads=2, linear_num_value_heads=4, linear_conv_kernel_dim=4,
+              layer_types=["linear_attention"] * 3 + ["full_attention"],
+              rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                               "mrope_section": [2, 1, 1], "mrope_interleaved": True})
 
 # key -> (model_type, tokenizer, BPE pre-tokenizer llama.cpp names it, config overrides)
 SPECS: dict[str, tuple[str, str, str, dict]] = {
@@ -58,9 +68,12 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
     "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
+    "qwen35": ("qwen3_5_text", "qwen35", "qwen35", QWEN35),
     "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
                                                       use_sliding_window=False, **MOE)),
 }
+# llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
+REFERENCE_ARGS: dict[str, list[str]] = {"qwen35": ["--no-mtp"]}
 
 
 def _gemma_tokenizer(folder: Path) -> None:
@@ -98,7 +111,8 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         return sp.vocab_size(), dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)
     from tokenizers import Tokenizer
 
-    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
+    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN,
+               "qwen35": QWEN35_PATTERN}.get(kind, QWEN2_PATTERN)
     train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
     if kind == "glm4":  # GLM-4's chat markers, which its converter reads as special tokens
         t = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -143,7 +157,8 @@ def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and p.ndim == 1:
-                offset = 0.0 if model_type.startswith("gemma") else 1.0  # Gemma stores norms as w - 1
+                # Gemma and Qwen3.5 store norms as w - 1 (Qwen3.5's gated linear-attention norm as w)
+                offset = 0.0 if model_type.startswith(("gemma", "qwen3_5")) and "linear_attn" not in name else 1.0
                 p.copy_(offset + std * torch.randn_like(p))
             else:
                 p.copy_(std * torch.randn_like(p))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from clitools import one_error_line
-from familymodels import SPECS, logits_reference, make_family_model
+from familymodels import REFERENCE_ARGS, SPECS, logits_reference, make_family_model
 from llama_source import cases, reference_converter, vendor_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,8 @@ def fam(request, tmp_path_factory):
     ref = base / "reference.gguf"
     pre = SPECS[key][2] or "default"
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "reference_convert.py"), str(reference_converter()),
-                        str(folder), str(ref), pre], capture_output=True, text=True, cwd=base)
+                        str(folder), str(ref), pre, *REFERENCE_ARGS.get(key, [])],
+                       capture_output=True, text=True, cwd=base)
     assert r.returncode == 0, r.stderr[-2000:]
     return key, folder, convert_to_gguf(folder, base / "nibble.gguf"), ref
 

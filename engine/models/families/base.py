@@ -17,7 +17,7 @@ import gguf
 
 from engine.core.errors import NibbleError
 from engine.models.families.hparams import Hparams, first, global_rope, rope_parameters, rope_type, text_config
-from engine.models.families.tensors import PlannedTensor, intermediate_type, sort_key
+from engine.models.families.tensors import PlannedTensor, intermediate_type, shape_after, sort_key
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
 # Parts of multimodal checkpoints that are not the language model (llama.cpp leaves them out as well).
@@ -181,8 +181,9 @@ class Family:
             return None
         return hf_name
 
-    def tensor_ops(self, gguf_name: str, hf_name: str, hp: Hparams) -> tuple[tuple[str, float], ...]:
-        ops: list[tuple[str, float]] = []
+    def tensor_ops(self, gguf_name: str, hf_name: str, hp: Hparams, cfg: dict) -> tuple[tuple[str, object], ...]:
+        """The transforms from ``hf_name`` (as renamed) to llama.cpp's tensor (see :class:`PlannedTensor`)."""
+        ops: list[tuple[str, object]] = []
         if self.permute_qk and gguf_name.startswith("blk."):
             if ".attn_q." in gguf_name:
                 ops.append(("permute", hp.n_head))
@@ -219,8 +220,9 @@ class Family:
             if gname is None:
                 raise NibbleError(f"{where}: tensor {hf_name} has no GGUF counterpart for {self.name}; "
                                   "the checkpoint does not match its config")
-            planned.append(PlannedTensor(gname, (hf_name,), tuple(shape), intermediate_type(gname, len(shape), dtype),
-                                         self.tensor_ops(gname, name, hp)))
+            ops = self.tensor_ops(gname, name, hp, cfg)
+            shape = shape_after(tuple(shape), ops)
+            planned.append(PlannedTensor(gname, (hf_name,), shape, intermediate_type(gname, len(shape), dtype), ops))
         for merged, by_index in experts.items():
             gname = name_map.get_name(merged)
             if gname is None:
