@@ -69,11 +69,13 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
     "qwen35": ("qwen3_5_text", "qwen35", "qwen35", QWEN35),
+    "qwen35moe": ("qwen3_5_moe_text", "qwen35", "qwen35", dict(QWEN35, num_experts=4, shared_expert_intermediate_size=32,
+                                                                   **MOE)),
     "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
                                                       use_sliding_window=False, **MOE)),
 }
 # llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
-REFERENCE_ARGS: dict[str, list[str]] = {"qwen35": ["--no-mtp"]}
+REFERENCE_ARGS: dict[str, list[str]] = {"qwen35": ["--no-mtp"], "qwen35moe": ["--no-mtp"]}
 
 
 def _gemma_tokenizer(folder: Path) -> None:

@@ -169,6 +169,32 @@ def test_bad_config_one_line_exit_2_nothing_written(tmp_path, change, field):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
 
 
+@pytest.fixture(scope="module")
+def qwen35_folder(tmp_path_factory):
+    return make_family_model(tmp_path_factory.mktemp("qwen35-src") / "model", "qwen35")
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"model_type": "qwen3_5_moe_text"}, "model_type"),
+    ({"linear_num_value_heads": 3}, "linear_num_value_heads"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25,
+                          "mrope_section": [4, 4, 4]}}, "mrope_section"),
+    ({"layer_types": ["linear_attention", "sliding_attention"] * 2}, "layer_types"),
+])
+def test_qwen35_variant_refused_in_one_line(tmp_path, qwen35_folder, change, field):
+    """A Qwen3.5 config llama.cpp's graph would run differently: one line naming the field, nothing written."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(qwen35_folder, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, **change}))
+    r = subprocess.run([sys.executable, "-m", "engine", "quantize", str(bad), "--type", "Q8_0", "--out",
+                        str(tmp_path / "o.gguf")], capture_output=True, text=True, cwd=ROOT)
+    one_error_line(r, "config.json", field)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
 def test_stats_pair_every_quantized_tensor(fam, tmp_path):
     """Stats against the original folder: stacked experts, permuted q/k and offset norms all pair up."""
     from engine.analysis.stats import compute_stats
@@ -187,6 +213,37 @@ def test_stats_pair_every_quantized_tensor(fam, tmp_path):
     assert all(t.relative_error < 0.01 and t.cosine > 0.9999 for t in report.tensors), key
     if "moe" in key or key == "mixtral":
         assert any(".ffn_gate_exps." in n for n in names)
+
+
+def test_stacked_experts_convert_as_llama_cpp(fam, tmp_path):
+    """Experts stored as one tensor per layer (gate and up fused) give the GGUF llama.cpp's converter makes from
+    the same experts stored one by one."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from engine.gguf.convert import convert_to_gguf
+
+    key, folder, _, ref = fam
+    if key != "qwen35moe":
+        pytest.skip("one mixture-of-experts family")
+    stacked = tmp_path / "stacked"
+    shutil.copytree(folder, stacked)
+    weights = load_file(str(stacked / "model.safetensors"))
+    for layer in {n.split(".experts.")[0] for n in weights if ".experts." in n}:
+        n = sum(1 for k in weights if k.startswith(f"{layer}.experts.") and k.endswith(".down_proj.weight"))
+        take = [{w: weights.pop(f"{layer}.experts.{i}.{w}.weight") for w in ("gate_proj", "up_proj", "down_proj")}
+                for i in range(n)]
+        weights[f"{layer}.experts.gate_up_proj"] = np.stack([np.concatenate([e["gate_proj"], e["up_proj"]])
+                                                              for e in take])
+        weights[f"{layer}.experts.down_proj"] = np.stack([e["down_proj"] for e in take])
+    save_file(weights, str(stacked / "model.safetensors"), metadata={"format": "pt"})
+    _, t_a = _fields(convert_to_gguf(stacked, tmp_path / "stacked.gguf"))
+    _, t_b = _fields(ref)
+    assert sorted(t_a) == sorted(t_b) and any(".ffn_gate_exps." in n for n in t_a)
+    for name, t in t_a.items():
+        assert list(t.shape) == list(t_b[name].shape), name
+        assert np.array_equal(np.asarray(t.data), np.asarray(t_b[name].data)), name
 
 
 def test_exaone4_sliding_window_only_where_llama_cpp_runs_it():

@@ -20,6 +20,8 @@ from engine.models.families.hparams import Hparams, first, global_rope, rope_par
 from engine.models.families.tensors import PlannedTensor, intermediate_type, shape_after, sort_key
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
+# Experts stored already stacked: one 3-D tensor per layer, gate and up fused along the rows
+_STACKED = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)(\.weight)?$")
 # Parts of multimodal checkpoints that are not the language model (llama.cpp leaves them out as well).
 _NOT_TEXT = re.compile(r"(^|\.)(vision_tower|vision_model|visual|audio_tower|audio_model|multi_modal_projector|"
                        r"mm_projector|embed_vision|embed_audio)\.")
@@ -212,6 +214,9 @@ class Family:
                 continue
             if name == "lm_head.weight" and hp.tie_embeddings and tied:
                 continue  # tied: llama.cpp reuses token_embd
+            if (s := _STACKED.match(name)) and len(shape) == 3:
+                planned += self._stacked_experts(s.group(1), s.group(2), hf_name, tuple(shape), dtype, name_map, where)
+                continue
             m = _EXPERT.match(name)
             if m:
                 experts.setdefault(f"{m.group(1)}.{m.group(3)}", {})[int(m.group(2))] = hf_name
@@ -237,6 +242,27 @@ class Family:
                                          intermediate_type(gname + ".weight", len(full), dtype)))
         planned += self.extra_tensors(cfg, hp)
         return sorted(planned, key=sort_key)
+
+    def _stacked_experts(self, prefix: str, kind: str, hf_name: str, shape: tuple[int, ...], dtype: str,
+                         name_map, where: str) -> list[PlannedTensor]:
+        """A layer's experts stored as one tensor: down as it is, gate_up split into gate and up (rows)."""
+        if kind == "down_proj":
+            parts = [("down_proj", ())]
+        else:
+            if shape[1] % 2:
+                raise NibbleError(f"{where}: {hf_name} has {shape[1]} rows, which cannot be gate and up halves; "
+                                  "the checkpoint is damaged")
+            n_ff = shape[1] // 2
+            parts = [("gate_proj", (("slice", (1, 0, n_ff)),)), ("up_proj", (("slice", (1, n_ff, 2 * n_ff)),))]
+        out = []
+        for part, ops in parts:
+            gname = name_map.get_name(f"{prefix}.{part}")
+            if gname is None:
+                raise NibbleError(f"{where}: expert tensor {hf_name} has no GGUF counterpart for {self.name}")
+            full = shape_after(shape, ops)
+            out.append(PlannedTensor(gname + ".weight", (hf_name,), full,
+                                     intermediate_type(gname + ".weight", len(full), dtype), ops))
+        return out
 
     # ------------------------------------------------------------------------------------ estimate
 

@@ -113,3 +113,12 @@ class Qwen35(_Qwen35Base):
     gguf_arch = gguf.MODEL_ARCH.QWEN35
     awq_refusal = ("AWQ of Qwen3.5's linear-attention layers is not implemented; quantize Qwen3.5 to GGUF "
                    "instead")
+
+
+@register
+class Qwen35Moe(_Qwen35Base):
+    name = "Qwen3.5-MoE"
+    architectures = ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration")
+    model_types = ("qwen3_5_moe_text", "qwen3_5_moe")
+    gguf_arch = gguf.MODEL_ARCH.QWEN35MOE
+    awq_refusal = "AWQ of mixture-of-experts models is not implemented; quantize Qwen3.5-MoE to GGUF instead"

@@ -42,7 +42,7 @@ class PlannedTensor:
 
     ``shape`` is the numpy (row-major) shape after the transforms; ``ops`` are ``(name, argument)`` pairs:
     ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``, ``("neg_exp", 0)`` (-exp of each value),
-    ``("squeeze", 0)`` (drop axes of length 1) and ``("regroup", (axis, start, groups, per_group, size))``:
+    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))`` and ``("regroup", (axis, start, groups, per_group, size))``:
     from index ``start`` on along ``axis``, heads grouped as ``groups`` x ``per_group`` of ``size`` are
     reordered to ``per_group`` x ``groups`` (the tiled order llama.cpp broadcasts shared heads in).
     ``values`` holds a computed tensor.
@@ -98,8 +98,15 @@ def regroup(w: np.ndarray, axis: int, start: int, groups: int, per_group: int, s
 
 
 def shape_after(shape: tuple[int, ...], ops) -> tuple[int, ...]:
-    """A tensor's shape once ``ops`` are applied (only ``squeeze`` changes it; ``rows`` is planned by its family)."""
-    return tuple(d for d in shape if d != 1) if any(op == "squeeze" for op, _ in ops) else tuple(shape)
+    """A tensor's shape once ``ops`` are applied (``rows`` is planned by its family)."""
+    shape = tuple(shape)
+    for op, arg in ops:
+        if op == "squeeze":
+            shape = tuple(d for d in shape if d != 1)
+        elif op == "slice":
+            axis, start, stop = (int(a) for a in arg)
+            shape = (*shape[:axis], stop - start, *shape[axis + 1:])
+    return shape
 
 
 def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -122,6 +129,9 @@ def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarr
             data = (-torch.exp(torch.from_numpy(data.astype(np.float32)))).numpy()
         elif op == "squeeze":
             data = data.squeeze()
+        elif op == "slice":
+            axis, start, stop = (int(a) for a in arg)
+            data = data[(slice(None),) * axis + (slice(start, stop),)]
         elif op == "regroup":
             data = regroup(data, *(int(a) for a in arg))
         else:  # pragma: no cover - a family module names an op this function lacks
