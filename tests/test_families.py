@@ -169,30 +169,36 @@ def test_bad_config_one_line_exit_2_nothing_written(tmp_path, change, field):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
 
 
-@pytest.fixture(scope="module")
-def qwen35_folder(tmp_path_factory):
-    return make_family_model(tmp_path_factory.mktemp("qwen35-src") / "model", "qwen35")
-
-
-@pytest.mark.parametrize("change,field", [
+QWEN35_BAD = [
     ({"model_type": "qwen3_5_moe_text"}, "model_type"),
     ({"linear_num_value_heads": 3}, "linear_num_value_heads"),
     ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25,
                           "mrope_section": [4, 4, 4]}}, "mrope_section"),
     ({"layer_types": ["linear_attention", "sliding_attention"] * 2}, "layer_types"),
-])
-def test_qwen35_variant_refused_in_one_line(tmp_path, qwen35_folder, change, field):
-    """A Qwen3.5 config llama.cpp's graph would run differently: one line naming the field, nothing written."""
+]
+
+
+def test_qwen35_variants_refused_in_one_line(tmp_path):
+    """Qwen3.5 configs llama.cpp's graph would run differently: one line naming the field; through the CLI, exit
+    2 and nothing written."""
     import shutil
 
+    from engine.core.errors import NibbleError
+    from engine.models import families
+
+    src = make_family_model(tmp_path / "src", "qwen35")
+    cfg = json.loads((src / "config.json").read_text())
+    for change, field in QWEN35_BAD:
+        with pytest.raises(NibbleError, match=rf"^config.json: [^\n]*{field}[^\n]*$"):
+            families.for_config({**cfg, **change}, "config.json")
     bad = tmp_path / "bad"
-    shutil.copytree(qwen35_folder, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    (bad / "config.json").write_text(json.dumps({**cfg, **change}))
-    r = subprocess.run([sys.executable, "-m", "engine", "quantize", str(bad), "--type", "Q8_0", "--out",
-                        str(tmp_path / "o.gguf")], capture_output=True, text=True, cwd=ROOT)
-    one_error_line(r, "config.json", field)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+    shutil.copytree(src, bad)
+    for change, field in QWEN35_BAD[::2]:
+        (bad / "config.json").write_text(json.dumps({**cfg, **change}))
+        r = subprocess.run([sys.executable, "-m", "engine", "quantize", str(bad), "--type", "Q8_0", "--out",
+                            str(tmp_path / "o.gguf")], capture_output=True, text=True, cwd=ROOT)
+        one_error_line(r, "config.json", field)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
 
 
 def test_stats_pair_every_quantized_tensor(fam, tmp_path):
