@@ -69,13 +69,16 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
     "qwen35": ("qwen3_5_text", "qwen35", "qwen35", QWEN35),
-    "qwen35moe": ("qwen3_5_moe_text", "qwen35", "qwen35", dict(QWEN35, num_experts=4, shared_expert_intermediate_size=32,
-                                                                   **MOE)),
+    "qwen35-vl": ("qwen3_5", "qwen35", "qwen35", {}),
+    "qwen35moe": ("qwen3_5_moe_text", "qwen35", "qwen35",
+                  dict(QWEN35, num_experts=4, shared_expert_intermediate_size=32, **MOE)),
     "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
                                                       use_sliding_window=False, **MOE)),
 }
+# multimodal checkpoints, whose text part Nibble converts: key -> their transformers class
+MULTIMODAL = {"gemma3-vl": "Gemma3ForConditionalGeneration", "qwen35-vl": "Qwen3_5ForConditionalGeneration"}
 # llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
-REFERENCE_ARGS: dict[str, list[str]] = {"qwen35": ["--no-mtp"], "qwen35moe": ["--no-mtp"]}
+REFERENCE_ARGS: dict[str, list[str]] = {k: ["--no-mtp"] for k in ("qwen35", "qwen35-vl", "qwen35moe")}
 
 
 def _gemma_tokenizer(folder: Path) -> None:
@@ -149,12 +152,19 @@ def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0
                       image_size=32, patch_size=8)
         config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
                                            image_token_index=n_vocab - 1, **special)
-        model_cls = transformers.Gemma3ForConditionalGeneration
+    elif key == "qwen35-vl":  # Qwen3.5 as it ships: the language model beside a tiny vision tower
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, out_hidden_size=64,
+                      num_position_embeddings=16)
+        config = transformers.Qwen3_5Config(text_config={**SHAPE, "vocab_size": n_vocab, **special, **QWEN35},
+                                            vision_config=vision, image_token_id=n_vocab - 1,
+                                            video_token_id=n_vocab - 2, vision_start_token_id=n_vocab - 3,
+                                            vision_end_token_id=n_vocab - 4)
     else:
         config = transformers.AutoConfig.for_model(model_type, **kw)
-        model_cls = transformers.AutoModelForCausalLM
+    multimodal = key in MULTIMODAL
+    model_cls = getattr(transformers, MULTIMODAL[key]) if multimodal else transformers.AutoModelForCausalLM
     torch.manual_seed(seed)
-    model = model_cls._from_config(config, dtype=torch.float32) if key == "gemma3-vl" \
+    model = model_cls._from_config(config, dtype=torch.float32) if multimodal \
         else model_cls.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -174,7 +184,8 @@ def logits_reference(folder: Path, ids: list[int]) -> np.ndarray:
     import transformers
 
     cfg = json.loads((folder / "config.json").read_text())
-    cls = transformers.Gemma3ForConditionalGeneration if "vision_config" in cfg else transformers.AutoModelForCausalLM
+    arch = cfg["architectures"][0]
+    cls = getattr(transformers, arch) if arch in MULTIMODAL.values() else transformers.AutoModelForCausalLM
     model = cls.from_pretrained(folder, dtype=torch.float32)
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float().numpy()

@@ -42,8 +42,8 @@ class PlannedTensor:
 
     ``shape`` is the numpy (row-major) shape after the transforms; ``ops`` are ``(name, argument)`` pairs:
     ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``, ``("neg_exp", 0)`` (-exp of each value),
-    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))`` and ``("regroup", (axis, start, groups, per_group, size))``:
-    from index ``start`` on along ``axis``, heads grouped as ``groups`` x ``per_group`` of ``size`` are
+    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))`` and
+    ``("regroup", (axis, start, groups, per_group, size))``: from index ``start`` on along ``axis``, heads grouped as ``groups`` x ``per_group`` of ``size`` are
     reordered to ``per_group`` x ``groups`` (the tiled order llama.cpp broadcasts shared heads in).
     ``values`` holds a computed tensor.
     """
