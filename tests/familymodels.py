@@ -72,13 +72,17 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
     "qwen35-vl": ("qwen3_5", "qwen35", "qwen35", {}),
     "qwen35moe": ("qwen3_5_moe_text", "qwen35", "qwen35",
                   dict(QWEN35, num_experts=4, shared_expert_intermediate_size=32, **MOE)),
+    "qwen3next": ("qwen3_next", "qwen2", "qwen2",
+                  dict(QWEN35, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                "partial_rotary_factor": 0.25},  # plain rope, no sections
+                       num_experts=4, shared_expert_intermediate_size=32, **MOE)),
     "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
                                                       use_sliding_window=False, **MOE)),
 }
 # multimodal checkpoints, whose text part Nibble converts: key -> their transformers class
 MULTIMODAL = {"gemma3-vl": "Gemma3ForConditionalGeneration", "qwen35-vl": "Qwen3_5ForConditionalGeneration"}
 # llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
-REFERENCE_ARGS: dict[str, list[str]] = {k: ["--no-mtp"] for k in ("qwen35", "qwen35-vl", "qwen35moe")}
+REFERENCE_ARGS: dict[str, list[str]] = {k: ["--no-mtp"] for k in ("qwen35", "qwen35-vl", "qwen35moe", "qwen3next")}
 
 
 def _gemma_tokenizer(folder: Path) -> None:
@@ -169,8 +173,9 @@ def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and p.ndim == 1:
-                # Gemma and Qwen3.5 store norms as w - 1 (Qwen3.5's gated linear-attention norm as w)
-                offset = 0.0 if model_type.startswith(("gemma", "qwen3_5")) and "linear_attn" not in name else 1.0
+                # Gemma, Qwen3.5 and Qwen3-Next store norms as w - 1 (their gated linear-attention norm as w)
+                offset = 0.0 if model_type.startswith(("gemma", "qwen3_5", "qwen3_next")) \
+                    and "linear_attn" not in name else 1.0
                 p.copy_(offset + std * torch.randn_like(p))
             else:
                 p.copy_(std * torch.randn_like(p))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from clitools import one_error_line
-from familymodels import REFERENCE_ARGS, SPECS, logits_reference, make_family_model
+from familymodels import REFERENCE_ARGS, SHAPE, SPECS, logits_reference, make_family_model
 from llama_source import cases, reference_converter, vendor_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +199,24 @@ def test_qwen35_variants_refused_in_one_line(tmp_path):
                             str(tmp_path / "o.gguf")], capture_output=True, text=True, cwd=ROOT)
         one_error_line(r, "config.json", field)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
+
+
+def test_qwen3next_variants_refused_in_one_line():
+    """Qwen3-Next configs llama.cpp's graph would route differently, or whose heads do not divide."""
+    import transformers
+
+    from engine.core.errors import NibbleError
+    from engine.models import families
+
+    model_type, _, _, overrides = SPECS["qwen3next"]
+    cfg = {**transformers.AutoConfig.for_model(model_type, **{**SHAPE, "vocab_size": 400, **overrides}).to_dict(),
+           "architectures": ["Qwen3NextForCausalLM"]}
+    assert families.for_config(cfg, "config.json").name == "Qwen3-Next"
+    for change, field in (({"mlp_only_layers": [1]}, "mlp_only_layers"), ({"norm_topk_prob": False}, "norm_topk_prob"),
+                          ({"linear_num_value_heads": 3}, "linear_num_value_heads"),
+                          ({"model_type": "qwen3_5_text"}, "model_type")):
+        with pytest.raises(NibbleError, match=rf"^config.json: [^\n]*{field}[^\n]*$"):
+            families.for_config({**cfg, **change}, "config.json")
 
 
 def test_stats_pair_every_quantized_tensor(fam, tmp_path):

@@ -214,8 +214,15 @@ class Family:
                 continue
             if name == "lm_head.weight" and hp.tie_embeddings and tied:
                 continue  # tied: llama.cpp reuses token_embd
-            if (s := _STACKED.match(name)) and len(shape) == 3:
-                planned += self._stacked_experts(s.group(1), s.group(2), hf_name, tuple(shape), dtype, name_map, where)
+            parts = self.split_tensor(name, tuple(shape), cfg, where)
+            if parts is not None:  # one stored tensor that llama.cpp keeps as several
+                for lookup, ops in parts:
+                    gname = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
+                    if gname is None:
+                        raise NibbleError(f"{where}: tensor {hf_name} has no GGUF counterpart for {self.name}")
+                    full = shape_after(tuple(shape), ops)
+                    planned.append(PlannedTensor(gname, (hf_name,), full, intermediate_type(gname, len(full), dtype),
+                                                 tuple(ops)))
                 continue
             m = _EXPERT.match(name)
             if m:
@@ -243,26 +250,22 @@ class Family:
         planned += self.extra_tensors(cfg, hp)
         return sorted(planned, key=sort_key)
 
-    def _stacked_experts(self, prefix: str, kind: str, hf_name: str, shape: tuple[int, ...], dtype: str,
-                         name_map, where: str) -> list[PlannedTensor]:
-        """A layer's experts stored as one tensor: down as it is, gate_up split into gate and up (rows)."""
-        if kind == "down_proj":
-            parts = [("down_proj", ())]
-        else:
-            if shape[1] % 2:
-                raise NibbleError(f"{where}: {hf_name} has {shape[1]} rows, which cannot be gate and up halves; "
-                                  "the checkpoint is damaged")
-            n_ff = shape[1] // 2
-            parts = [("gate_proj", (("slice", (1, 0, n_ff)),)), ("up_proj", (("slice", (1, n_ff, 2 * n_ff)),))]
-        out = []
-        for part, ops in parts:
-            gname = name_map.get_name(f"{prefix}.{part}")
-            if gname is None:
-                raise NibbleError(f"{where}: expert tensor {hf_name} has no GGUF counterpart for {self.name}")
-            full = shape_after(shape, ops)
-            out.append(PlannedTensor(gname + ".weight", (hf_name,), full,
-                                     intermediate_type(gname + ".weight", len(full), dtype), ops))
-        return out
+    def split_tensor(self, name: str, shape: tuple[int, ...], cfg: dict,
+                     where: str) -> list[tuple[str, tuple]] | None:
+        """The parts of a stored tensor that llama.cpp keeps as several: (a name its tensor map knows, the ops
+        that cut the part out) each; None for a tensor kept whole. Experts stored stacked are: down as it is,
+        gate_up split into its gate and up rows."""
+        s = _STACKED.match(name)
+        if s is None or len(shape) != 3:
+            return None
+        if s.group(2) == "down_proj":
+            return [(f"{s.group(1)}.down_proj.weight", ())]
+        if shape[1] % 2:
+            raise NibbleError(f"{where}: {name} has {shape[1]} rows, which cannot be gate and up halves; "
+                              "the checkpoint is damaged")
+        n_ff = shape[1] // 2
+        return [(f"{s.group(1)}.gate_proj.weight", (("slice", (1, 0, n_ff)),)),
+                (f"{s.group(1)}.up_proj.weight", (("slice", (1, n_ff, 2 * n_ff)),))]
 
     # ------------------------------------------------------------------------------------ estimate
 

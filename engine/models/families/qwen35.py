@@ -1,10 +1,11 @@
-"""Qwen3.5: llama.cpp's ``qwen35`` graph. Three of every four layers are linear attention (a gated delta
-net: a fused q/k/v projection, a short convolution, a decay A stored as log and written as -exp(A), a
-gated norm), the others full attention with a gated query and q/k norms. Norms store w - 1 (1 is added),
-except the linear attention's gated norm. Where linear attention has more value heads than key heads, the
-value heads are reordered from grouped to tiled, as llama.cpp's converter does. Rope covers part of each
-head and is multi-section (identical to plain rope on text). The multi-token-prediction block is left
-out, as llama.cpp's converter does with --no-mtp; the text part of the multimodal checkpoint converts."""
+"""Qwen3.5 and Qwen3.5-MoE: llama.cpp's ``qwen35``/``qwen35moe`` graphs. Three of every four layers are
+linear attention (a gated delta net: a fused q/k/v projection, a short convolution, a decay A stored as log
+and written as -exp(A), a gated norm), the others full attention with a gated query and q/k norms. Norms
+store w - 1 (1 is added), except the linear attention's gated norm. Where linear attention has more value
+heads than key heads, the value heads are reordered from grouped to tiled, as llama.cpp's converter does.
+Rope covers part of each head and is multi-section (identical to plain rope on text). The
+multi-token-prediction block is left out, as llama.cpp's converter does with --no-mtp; the text part of the
+multimodal checkpoint converts. :class:`GatedDeltaNet` holds what Qwen3-Next shares."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ import gguf
 from engine.core.errors import NibbleError
 from engine.models.families.base import Family
 from engine.models.families.hparams import global_rope
+from engine.models.families.qwen_moe import _QwenMoe
 from engine.models.families.registry import register
 
 MROPE_SECTION = [11, 11, 10]  # what llama.cpp's converter writes when the config leaves it out
 RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"  # llama.cpp's key (newer than the installed gguf package)
 
 
-class _Qwen35Base(Family):
+class GatedDeltaNet(Family):
+    """What Qwen3-Next and Qwen3.5 share: linear-attention layers beside full-attention ones, offset norms."""
+
     rope_types = ("default",)
-    text_of_multimodal = True
     norm_offset = 1.0
+    tile_v_heads = True  # llama.cpp's converter reorders value heads to tiled order (Qwen3.5, not Qwen3-Next)
 
     def _linear(self, cfg: dict) -> tuple[int, int, int, int]:
         return (int(cfg["linear_num_key_heads"]), int(cfg["linear_num_value_heads"]),
@@ -47,19 +51,9 @@ class _Qwen35Base(Family):
                                   or set(types) - {"linear_attention", "full_attention"}):
             raise NibbleError(f"{where}: layer_types must list linear_attention or full_attention for each of the "
                               f"{hp.n_layer} layers")
-        section = global_rope(cfg).get("mrope_section", MROPE_SECTION)
-        if not isinstance(section, list) or 2 * sum(section) != self._rope_dims(cfg, hp):
-            raise NibbleError(f"{where}: rope_parameters.mrope_section {section} does not cover the "
-                              f"{self._rope_dims(cfg, hp)} rotary dimensions (its sum must be half of them)")
 
     def write_hparams(self, w, cfg, hp):
         super().write_hparams(w, cfg, hp)
-        if hp.n_ff_expert:
-            w.add_expert_feed_forward_length(hp.n_ff_expert)
-        if cfg.get("shared_expert_intermediate_size") is not None:
-            w.add_expert_shared_feed_forward_length(hp.n_ff_shared)
-        section = list(global_rope(cfg).get("mrope_section", MROPE_SECTION))
-        w.add_rope_dimension_sections((section + [0] * 4)[:4])
         n_k, n_v, d_k, d_v = self._linear(cfg)
         w.add_ssm_conv_kernel(int(cfg["linear_conv_kernel_dim"]))
         w.add_ssm_state_size(d_k)
@@ -83,7 +77,7 @@ class _Qwen35Base(Family):
         ops: list[tuple[str, object]] = []
         if ".linear_attn." in hf_name:
             n_k, n_v, d_k, d_v = self._linear(cfg)
-            if n_v != n_k:
+            if n_v != n_k and self.tile_v_heads:
                 ops += self._tile_v_heads(hf_name, n_k, n_v // n_k, d_k, d_v)
             if hf_name.endswith(".A_log"):
                 ops.append(("neg_exp", 0))
@@ -105,6 +99,24 @@ class _Qwen35Base(Family):
         return []
 
 
+class _Qwen35Base(GatedDeltaNet):
+    text_of_multimodal = True
+
+    def check(self, raw, where):
+        super().check(raw, where)
+        cfg = self.config(raw)
+        hp = self.hparams(cfg, where)
+        section = global_rope(cfg).get("mrope_section", MROPE_SECTION)
+        if not isinstance(section, list) or 2 * sum(section) != self._rope_dims(cfg, hp):
+            raise NibbleError(f"{where}: rope_parameters.mrope_section {section} does not cover the "
+                              f"{self._rope_dims(cfg, hp)} rotary dimensions (its sum must be half of them)")
+
+    def write_hparams(self, w, cfg, hp):
+        super().write_hparams(w, cfg, hp)
+        section = list(global_rope(cfg).get("mrope_section", MROPE_SECTION))
+        w.add_rope_dimension_sections((section + [0] * 4)[:4])
+
+
 @register
 class Qwen35(_Qwen35Base):
     name = "Qwen3.5"
@@ -116,9 +128,9 @@ class Qwen35(_Qwen35Base):
 
 
 @register
-class Qwen35Moe(_Qwen35Base):
+class Qwen35Moe(_Qwen35Base, _QwenMoe):
     name = "Qwen3.5-MoE"
     architectures = ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration")
     model_types = ("qwen3_5_moe_text", "qwen3_5_moe")
     gguf_arch = gguf.MODEL_ARCH.QWEN35MOE
-    awq_refusal = "AWQ of mixture-of-experts models is not implemented; quantize Qwen3.5-MoE to GGUF instead"
+    norm_topk = True

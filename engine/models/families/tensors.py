@@ -42,9 +42,12 @@ class PlannedTensor:
 
     ``shape`` is the numpy (row-major) shape after the transforms; ``ops`` are ``(name, argument)`` pairs:
     ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``, ``("neg_exp", 0)`` (-exp of each value),
-    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))`` and
-    ``("regroup", (axis, start, groups, per_group, size))``: from index ``start`` on along ``axis``, heads grouped as ``groups`` x ``per_group`` of ``size`` are
-    reordered to ``per_group`` x ``groups`` (the tiled order llama.cpp broadcasts shared heads in).
+    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))``,
+    ``("pick", (groups, widths, parts))``: rows as ``groups`` blocks of parts ``widths`` wide, the ``parts`` named
+    kept part by part (``[q, k, v, z] * heads`` → ``[q * heads, k * heads]``), and
+    ``("regroup", (axis, start, groups, per_group, size))``: from index ``start`` on along ``axis``, heads
+    grouped as ``groups`` x ``per_group`` of ``size`` are reordered to ``per_group`` x ``groups`` (the tiled
+    order llama.cpp broadcasts shared heads in).
     ``values`` holds a computed tensor.
     """
 
@@ -106,7 +109,17 @@ def shape_after(shape: tuple[int, ...], ops) -> tuple[int, ...]:
         elif op == "slice":
             axis, start, stop = (int(a) for a in arg)
             shape = (*shape[:axis], stop - start, *shape[axis + 1:])
+        elif op == "pick":
+            groups, widths, parts = arg
+            shape = (groups * sum(widths[i] for i in parts), *shape[1:])
     return shape
+
+
+def pick(w: np.ndarray, groups: int, widths: tuple[int, ...], parts: tuple[int, ...]) -> np.ndarray:
+    """Rows ``[p0, p1, ..] * groups`` (part i ``widths[i]`` rows) → ``[parts[0] * groups, parts[1] * groups, ..]``."""
+    blocks = w.reshape(groups, sum(widths), *w.shape[1:])
+    offsets = np.cumsum((0, *widths))
+    return np.concatenate([blocks[:, offsets[i]:offsets[i + 1]].reshape(-1, *w.shape[1:]) for i in parts])
 
 
 def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarray:
@@ -134,6 +147,8 @@ def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarr
             data = data[(slice(None),) * axis + (slice(start, stop),)]
         elif op == "regroup":
             data = regroup(data, *(int(a) for a in arg))
+        elif op == "pick":
+            data = pick(data, *arg)
         else:  # pragma: no cover - a family module names an op this function lacks
             raise ValueError(f"unknown tensor op {op!r}")
     return np.ascontiguousarray(data)
