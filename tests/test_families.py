@@ -239,6 +239,28 @@ def test_stats_pair_every_quantized_tensor(fam, tmp_path):
         assert any(".ffn_gate_exps." in n for n in names)
 
 
+def test_recurrent_state_and_kv_cache_as_llama_cpp_allocates(fam):
+    """Hybrid families: llama.cpp keeps a KV cache for the full-attention layers only and a recurrent state for
+    the others; the estimate (from the folder and from the GGUF) is the two buffers llama.cpp logs."""
+    from engine.estimate import kv_cache_bytes, load_plan
+
+    key, folder, ours, _ = fam
+    if key not in ("qwen35", "qwen3next"):
+        pytest.skip("the families with recurrent layers")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "llama_rss.py"), str(ours), "1000", "--short"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["kv_mib"] > 0 and measured["rs_mib"] > 0
+    for plan in (load_plan(folder), load_plan(ours)):
+        assert sum(plan.recurrent_layers) == 3
+        state = 2 * kv_cache_bytes(plan, 1000) - kv_cache_bytes(plan, 2000)  # KV doubles, the state does not
+        # by hand, llama.cpp's n_embd_r + n_embd_s F32 values per layer: a 3-step window of q, k, v channels
+        # (2 key heads x 16 twice, 4 value heads x 16) and a 16 x 64 state matrix
+        assert state == 3 * 4 * (3 * (2 * 2 * 16 + 4 * 16) + 16 * 64)
+        assert round(state / 2**20, 2) == measured["rs_mib"], key
+        assert round((kv_cache_bytes(plan, 1000) - state) / 2**20, 2) == measured["kv_mib"], key
+
+
 def test_stacked_experts_convert_as_llama_cpp(fam, tmp_path):
     """Experts stored as one tensor per layer (gate and up fused) give the GGUF llama.cpp's converter makes from
     the same experts stored one by one."""

@@ -275,6 +275,14 @@ class Family:
         n = self.swa_period
         return tuple(il % n < n - 1 for il in range(n_layer))
 
+    def recurrent_layers(self, cfg: dict, hp: Hparams) -> tuple[bool, ...]:
+        """Which layers llama.cpp runs as recurrent, a fixed-size state instead of a KV cache (empty: none)."""
+        return ()
+
+    def ssm_shape(self, cfg: dict) -> tuple[int, int, int, int] | None:
+        """The recurrent layers' (conv kernel, inner size, group count, state size), as llama.cpp's ssm keys."""
+        return None
+
     def swa_layers(self, cfg: dict, hp: Hparams) -> tuple[bool, ...]:
         """Which layers llama.cpp runs with a sliding window (empty: none)."""
         if not hp.sliding_window or cfg.get("use_sliding_window") is False:

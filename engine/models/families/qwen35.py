@@ -52,14 +52,24 @@ class GatedDeltaNet(Family):
             raise NibbleError(f"{where}: layer_types must list linear_attention or full_attention for each of the "
                               f"{hp.n_layer} layers")
 
+    def ssm_shape(self, cfg):
+        n_k, n_v, d_k, d_v = self._linear(cfg)
+        return int(cfg["linear_conv_kernel_dim"]), d_v * n_v, n_k, d_k
+
+    def recurrent_layers(self, cfg, hp):
+        if cfg.get("layer_types") is not None:
+            return tuple(t == "linear_attention" for t in cfg["layer_types"])
+        interval = int(cfg.get("full_attention_interval", 4))
+        return tuple((il + 1) % interval != 0 for il in range(hp.n_layer))
+
     def write_hparams(self, w, cfg, hp):
         super().write_hparams(w, cfg, hp)
-        n_k, n_v, d_k, d_v = self._linear(cfg)
-        w.add_ssm_conv_kernel(int(cfg["linear_conv_kernel_dim"]))
-        w.add_ssm_state_size(d_k)
-        w.add_ssm_group_count(n_k)
-        w.add_ssm_time_step_rank(n_v)
-        w.add_ssm_inner_size(d_v * n_v)
+        d_conv, d_inner, n_group, d_state = self.ssm_shape(cfg)
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_group_count(n_group)
+        w.add_ssm_time_step_rank(self._linear(cfg)[1])
+        w.add_ssm_inner_size(d_inner)
         if cfg.get("layer_types") is not None:
             w.add_array(RECURRENT_LAYERS.format(arch=w.arch), [t == "linear_attention" for t in cfg["layer_types"]])
         w.add_full_attention_interval(int(cfg.get("full_attention_interval", 4)))
