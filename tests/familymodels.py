@@ -65,6 +65,10 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
                                                                    "factor": 16.0, "low_freq_factor": 1.0,
                                                                    "high_freq_factor": 4.0,
                                                                    "original_max_position_embeddings": 64})),
+    "llama4": ("llama4_text", "llama4", "llama4", dict(
+        head_dim=16, num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=1, intermediate_size=32,
+        intermediate_size_mlp=128, interleave_moe_layer_step=2, no_rope_layers=[1, 1, 1, 0],
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0})),
     "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
@@ -121,8 +125,8 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
     from tokenizers import Tokenizer
 
     pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN,
-               "qwen35": QWEN35_PATTERN}.get(kind, QWEN2_PATTERN)
-    train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
+               "qwen35": QWEN35_PATTERN, "llama4": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
+    train_bpe_tokenizer(folder, pattern, style="llama3" if kind in ("llama3", "llama4") else "qwen2")
     if kind == "glm4":  # GLM-4's chat markers, which its converter reads as special tokens
         t = Tokenizer.from_file(str(folder / "tokenizer.json"))
         t.add_special_tokens(["<|user|>", "<|assistant|>"])
@@ -132,7 +136,7 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         tc["tokenizer_class"] = "GPT2Tokenizer"
         (folder / "tokenizer_config.json").write_text(json.dumps(tc, indent=1))
     t = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    bos = t.token_to_id("<|begin_of_text|>") if kind == "llama3" else None
+    bos = t.token_to_id("<|begin_of_text|>") if kind in ("llama3", "llama4") else None
     return t.get_vocab_size(), dict(bos_token_id=bos, eos_token_id=t.token_to_id("<|im_end|>"),
                                     pad_token_id=None)
 

@@ -207,6 +207,7 @@ def test_calibration_runs_the_models_own_layers(quantized):
 
 @pytest.mark.parametrize("spec,why", [("mixtral", "mixture-of-experts"), ("qwen3moe", "mixture-of-experts"),
                                       ("qwen35moe", "mixture-of-experts"), ("qwen3next", "mixture-of-experts"),
+                                      ("llama4", "mixture-of-experts"),
                                       ("qwen35", "Qwen3.5's linear-attention")])
 def test_moe_and_hybrid_families_refuse_in_one_line(tmp_path, spec, why):
     src = make_family_model(tmp_path / "src", spec, std=0.02)

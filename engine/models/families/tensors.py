@@ -42,7 +42,8 @@ class PlannedTensor:
 
     ``shape`` is the numpy (row-major) shape after the transforms; ``ops`` are ``(name, argument)`` pairs:
     ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``, ``("neg_exp", 0)`` (-exp of each value),
-    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))``,
+    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))``, ``("transpose", 0)`` (the
+    last two axes swapped),
     ``("pick", (groups, widths, parts))``: rows as ``groups`` blocks of parts ``widths`` wide, the ``parts`` named
     kept part by part (``[q, k, v, z] * heads`` → ``[q * heads, k * heads]``), and
     ``("regroup", (axis, start, groups, per_group, size))``: from index ``start`` on along ``axis``, heads
@@ -112,6 +113,8 @@ def shape_after(shape: tuple[int, ...], ops) -> tuple[int, ...]:
         elif op == "pick":
             groups, widths, parts = arg
             shape = (groups * sum(widths[i] for i in parts), *shape[1:])
+        elif op == "transpose":
+            shape = (*shape[:-2], shape[-1], shape[-2])
     return shape
 
 
@@ -149,6 +152,8 @@ def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarr
             data = regroup(data, *(int(a) for a in arg))
         elif op == "pick":
             data = pick(data, *arg)
+        elif op == "transpose":
+            data = data.swapaxes(-1, -2)
         else:  # pragma: no cover - a family module names an op this function lacks
             raise ValueError(f"unknown tensor op {op!r}")
     return np.ascontiguousarray(data)
