@@ -69,6 +69,7 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
         head_dim=16, num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=1, intermediate_size=32,
         intermediate_size_mlp=128, interleave_moe_layer_step=2, no_rope_layers=[1, 1, 1, 0],
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0})),
+    "llama4-vl": ("llama4", "llama4", "llama4", {}),
     "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
@@ -84,7 +85,8 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
                                                       use_sliding_window=False, **MOE)),
 }
 # multimodal checkpoints, whose text part Nibble converts: key -> their transformers class
-MULTIMODAL = {"gemma3-vl": "Gemma3ForConditionalGeneration", "qwen35-vl": "Qwen3_5ForConditionalGeneration"}
+MULTIMODAL = {"gemma3-vl": "Gemma3ForConditionalGeneration", "qwen35-vl": "Qwen3_5ForConditionalGeneration",
+              "llama4-vl": "Llama4ForConditionalGeneration"}
 # llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
 REFERENCE_ARGS: dict[str, list[str]] = {k: ["--no-mtp"] for k in ("qwen35", "qwen35-vl", "qwen35moe", "qwen3next")}
 
@@ -167,6 +169,12 @@ def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0
                                             vision_config=vision, image_token_id=n_vocab - 1,
                                             video_token_id=n_vocab - 2, vision_start_token_id=n_vocab - 3,
                                             vision_end_token_id=n_vocab - 4)
+    elif key == "llama4-vl":  # Llama 4 as it ships: the language model beside a tiny vision tower
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                      patch_size=14, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+        text = {**SHAPE, "vocab_size": n_vocab, **special, **SPECS["llama4"][3]}
+        config = transformers.Llama4Config(text_config=text, vision_config=vision, boi_token_index=n_vocab - 3,
+                                           eoi_token_index=n_vocab - 2, image_token_index=n_vocab - 1)
     else:
         config = transformers.AutoConfig.for_model(model_type, **kw)
     multimodal = key in MULTIMODAL
@@ -196,5 +204,7 @@ def logits_reference(folder: Path, ids: list[int]) -> np.ndarray:
     arch = cfg["architectures"][0]
     cls = getattr(transformers, arch) if arch in MULTIMODAL.values() else transformers.AutoModelForCausalLM
     model = cls.from_pretrained(folder, dtype=torch.float32)
+    if arch == "Llama4ForConditionalGeneration":  # its text-only forward fails in transformers 5; the same weights
+        model = model.language_model  # run through its language model, a Llama4ForCausalLM
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float().numpy()

@@ -3,7 +3,8 @@ beside a shared expert, stored stacked and transposed (gate and up side by side 
 attention over 8192-token chunks in three of every four layers, the fourth without rope; q/k L2-normed in
 the rope layers; queries scaled up with position past 8192 tokens. llama.cpp's graph fixes the chunk size,
 the rope-free pattern and the temperature tuning, so configs that differ are refused. Rope stays in the
-checkpoint's interleaved order (no row permutation); the tokenizer's GPT-4o-style pattern is ``llama4``."""
+checkpoint's interleaved order (no row permutation); the tokenizer's GPT-4o-style pattern is ``llama4``. The
+multimodal checkpoint's language model converts, as llama.cpp's converter does."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ NO_ROPE_STEP = 4  # llama.cpp's llama4 graph: layers 3, 7, 11, ... have no rope 
 @register
 class Llama4(LlamaLike):
     name = "Llama 4"
-    architectures = ("Llama4ForCausalLM",)
-    model_types = ("llama4_text",)
+    architectures = ("Llama4ForCausalLM", "Llama4ForConditionalGeneration")
+    model_types = ("llama4_text", "llama4")
+    text_of_multimodal = True
     gguf_arch = gguf.MODEL_ARCH.LLAMA4
     permute_qk = False
     rope_types = ("default", "llama3")
