@@ -4,7 +4,7 @@ Prints a markdown table: tensors identical to llama.cpp's converter output, meta
 and top-token agreement of llama.cpp's logits from the two files, Nibble's F32 logits against transformers
 (largest difference relative to the largest logit), and whether AWQ takes the family.
 
-    python3 benchmarks/families_vs_llamacpp.py
+    python3 benchmarks/families_vs_llamacpp.py [KEY ...]    (some families only, e.g. qwen35 qwen35moe)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from familymodels import SPECS, logits_reference, make_family_model  # noqa: E402
+from familymodels import REFERENCE_ARGS, SPECS, logits_reference, make_family_model  # noqa: E402
 from llama_source import reference_converter  # noqa: E402
 from test_families import TEXT, _fields, _ids, _log_softmax, _logits  # noqa: E402
 
@@ -42,12 +42,13 @@ def main() -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for key in SPECS:
+        for key in sys.argv[1:] or SPECS:
             base = Path(d) / key
             folder = make_family_model(base / "model", key)
             ref = base / "ref.gguf"
             subprocess.run([sys.executable, str(ROOT / "tests" / "reference_convert.py"), str(reference_converter()),
-                            str(folder), str(ref), SPECS[key][2] or "default"], check=True, capture_output=True)
+                            str(folder), str(ref), SPECS[key][2] or "default", *REFERENCE_ARGS.get(key, [])],
+                           check=True, capture_output=True)
             ours = convert_to_gguf(folder, base / "nibble.gguf")
             (kv_a, t_a), (kv_b, t_b) = _fields(ours), _fields(ref)
             same_t = sum(1 for n, t in t_a.items() if n in t_b and np.array_equal(np.asarray(t.data),

@@ -63,6 +63,7 @@ def main() -> None:
         "model_mib": mib(r"CPU_Mapped model buffer size =\s*([\d.]+) MiB") or mib(r"CPU model buffer size =\s*([\d.]+) MiB"),
         "repack_mib": mib(r"CPU_REPACK model buffer size =\s*([\d.]+) MiB"),
         "kv_mib": mib(r"KV buffer size =\s*([\d.]+) MiB"),
+        "rs_mib": mib(r"RS buffer size =\s*([\d.]+) MiB"),
         "output_mib": mib(r"CPU\s+output buffer size =\s*([\d.]+) MiB"),
         "compute_mib": mib(r"CPU compute buffer size =\s*([\d.]+) MiB"),
     }))

@@ -24,12 +24,22 @@ GPT4O_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
     r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen3.5's tokenizer.json keeps combining marks with letters
+QWEN35_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
 PHI3_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5)
 MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# Qwen3.5's hybrid layers at the smallest shapes that keep its features: linear attention with more value heads
+# than key heads (so they are reordered), one full-attention layer, rope over a quarter of each head in sections
+QWEN35 = dict(num_hidden_layers=4, head_dim=32, linear_key_head_dim=16, linear_value_head_dim=16,
+              linear_num_key_heads=2, linear_num_value_heads=4, linear_conv_kernel_dim=4,
+              layer_types=["linear_attention"] * 3 + ["full_attention"],
+              rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                               "mrope_section": [2, 1, 1], "mrope_interleaved": True})
 
 # key -> (model_type, tokenizer, BPE pre-tokenizer llama.cpp names it, config overrides)
 SPECS: dict[str, tuple[str, str, str, dict]] = {
@@ -55,12 +65,30 @@ SPECS: dict[str, tuple[str, str, str, dict]] = {
                                                                    "factor": 16.0, "low_freq_factor": 1.0,
                                                                    "high_freq_factor": 4.0,
                                                                    "original_max_position_embeddings": 64})),
+    "llama4": ("llama4_text", "llama4", "llama4", dict(
+        head_dim=16, num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=1, intermediate_size=32,
+        intermediate_size_mlp=128, interleave_moe_layer_step=2, no_rope_layers=[1, 1, 1, 0],
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0})),
+    "llama4-vl": ("llama4", "llama4", "llama4", {}),
     "mixtral": ("mixtral", "spm", "", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
     "qwen2moe": ("qwen2_moe", "qwen2", "qwen2", dict(num_experts=4, shared_expert_intermediate_size=64,
                                                       use_sliding_window=False, **MOE)),
+    "qwen35": ("qwen3_5_text", "qwen35", "qwen35", QWEN35),
+    "qwen35-vl": ("qwen3_5", "qwen35", "qwen35", {}),
+    "qwen35moe": ("qwen3_5_moe_text", "qwen35", "qwen35",
+                  dict(QWEN35, num_experts=4, shared_expert_intermediate_size=32, **MOE)),
+    "qwen3next": ("qwen3_next", "qwen2", "qwen2",
+                  dict(QWEN35, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                "partial_rotary_factor": 0.25},  # plain rope, no sections
+                       num_experts=4, shared_expert_intermediate_size=32, **MOE)),
     "qwen3moe": ("qwen3_moe", "qwen2", "qwen2", dict(num_experts=4, norm_topk_prob=True, head_dim=16,
                                                       use_sliding_window=False, **MOE)),
 }
+# multimodal checkpoints, whose text part Nibble converts: key -> their transformers class
+MULTIMODAL = {"gemma3-vl": "Gemma3ForConditionalGeneration", "qwen35-vl": "Qwen3_5ForConditionalGeneration",
+              "llama4-vl": "Llama4ForConditionalGeneration"}
+# llama.cpp's converter options for the reference file: the tiny models have no multi-token-prediction block
+REFERENCE_ARGS: dict[str, list[str]] = {k: ["--no-mtp"] for k in ("qwen35", "qwen35-vl", "qwen35moe", "qwen3next")}
 
 
 def _gemma_tokenizer(folder: Path) -> None:
@@ -98,8 +126,9 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         return sp.vocab_size(), dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)
     from tokenizers import Tokenizer
 
-    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
-    train_bpe_tokenizer(folder, pattern, style="llama3" if kind == "llama3" else "qwen2")
+    pattern = {"llama3": LLAMA3_PATTERN, "glm4": LLAMA3_PATTERN, "gpt2": GPT4O_PATTERN,
+               "qwen35": QWEN35_PATTERN, "llama4": GPT4O_PATTERN}.get(kind, QWEN2_PATTERN)
+    train_bpe_tokenizer(folder, pattern, style="llama3" if kind in ("llama3", "llama4") else "qwen2")
     if kind == "glm4":  # GLM-4's chat markers, which its converter reads as special tokens
         t = Tokenizer.from_file(str(folder / "tokenizer.json"))
         t.add_special_tokens(["<|user|>", "<|assistant|>"])
@@ -109,7 +138,7 @@ def tokenizer(folder: Path, kind: str) -> tuple[int, dict]:
         tc["tokenizer_class"] = "GPT2Tokenizer"
         (folder / "tokenizer_config.json").write_text(json.dumps(tc, indent=1))
     t = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    bos = t.token_to_id("<|begin_of_text|>") if kind == "llama3" else None
+    bos = t.token_to_id("<|begin_of_text|>") if kind in ("llama3", "llama4") else None
     return t.get_vocab_size(), dict(bos_token_id=bos, eos_token_id=t.token_to_id("<|im_end|>"),
                                     pad_token_id=None)
 
@@ -133,17 +162,32 @@ def make_family_model(folder: Path, key: str, *, std: float = 0.2, seed: int = 0
                       image_size=32, patch_size=8)
         config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
                                            image_token_index=n_vocab - 1, **special)
-        model_cls = transformers.Gemma3ForConditionalGeneration
+    elif key == "qwen35-vl":  # Qwen3.5 as it ships: the language model beside a tiny vision tower
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, out_hidden_size=64,
+                      num_position_embeddings=16)
+        config = transformers.Qwen3_5Config(text_config={**SHAPE, "vocab_size": n_vocab, **special, **QWEN35},
+                                            vision_config=vision, image_token_id=n_vocab - 1,
+                                            video_token_id=n_vocab - 2, vision_start_token_id=n_vocab - 3,
+                                            vision_end_token_id=n_vocab - 4)
+    elif key == "llama4-vl":  # Llama 4 as it ships: the language model beside a tiny vision tower
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                      patch_size=14, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32)
+        text = {**SHAPE, "vocab_size": n_vocab, **special, **SPECS["llama4"][3]}
+        config = transformers.Llama4Config(text_config=text, vision_config=vision, boi_token_index=n_vocab - 3,
+                                           eoi_token_index=n_vocab - 2, image_token_index=n_vocab - 1)
     else:
         config = transformers.AutoConfig.for_model(model_type, **kw)
-        model_cls = transformers.AutoModelForCausalLM
+    multimodal = key in MULTIMODAL
+    model_cls = getattr(transformers, MULTIMODAL[key]) if multimodal else transformers.AutoModelForCausalLM
     torch.manual_seed(seed)
-    model = model_cls._from_config(config, dtype=torch.float32) if key == "gemma3-vl" \
+    model = model_cls._from_config(config, dtype=torch.float32) if multimodal \
         else model_cls.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and p.ndim == 1:
-                offset = 0.0 if model_type.startswith("gemma") else 1.0  # Gemma stores norms as w - 1
+                # Gemma, Qwen3.5 and Qwen3-Next store norms as w - 1 (their gated linear-attention norm as w)
+                offset = 0.0 if model_type.startswith(("gemma", "qwen3_5", "qwen3_next")) \
+                    and "linear_attn" not in name else 1.0
                 p.copy_(offset + std * torch.randn_like(p))
             else:
                 p.copy_(std * torch.randn_like(p))
@@ -157,7 +201,10 @@ def logits_reference(folder: Path, ids: list[int]) -> np.ndarray:
     import transformers
 
     cfg = json.loads((folder / "config.json").read_text())
-    cls = transformers.Gemma3ForConditionalGeneration if "vision_config" in cfg else transformers.AutoModelForCausalLM
+    arch = cfg["architectures"][0]
+    cls = getattr(transformers, arch) if arch in MULTIMODAL.values() else transformers.AutoModelForCausalLM
     model = cls.from_pretrained(folder, dtype=torch.float32)
+    if arch == "Llama4ForConditionalGeneration":  # its text-only forward fails in transformers 5; the same weights
+        model = model.language_model  # run through its language model, a Llama4ForCausalLM
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float().numpy()

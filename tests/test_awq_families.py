@@ -6,7 +6,8 @@ without rope).
 Per family, one tiny model (hidden 64, two or seven layers, a few large-activation channels as trained
 models have), quantized once: the folder is the AutoAWQ GEMM layout transformers reads; Nibble's loader
 computes what transformers computes with the dequantized weights; AWQ's KL divergence from the original
-is below round-to-nearest's on held-out text. Mixture-of-experts families refuse in one line.
+is below round-to-nearest's on held-out text. Mixture-of-experts families and Qwen3.5 (linear-attention
+layers) refuse in one line.
 """
 
 from __future__ import annotations
@@ -204,9 +205,12 @@ def test_calibration_runs_the_models_own_layers(quantized):
             x = states[i + 1]
 
 
-@pytest.mark.parametrize("spec", ["mixtral", "qwen3moe"])
-def test_moe_families_refuse_in_one_line(tmp_path, spec):
+@pytest.mark.parametrize("spec,why", [("mixtral", "mixture-of-experts"), ("qwen3moe", "mixture-of-experts"),
+                                      ("qwen35moe", "mixture-of-experts"), ("qwen3next", "mixture-of-experts"),
+                                      ("llama4", "mixture-of-experts"),
+                                      ("qwen35", "Qwen3.5's linear-attention")])
+def test_moe_and_hybrid_families_refuse_in_one_line(tmp_path, spec, why):
     src = make_family_model(tmp_path / "src", spec, std=0.02)
-    with pytest.raises(NibbleError, match=r"config.json: .* not supported for AWQ; AWQ of mixture-of-experts"):
+    with pytest.raises(NibbleError, match=rf"^[^\n]*config.json: .* not supported for AWQ; AWQ of {why}[^\n]*$"):
         quantize_awq(src, tmp_path / "o", group_size=G, samples=2, seqlen=32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from clitools import one_error_line
-from familymodels import SPECS, logits_reference, make_family_model
+from familymodels import REFERENCE_ARGS, SHAPE, SPECS, logits_reference, make_family_model
 from llama_source import cases, reference_converter, vendor_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,8 @@ def fam(request, tmp_path_factory):
     ref = base / "reference.gguf"
     pre = SPECS[key][2] or "default"
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "reference_convert.py"), str(reference_converter()),
-                        str(folder), str(ref), pre], capture_output=True, text=True, cwd=base)
+                        str(folder), str(ref), pre, *REFERENCE_ARGS.get(key, [])],
+                       capture_output=True, text=True, cwd=base)
     assert r.returncode == 0, r.stderr[-2000:]
     return key, folder, convert_to_gguf(folder, base / "nibble.gguf"), ref
 
@@ -168,24 +169,114 @@ def test_bad_config_one_line_exit_2_nothing_written(tmp_path, change, field):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
 
 
-def test_stats_pair_every_quantized_tensor(fam, tmp_path):
-    """Stats against the original folder: stacked experts, permuted q/k and offset norms all pair up."""
-    from engine.analysis.stats import compute_stats
-    from engine.gguf.quantize import quantize
+QWEN35_BAD = [
+    ({"model_type": "qwen3_5_moe_text"}, "model_type"),
+    ({"linear_num_value_heads": 3}, "linear_num_value_heads"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25,
+                          "mrope_section": [4, 4, 4]}}, "mrope_section"),
+    ({"layer_types": ["linear_attention", "sliding_attention"] * 2}, "layer_types"),
+]
+
+
+def test_qwen35_variants_refused_in_one_line(tmp_path):
+    """Qwen3.5 configs llama.cpp's graph would run differently: one line naming the field; through the CLI, exit
+    2 and nothing written."""
+    import shutil
+
+    from engine.core.errors import NibbleError
+    from engine.models import families
+
+    src = make_family_model(tmp_path / "src", "qwen35")
+    cfg = json.loads((src / "config.json").read_text())
+    for change, field in QWEN35_BAD:
+        with pytest.raises(NibbleError, match=rf"^config.json: [^\n]*{field}[^\n]*$"):
+            families.for_config({**cfg, **change}, "config.json")
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    for change, field in QWEN35_BAD[::2]:
+        (bad / "config.json").write_text(json.dumps({**cfg, **change}))
+        r = subprocess.run([sys.executable, "-m", "engine", "quantize", str(bad), "--type", "Q8_0", "--out",
+                            str(tmp_path / "o.gguf")], capture_output=True, text=True, cwd=ROOT)
+        one_error_line(r, "config.json", field)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "src"]
+
+
+@pytest.mark.parametrize("key,arch,name,bad", [
+    ("qwen3next", "Qwen3NextForCausalLM", "Qwen3-Next", (
+        ({"mlp_only_layers": [1]}, "mlp_only_layers"), ({"norm_topk_prob": False}, "norm_topk_prob"),
+        ({"linear_num_value_heads": 3}, "linear_num_value_heads"), ({"model_type": "qwen3_5_text"}, "model_type"))),
+    ("llama4", "Llama4ForCausalLM", "Llama 4", (
+        ({"attention_chunk_size": 16}, "attention_chunk_size"), ({"use_qk_norm": False}, "use_qk_norm"),
+        ({"no_rope_layers": [1, 0, 1, 0]}, "no_rope_layers"), ({"attn_temperature_tuning": False}, "temperature"))),
+])
+def test_variants_llama_cpp_runs_differently_refused_in_one_line(key, arch, name, bad):
+    """Configs llama.cpp's graph would run differently (routing, chunking, norms, rope pattern) are refused
+    in one line naming the field."""
+    import transformers
+
+    from engine.core.errors import NibbleError
+    from engine.models import families
+
+    model_type, _, _, overrides = SPECS[key]
+    cfg = {**transformers.AutoConfig.for_model(model_type, **{**SHAPE, "vocab_size": 400, **overrides}).to_dict(),
+           "architectures": [arch]}
+    assert families.for_config(cfg, "config.json").name == name
+    for change, field in bad:
+        with pytest.raises(NibbleError, match=rf"^config.json: [^\n]*{field}[^\n]*$"):
+            families.for_config({**cfg, **change}, "config.json")
+
+
+def test_recurrent_state_and_kv_cache_as_llama_cpp_allocates(fam):
+    """Hybrid families: llama.cpp keeps a KV cache for the full-attention layers only and a recurrent state for
+    the others; the estimate (from the folder and from the GGUF) is the two buffers llama.cpp logs."""
+    from engine.estimate import kv_cache_bytes, load_plan
 
     key, folder, ours, _ = fam
-    if key not in ("mixtral", "gemma3-vl", "phi4-mini", "qwen2moe"):
-        pytest.skip("one family of each kind of tensor transform")
-    q8 = quantize(ours, "Q8_0", tmp_path / "q8.gguf").output
-    report = compute_stats(folder, q8)
-    names = {t.name for t in report.tensors}
-    import gguf
+    if key not in ("qwen35", "qwen3next"):
+        pytest.skip("the families with recurrent layers")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "llama_rss.py"), str(ours), "1000", "--short"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["kv_mib"] > 0 and measured["rs_mib"] > 0
+    for plan in (load_plan(folder), load_plan(ours)):
+        assert sum(plan.recurrent_layers) == 3
+        state = 2 * kv_cache_bytes(plan, 1000) - kv_cache_bytes(plan, 2000)  # KV doubles, the state does not
+        # by hand, llama.cpp's n_embd_r + n_embd_s F32 values per layer: a 3-step window of q, k, v channels
+        # (2 key heads x 16 twice, 4 value heads x 16) and a 16 x 64 state matrix
+        assert state == 3 * 4 * (3 * (2 * 2 * 16 + 4 * 16) + 16 * 64)
+        assert round(state / 2**20, 2) == measured["rs_mib"], key
+        assert round((kv_cache_bytes(plan, 1000) - state) / 2**20, 2) == measured["kv_mib"], key
 
-    quantized = {t.name for t in gguf.GGUFReader(q8).tensors if t.tensor_type == gguf.GGMLQuantizationType.Q8_0}
-    assert names == quantized
-    assert all(t.relative_error < 0.01 and t.cosine > 0.9999 for t in report.tensors), key
-    if "moe" in key or key == "mixtral":
-        assert any(".ffn_gate_exps." in n for n in names)
+
+def test_stacked_experts_convert_as_llama_cpp(fam, tmp_path):
+    """Experts stored as one tensor per layer (gate and up fused) give the GGUF llama.cpp's converter makes from
+    the same experts stored one by one."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from engine.gguf.convert import convert_to_gguf
+
+    key, folder, _, ref = fam
+    if key != "qwen35moe":
+        pytest.skip("one mixture-of-experts family")
+    stacked = tmp_path / "stacked"
+    shutil.copytree(folder, stacked)
+    weights = load_file(str(stacked / "model.safetensors"))
+    for layer in {n.split(".experts.")[0] for n in weights if ".experts." in n}:
+        n = sum(1 for k in weights if k.startswith(f"{layer}.experts.") and k.endswith(".down_proj.weight"))
+        take = [{w: weights.pop(f"{layer}.experts.{i}.{w}.weight") for w in ("gate_proj", "up_proj", "down_proj")}
+                for i in range(n)]
+        weights[f"{layer}.experts.gate_up_proj"] = np.stack([np.concatenate([e["gate_proj"], e["up_proj"]])
+                                                              for e in take])
+        weights[f"{layer}.experts.down_proj"] = np.stack([e["down_proj"] for e in take])
+    save_file(weights, str(stacked / "model.safetensors"), metadata={"format": "pt"})
+    _, t_a = _fields(convert_to_gguf(stacked, tmp_path / "stacked.gguf"))
+    _, t_b = _fields(ref)
+    assert sorted(t_a) == sorted(t_b) and any(".ffn_gate_exps." in n for n in t_a)
+    for name, t in t_a.items():
+        assert list(t.shape) == list(t_b[name].shape), name
+        assert np.array_equal(np.asarray(t.data), np.asarray(t_b[name].data)), name
 
 
 def test_exaone4_sliding_window_only_where_llama_cpp_runs_it():

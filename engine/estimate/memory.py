@@ -107,7 +107,8 @@ def kv_cache_bytes(plan: ModelPlan, ctx: int, kv_type: str = "f16", swa_full: bo
     """Bytes of the K and V caches: every layer keeps K and V rows for each context cell.
 
     Sliding-window layers keep only window + one micro-batch of cells when ``swa_full`` is off
-    (llama-cpp-python's default keeps them full size).
+    (llama-cpp-python's default keeps them full size). Recurrent layers keep no KV cache but one F32 state
+    of llama.cpp's size (a convolution window and the state matrix) for the one sequence.
     """
     t = KV_TYPES[kv_type]
     cells = _pad(max(ctx, 1), CTX_PAD)
@@ -115,8 +116,13 @@ def kv_cache_bytes(plan: ModelPlan, ctx: int, kv_type: str = "f16", swa_full: bo
     if plan.sliding_window and not swa_full:
         swa_cells = _pad(min(cells, plan.sliding_window + N_UBATCH), CTX_PAD)
     per_cell = row_bytes(t, plan.n_head_kv * plan.head_dim_k) + row_bytes(t, plan.n_head_kv * plan.head_dim_v)
+    d_conv, d_inner, n_group, d_state = plan.ssm_shape
+    state = 4 * (max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state) + d_state * d_inner)
     total = 0
     for il in range(plan.n_layer):
+        if il < len(plan.recurrent_layers) and plan.recurrent_layers[il]:
+            total += state
+            continue
         swa = il < len(plan.swa_layers) and plan.swa_layers[il]
         total += per_cell * (swa_cells if swa else cells)
     return total

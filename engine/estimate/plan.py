@@ -70,6 +70,7 @@ class ModelPlan:
             the transformer's shape; per-layer head counts are taken as uniform.
         n_expert, n_expert_used: mixture-of-experts counts (0 for dense models).
         sliding_window: window length of sliding-window layers (0 if none); ``swa_layers`` flags them.
+        recurrent_layers: layers with a recurrent state, no KV cache; ``ssm_shape`` the state's llama.cpp keys.
         is_70b_class: llama.cpp's "70B" size class, which gives attn_v more bits in some mixtures.
         tensors: the tensors in the order the quantizer processes them.
         metadata_bytes: size of the GGUF key/value section; ``metadata_exact`` says whether it was read
@@ -98,6 +99,8 @@ class ModelPlan:
     n_expert_used: int = 0
     sliding_window: int = 0
     swa_layers: tuple[bool, ...] = ()
+    recurrent_layers: tuple[bool, ...] = ()
+    ssm_shape: tuple[int, int, int, int] = (0, 0, 0, 0)
     is_70b_class: bool = False
     name: str = ""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -291,7 +294,8 @@ def plan_from_hf(config: dict, st_tensors: dict[str, dict], *, source: str, sour
         n_layer=hp.n_layer, n_embd=hp.n_embd, n_head=hp.n_head, n_head_kv=hp.n_head_kv,
         head_dim_k=hp.head_dim, head_dim_v=hp.head_dim, n_ff=hp.n_ff, n_vocab=hp.n_vocab or _vocab_rows(out),
         n_ctx_train=hp.n_ctx_train, n_expert=hp.n_expert, n_expert_used=hp.n_expert_used,
-        sliding_window=window, swa_layers=swa if window else (),
+        sliding_window=window, swa_layers=swa if window else (), recurrent_layers=fam.recurrent_layers(cfg, hp),
+        ssm_shape=fam.ssm_shape(cfg) or (0, 0, 0, 0),
         is_70b_class=_is_70b_class(arch_name, hp.n_layer, hp.n_head, hp.n_head_kv, hp.n_expert),
         tensors=tuple(sort_tensors(out)), metadata_bytes=metadata_bytes, metadata_exact=False,
         source_bytes=source_bytes, source_dtype=max(dtypes, key=dtypes.get) if dtypes else "F16",
@@ -428,6 +432,9 @@ def plan_from_gguf(path: Path) -> ModelPlan:
     else:
         window = 0
 
+    recurrent, interval = field(f"{arch}.attention.recurrent_layers"), field(f"{arch}.full_attention_interval")
+    if recurrent is None and interval:  # llama.cpp's default: every interval-th layer full attention
+        recurrent = [(il + 1) % int(interval) != 0 for il in range(n_layer)]
     kv_bytes = _kv_section_bytes(reader)
     data_bytes = path.stat().st_size - reader.data_offset
     return ModelPlan(
@@ -435,7 +442,8 @@ def plan_from_gguf(path: Path) -> ModelPlan:
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=head_k,
         head_dim_v=head_v, n_ff=hp("feed_forward_length"), n_vocab=n_vocab,
         n_ctx_train=hp("context_length", 4096), n_expert=n_expert, n_expert_used=hp("expert_used_count"),
-        sliding_window=window, swa_layers=swa,
+        sliding_window=window, swa_layers=swa, recurrent_layers=tuple(bool(r) for r in recurrent or ()),
+        ssm_shape=tuple(hp(f"ssm.{k}") for k in ("conv_kernel", "inner_size", "group_count", "state_size")),
         is_70b_class=_is_70b_class(arch, n_layer, n_head, n_head_kv, n_expert),
         tensors=tuple(sort_tensors(tensors)), metadata_bytes=kv_bytes, metadata_exact=True,
         source_bytes=data_bytes, source_dtype=max(dtypes, key=dtypes.get) if dtypes else "F16",

@@ -21,6 +21,11 @@ _LLAMA3 = (
 _QWEN2 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen3.5 keeps combining marks with letters
+_QWEN35 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # o200k (GPT-4o), as Phi-4-mini's tokenizer.json has it
 _GPT4O = (
@@ -32,6 +37,9 @@ _GPT4O = (
 _LLAMA3_SPELLED = _LLAMA3.replace(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 )
+_QWEN35_SPELLED = _QWEN35.replace(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+)
 _QWEN2_SPELLED = _QWEN2.replace(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 )
@@ -41,6 +49,8 @@ PRE_TOKENIZER_PATTERNS: dict[tuple[str, ...], str] = {
     (_LLAMA3_SPELLED,): "llama-bpe",
     (_QWEN2,): "qwen2",
     (_QWEN2_SPELLED,): "qwen2",
+    (_QWEN35,): "qwen35",
+    (_QWEN35_SPELLED,): "qwen35",
     (_GPT2,): "gpt-2",
     (_GPT4O,): "gpt-4o",
 }
@@ -73,7 +83,7 @@ def detect_bpe_pre(tokenizer_json: dict, source: Path) -> str:
         shown = " + ".join(p[:60] for p in pats) or "none"
         raise NibbleError(
             f"{source}: its BPE pre-tokenizer ({shown}) is not one llama.cpp implements; "
-            "supported: Llama-3, Qwen2, GPT-2 and GPT-4o style patterns"
+            "supported: Llama-3, Qwen2, Qwen3.5, GPT-2 and GPT-4o style patterns"
         )
     return name
 

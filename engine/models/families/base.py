@@ -17,9 +17,11 @@ import gguf
 
 from engine.core.errors import NibbleError
 from engine.models.families.hparams import Hparams, first, global_rope, rope_parameters, rope_type, text_config
-from engine.models.families.tensors import PlannedTensor, intermediate_type, sort_key
+from engine.models.families.tensors import PlannedTensor, intermediate_type, shape_after, sort_key
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
+# Experts stored already stacked: one 3-D tensor per layer, gate and up fused along the rows
+_STACKED = re.compile(r"^(.*\.experts)\.(gate_up_proj|down_proj)(\.weight)?$")
 # Parts of multimodal checkpoints that are not the language model (llama.cpp leaves them out as well).
 _NOT_TEXT = re.compile(r"(^|\.)(vision_tower|vision_model|visual|audio_tower|audio_model|multi_modal_projector|"
                        r"mm_projector|embed_vision|embed_audio)\.")
@@ -181,8 +183,9 @@ class Family:
             return None
         return hf_name
 
-    def tensor_ops(self, gguf_name: str, hf_name: str, hp: Hparams) -> tuple[tuple[str, float], ...]:
-        ops: list[tuple[str, float]] = []
+    def tensor_ops(self, gguf_name: str, hf_name: str, hp: Hparams, cfg: dict) -> tuple[tuple[str, object], ...]:
+        """The transforms from ``hf_name`` (as renamed) to llama.cpp's tensor (see :class:`PlannedTensor`)."""
+        ops: list[tuple[str, object]] = []
         if self.permute_qk and gguf_name.startswith("blk."):
             if ".attn_q." in gguf_name:
                 ops.append(("permute", hp.n_head))
@@ -211,6 +214,16 @@ class Family:
                 continue
             if name == "lm_head.weight" and hp.tie_embeddings and tied:
                 continue  # tied: llama.cpp reuses token_embd
+            parts = self.split_tensor(name, tuple(shape), cfg, where)
+            if parts is not None:  # one stored tensor that llama.cpp keeps as several
+                for lookup, ops in parts:
+                    gname = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
+                    if gname is None:
+                        raise NibbleError(f"{where}: tensor {hf_name} has no GGUF counterpart for {self.name}")
+                    full = shape_after(tuple(shape), ops)
+                    planned.append(PlannedTensor(gname, (hf_name,), full, intermediate_type(gname, len(full), dtype),
+                                                 tuple(ops)))
+                continue
             m = _EXPERT.match(name)
             if m:
                 experts.setdefault(f"{m.group(1)}.{m.group(3)}", {})[int(m.group(2))] = hf_name
@@ -219,8 +232,9 @@ class Family:
             if gname is None:
                 raise NibbleError(f"{where}: tensor {hf_name} has no GGUF counterpart for {self.name}; "
                                   "the checkpoint does not match its config")
-            planned.append(PlannedTensor(gname, (hf_name,), tuple(shape), intermediate_type(gname, len(shape), dtype),
-                                         self.tensor_ops(gname, name, hp)))
+            ops = self.tensor_ops(gname, name, hp, cfg)
+            shape = shape_after(tuple(shape), ops)
+            planned.append(PlannedTensor(gname, (hf_name,), shape, intermediate_type(gname, len(shape), dtype), ops))
         for merged, by_index in experts.items():
             gname = name_map.get_name(merged)
             if gname is None:
@@ -236,6 +250,23 @@ class Family:
         planned += self.extra_tensors(cfg, hp)
         return sorted(planned, key=sort_key)
 
+    def split_tensor(self, name: str, shape: tuple[int, ...], cfg: dict,
+                     where: str) -> list[tuple[str, tuple]] | None:
+        """The parts of a stored tensor that llama.cpp keeps as several: (a name its tensor map knows, the ops
+        that cut the part out) each; None for a tensor kept whole. Experts stored stacked are: down as it is,
+        gate_up split into its gate and up rows."""
+        s = _STACKED.match(name)
+        if s is None or len(shape) != 3:
+            return None
+        if s.group(2) == "down_proj":
+            return [(f"{s.group(1)}.down_proj.weight", ())]
+        if shape[1] % 2:
+            raise NibbleError(f"{where}: {name} has {shape[1]} rows, which cannot be gate and up halves; "
+                              "the checkpoint is damaged")
+        n_ff = shape[1] // 2
+        return [(f"{s.group(1)}.gate_proj.weight", (("slice", (1, 0, n_ff)),)),
+                (f"{s.group(1)}.up_proj.weight", (("slice", (1, n_ff, 2 * n_ff)),))]
+
     # ------------------------------------------------------------------------------------ estimate
 
     swa_period: int = 0  # llama.cpp's fixed pattern: every n-th layer global, the others windowed
@@ -243,6 +274,14 @@ class Family:
     def swa_pattern(self, n_layer: int) -> tuple[bool, ...]:
         n = self.swa_period
         return tuple(il % n < n - 1 for il in range(n_layer))
+
+    def recurrent_layers(self, cfg: dict, hp: Hparams) -> tuple[bool, ...]:
+        """Which layers llama.cpp runs as recurrent, a fixed-size state instead of a KV cache (empty: none)."""
+        return ()
+
+    def ssm_shape(self, cfg: dict) -> tuple[int, int, int, int] | None:
+        """The recurrent layers' (conv kernel, inner size, group count, state size), as llama.cpp's ssm keys."""
+        return None
 
     def swa_layers(self, cfg: dict, hp: Hparams) -> tuple[bool, ...]:
         """Which layers llama.cpp runs with a sliding window (empty: none)."""

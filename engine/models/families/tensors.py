@@ -41,14 +41,22 @@ class PlannedTensor:
     """One tensor of the GGUF to write.
 
     ``shape`` is the numpy (row-major) shape after the transforms; ``ops`` are ``(name, argument)`` pairs:
-    ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``. ``values`` holds a computed tensor.
+    ``("permute", n_head)``, ``("add", value)``, ``("rows", n)``, ``("neg_exp", 0)`` (-exp of each value),
+    ``("squeeze", 0)`` (drop axes of length 1), ``("slice", (axis, start, stop))``, ``("transpose", 0)`` (the
+    last two axes swapped),
+    ``("pick", (groups, widths, parts))``: rows as ``groups`` blocks of parts ``widths`` wide, the ``parts`` named
+    kept part by part (``[q, k, v, z] * heads`` → ``[q * heads, k * heads]``), and
+    ``("regroup", (axis, start, groups, per_group, size))``: from index ``start`` on along ``axis``, heads
+    grouped as ``groups`` x ``per_group`` of ``size`` are reordered to ``per_group`` x ``groups`` (the tiled
+    order llama.cpp broadcasts shared heads in).
+    ``values`` holds a computed tensor.
     """
 
     gguf_name: str
     sources: tuple[str, ...]
     shape: tuple[int, ...]
     ggml_type: gguf.GGMLQuantizationType
-    ops: tuple[tuple[str, float], ...] = ()
+    ops: tuple[tuple[str, object], ...] = ()
     values: tuple[float, ...] | None = None
 
     @property
@@ -85,6 +93,38 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def regroup(w: np.ndarray, axis: int, start: int, groups: int, per_group: int, size: int) -> np.ndarray:
+    """Heads ``[g0h0 .. g0hN, g1h0 ..]`` from ``start`` on along ``axis`` → ``[g0h0, g1h0, .., g0h1, g1h1, ..]``."""
+    w = np.moveaxis(w, axis, 0)
+    head, tail = w[:start], w[start:]
+    tail = tail.reshape(groups, per_group, size, *tail.shape[1:]).swapaxes(0, 1).reshape(tail.shape)
+    return np.moveaxis(np.concatenate([head, tail]) if start else tail, 0, axis)
+
+
+def shape_after(shape: tuple[int, ...], ops) -> tuple[int, ...]:
+    """A tensor's shape once ``ops`` are applied (``rows`` is planned by its family)."""
+    shape = tuple(shape)
+    for op, arg in ops:
+        if op == "squeeze":
+            shape = tuple(d for d in shape if d != 1)
+        elif op == "slice":
+            axis, start, stop = (int(a) for a in arg)
+            shape = (*shape[:axis], stop - start, *shape[axis + 1:])
+        elif op == "pick":
+            groups, widths, parts = arg
+            shape = (groups * sum(widths[i] for i in parts), *shape[1:])
+        elif op == "transpose":
+            shape = (*shape[:-2], shape[-1], shape[-2])
+    return shape
+
+
+def pick(w: np.ndarray, groups: int, widths: tuple[int, ...], parts: tuple[int, ...]) -> np.ndarray:
+    """Rows ``[p0, p1, ..] * groups`` (part i ``widths[i]`` rows) → ``[parts[0] * groups, parts[1] * groups, ..]``."""
+    blocks = w.reshape(groups, sum(widths), *w.shape[1:])
+    offsets = np.cumsum((0, *widths))
+    return np.concatenate([blocks[:, offsets[i]:offsets[i + 1]].reshape(-1, *w.shape[1:]) for i in parts])
+
+
 def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarray:
     """The tensor's data: its sources read with ``read`` (stacked if several), then its transforms."""
     if t.values is not None:
@@ -99,6 +139,21 @@ def materialise(t: PlannedTensor, read: Callable[[str], np.ndarray]) -> np.ndarr
             data = data.astype(np.float32) + np.float32(arg)
         elif op == "rows":
             data = data[: int(arg)]
+        elif op == "neg_exp":
+            import torch  # llama.cpp's converter computes it with torch; numpy's exp rounds differently
+
+            data = (-torch.exp(torch.from_numpy(data.astype(np.float32)))).numpy()
+        elif op == "squeeze":
+            data = data.squeeze()
+        elif op == "slice":
+            axis, start, stop = (int(a) for a in arg)
+            data = data[(slice(None),) * axis + (slice(start, stop),)]
+        elif op == "regroup":
+            data = regroup(data, *(int(a) for a in arg))
+        elif op == "pick":
+            data = pick(data, *arg)
+        elif op == "transpose":
+            data = data.swapaxes(-1, -2)
         else:  # pragma: no cover - a family module names an op this function lacks
             raise ValueError(f"unknown tensor op {op!r}")
     return np.ascontiguousarray(data)
