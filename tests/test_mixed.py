@@ -237,3 +237,28 @@ def test_fit_this_machine_brackets_the_uniform_types_the_estimate_says_fit(plan,
     assert fitting_budget(plan, tiny, ctx=512, gpu_layers=gpu_layers) is None
     huge = Machine(10**13, 10**13 if gpu_layers else 0, 10**12, "/")
     assert fitting_budget(plan, huge, ctx=512, gpu_layers=gpu_layers) == size_range(plan)[1]
+
+
+@pytest.mark.parametrize("ops", [
+    (("permute", 2),), (("regroup", (0, 0, 2, 2, 2)),), (("pick", (2, (3, 1), (1, 0))),), (("slice", (0, 2, 6)),),
+    (("rows", 5), ("add", 1.0)), (("transpose", 0),), (("slice", (1, 0, 3)),),
+])
+def test_row_weights_follow_the_converters_row_transforms(ops):
+    """The sensitivity of each row lands on the row the converter moved it to: a matrix whose rows hold their
+    own index, taken through the converter's own transforms, reads back the weights' order; transforms that
+    move columns too give None (only averages line up)."""
+    from types import SimpleNamespace
+
+    from engine.gguf.sensitivity import _rows_as_converted
+    from engine.models.families.tensors import materialise
+
+    r = np.arange(8, dtype=np.float64) + 1
+    w = np.repeat(r[:, None], 4, axis=1).astype(np.float32)
+    t = SimpleNamespace(values=None, sources=["w"], ops=ops)
+    moved = materialise(t, lambda _n: w)
+    got = _rows_as_converted(r, t)
+    if any(op in ("transpose",) or (op == "slice" and arg[0] != 0) for op, arg in ops):
+        assert got is None
+    else:
+        want = moved[:, 0] - (1.0 if ("add", 1.0) in ops else 0.0)
+        np.testing.assert_array_equal(got, want)

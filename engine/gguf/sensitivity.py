@@ -113,9 +113,10 @@ def measure_sensitivity(model_dir: str | Path, text: str, *, windows: int = 16, 
     return _to_gguf(planned, linears, rows, cols, counts, n_tok, src)
 
 
-def _rows_as_converted(r: np.ndarray, t) -> np.ndarray:
-    """Per-row weights taken through the converter's row transforms of ``t`` (q/k permutation, rows kept)."""
-    from engine.models.families.tensors import permute_qk
+def _rows_as_converted(r: np.ndarray, t) -> np.ndarray | None:
+    """Per-row weights taken through the converter's row transforms of ``t`` (q/k permutation, head regrouping,
+    row picks and slices); None when a transform also moves columns, so only an average still lines up."""
+    from engine.models.families.tensors import permute_qk, pick, regroup
 
     v = r.reshape(-1, 1)
     for op, arg in t.ops:
@@ -123,6 +124,14 @@ def _rows_as_converted(r: np.ndarray, t) -> np.ndarray:
             v = permute_qk(v, int(arg))
         elif op == "rows":
             v = v[: int(arg)]
+        elif op == "regroup" and int(arg[0]) == 0:
+            v = regroup(v, *(int(a) for a in arg))
+        elif op == "pick":
+            v = pick(v, *arg)
+        elif op == "slice" and int(arg[0]) == 0:
+            v = v[int(arg[1]):int(arg[2])]
+        elif op not in ("add", "neg_exp"):  # values only; anything else reorders columns too
+            return None
     return v.reshape(-1)
 
 
@@ -140,11 +149,16 @@ def _to_gguf(planned, linears, rows, cols, counts, n_tok, src) -> dict[str, Pair
             t = planned[emb_name]
         if t is None:
             continue
-        r = _rows_as_converted(r, t)
-        if tuple(t.shape) != (r.size, c.size):  # fused or split on conversion: keep what still lines up
+        rows_here = _rows_as_converted(r, t)
+        if rows_here is None or tuple(t.shape) != (rows_here.size, c.size):
+            # fused, split or reordered on conversion: keep what still lines up (columns, if they kept their
+            # order and number; else only the averages)
             scale = float(r.mean())
             r = None
-            c = c * scale if c.size == t.shape[-1] else np.full(t.shape[-1], scale * float(c.mean()))
+            keep_cols = rows_here is not None and c.size == t.shape[-1]
+            c = c * scale if keep_cols else np.full(t.shape[-1], scale * float(c.mean()))
+        else:
+            r = rows_here
         out.setdefault(t.gguf_name, []).append((r, c))
     if emb_name and "<embed>" in rows:
         freq = (counts + 1.0) / (n_tok + counts.numel())  # every token a little weight, unseen ones too
