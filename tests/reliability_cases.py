@@ -65,7 +65,7 @@ CASES = [
         ("--type AWQ --bits 0", "--bits 0"), ("--type AWQ --group-size 0", "--group-size 0"),
         ("--type AWQ --samples 0", "--samples 0"), ("--type AWQ --seqlen 0", "--seqlen 0")]],
     *[_c(RANGE, f"quantize {{ws}}/m --out {{ws}}/out/awq {o}", e) for o, e in [
-        ("--type AWQ --seqlen 100000", "--seqlen 100000 is longer than the model's context"),
+        ("--type AWQ --seqlen 100000", "--seqlen: sample length 100000 is longer than the model's context"),
         ("--type AWQ --bits 3", "--bits: 3 bits: AWQ in the GEMM layout stores 4-bit weights only"),
         ("--type AWQ --group-size 100", "--group-size: group size 100 must be a positive multiple of 8"),
         ("--type AWQ --device quantum", "--device: device 'quantum' is not one of cpu, cuda, mps")]],

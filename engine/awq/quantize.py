@@ -148,12 +148,12 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     raw_cfg = read_config(model_dir)
     family = awq_family(raw_cfg, str(model_dir / "config.json"))
     spec = family.awq
-    check_at_least(samples, 1, "--samples")
-    check_at_least(seqlen, 2, "--seqlen")
+    check_at_least(samples, 1, "calibration samples", setting="calibration samples")
+    check_at_least(seqlen, 2, "sample length", setting="sample length")
     longest = raw_cfg.get("max_position_embeddings")
     if isinstance(longest, int) and seqlen > longest:
-        raise NibbleError(f"--seqlen {seqlen} is longer than the model's context ({longest} tokens); "
-                          f"use --seqlen {min(512, longest)} or less")
+        raise NibbleError(f"sample length {seqlen} is longer than the model's context ({longest} tokens); "
+                          f"use {min(512, longest)} tokens or less", setting="sample length")
     dev = resolve_device(device)
     check_output(out_dir, inputs=[model_dir], folder_output=True)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:

@@ -26,6 +26,7 @@ FLAGS = {
     "importance matrix": "--imatrix", "saved importance matrix": "--save-imatrix", "context length": "--ctx", "KV cache type": "--kv-type",
     "GPU layers": "--gpu-layers", "device": "--device", "bits": "--bits", "group size": "--group-size",
     "calibration samples": "--samples", "sample length": "--seqlen", "revision": "--revision",
+    "importance matrix windows": "--imatrix-chunks", "threads": "--threads",
 }
 
 

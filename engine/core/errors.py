@@ -28,16 +28,18 @@ class Cancelled(Exception):
 SETTINGS = (
     "quant type", "output path", "calibration text", "importance matrix", "saved importance matrix", "context length", "KV cache type",
     "GPU layers", "device", "bits", "group size", "calibration samples", "sample length", "revision",
+    "importance matrix windows", "threads",
 )
 
 
-def check_at_least(value, minimum: int, what: str, *, optional: bool = False) -> None:
+def check_at_least(value, minimum: int, what: str, *, optional: bool = False, setting: str | None = None) -> None:
     """Refuse ``value`` below ``minimum`` in words both front ends show: "context length -1 must be at least 1".
 
-    ``what`` names the setting as a user knows it; ``optional``: None means "the default" and passes.
+    ``what`` names the setting as a user knows it; ``optional``: None means "the default" and passes;
+    ``setting``: the entry of :data:`SETTINGS` it is, so each front end can point at its own control.
     """
     if value is None and optional:
         return
     if value is None or value < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
-        raise NibbleError(f"{what} {value} must be {bound}")
+        raise NibbleError(f"{what} {value} must be {bound}", setting=setting)
