@@ -38,14 +38,22 @@ class ImatrixTime:
     windows: int
     window_tokens: int
     n_params: int
-    flops: float  # the machine's measured rate
+    flops: float  # the rate used
+    source: str  # where the rate comes from, in words
 
     def explain(self) -> str:
         return (f"{self.windows} windows × {self.window_tokens} tokens × 2 × {self.n_params / 1e6:,.1f}M parameters "
-                f"at {self.flops / 1e9:,.1f} GFLOP/s (a matrix-multiply probe on this machine)")
+                f"at {self.flops / 1e9:,.1f} GFLOP/s, {self.source}")
 
 
-def imatrix_time(n_params: int, windows: int, flops: float, window_tokens: int = WINDOW_TOKENS) -> ImatrixTime:
+def imatrix_time(n_params: int, windows: int, flops: float, window_tokens: int = WINDOW_TOKENS,
+                 source: str = "from a matrix-multiply probe on this machine") -> ImatrixTime:
     """The expected time of an importance matrix over ``windows`` windows of a model of ``n_params`` parameters."""
     seconds = windows * window_tokens * 2 * n_params / max(flops, 1.0)
-    return ImatrixTime(seconds, windows, window_tokens, n_params, flops)
+    return ImatrixTime(seconds, windows, window_tokens, n_params, flops, source)
+
+
+def measured_flops(n_params: int, windows: int, seconds: float, window_tokens: int = WINDOW_TOKENS) -> float:
+    """The rate an importance matrix run achieved: ``windows`` windows in ``seconds`` (the inverse of
+    :func:`imatrix_time`, so a run's own rate predicts the next run of that size exactly)."""
+    return windows * window_tokens * 2 * n_params / max(seconds, 1e-9)
