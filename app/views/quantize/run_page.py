@@ -167,6 +167,8 @@ class RunPage(QWidget):
 
     def _cancelled(self) -> None:
         item = self.job.current_item if self.job else None
-        kept = f" The {item[0] - 1} types finished before it stay." if item and item[0] > 1 else ""
+        done = item[0] - 1 if item else 0
+        kept = f" {done} output{' finished before the cancel and stays' if done == 1 else 's finished before the cancel and stay'}." \
+            if done else ""
         self._stopped("cancelled", "Cancelled; nothing half-written was kept." + kept)
         self.cancelled.emit()
