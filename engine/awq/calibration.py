@@ -10,6 +10,16 @@ from engine.core.errors import NibbleError
 from engine.models.demo import default_calibration_path
 
 
+def load_tokenizer(model_dir: Path):
+    """The model's own tokenizer (its repository code never runs)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except Exception as exc:
+        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
+
+
 def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int,
                        model_dir: Path | str | None = None) -> torch.Tensor:
     """``samples`` consecutive blocks of ``seqlen`` token ids [samples, seqlen] from a text file.
@@ -51,7 +61,6 @@ def calibration_file(path: Path | str | None, model_dir: Path | str | None = Non
 
 def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
     """How many tokens the model's own tokenizer makes of the calibration text (what samples are cut from)."""
-    from engine.awq.quantize import _load_tokenizer
     from engine.models.resolve import resolve_model_path
 
     model_dir = resolve_model_path(model_dir)
@@ -62,7 +71,7 @@ def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise NibbleError(f"calibration file {p} is not UTF-8 text", setting="calibration text") from exc
-    return len(_load_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
+    return len(load_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
 
 
 def fit_samples(tokens: int, samples: int, seqlen: int) -> int:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from engine.awq import search
-from engine.awq.calibration import calibration_blocks
+from engine.awq.calibration import calibration_blocks, load_tokenizer
 from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files, init_unsaved_buffers
 from engine.awq.layer import LayerQuantizer, attention_mask
@@ -70,15 +70,6 @@ def _build_model_skeleton(model_dir: Path):
         except ValueError:  # a model whose attention torch's sdpa cannot run (Gemma 2's logit softcapping)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="eager")
     return model.config, model
-
-
-def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    except Exception as exc:
-        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
 
 
 def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
@@ -166,7 +157,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     chunk = max(1, 8192 // seqlen)
     check_memory(config, dev, samples, seqlen, search_samples, chunk)
     reader = WeightReader(model_dir)
-    tokenizer = _load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     ids = calibration_blocks(tokenizer, calibration, samples, seqlen, model_dir=model_dir)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
