@@ -120,30 +120,20 @@ def check_outputs(model: str, types: list[str], out: str, *, calibration: str | 
     """The engine's checks of an output before any work (a NibbleError naming the setting), for GGUF ``types``
     written to ``out`` (one type: the file; several: the folder) or AWQ (``types == ["AWQ"]``: the folder).
     Returns the outputs that exist already and would be replaced. Milliseconds: the UI thread may call it."""
-    from engine.core.outputs import check_output
+    from engine.core.outputs import check_new_folder
     from engine.gguf.quantize import check_quantize_args
     from engine.models.resolve import resolve_model_path
+    from engine.pipelines.queue import check_queue_folder
 
     src = resolve_model_path(model)
     target = pathlib.Path(out).expanduser()
     if types == ["AWQ"]:
-        if target.suffix.lower() == ".gguf":
-            raise NibbleError(f"output path {target}: AWQ writes a folder; give a folder name, not a .gguf file",
-                              setting="output path")
-        check_output(target, inputs=[src], folder_output=True)
-        if target.is_dir() and any(target.iterdir()):
-            raise NibbleError(f"output path {target} already exists and is not empty; choose a new folder name",
-                              setting="output path")
+        check_new_folder(target, inputs=[src])
         return []
     if len(types) == 1:
         outs = [target]
     else:
-        if target.suffix.lower() == ".gguf" or target.is_file():
-            raise NibbleError(f"output path {target}: several types are written into a folder, one file each; give "
-                              "a folder", setting="output path")
-        if not (target.is_dir() or target.parent.is_dir()):
-            raise NibbleError(f"output path {target}: the folder {target.parent} does not exist; create it or choose "
-                              "another output path", setting="output path")
+        check_queue_folder(target)
         outs = [target / output_name(model, t) for t in types]
     for t, o in zip(types, outs):
         if len(types) == 1 or o.parent.is_dir():  # a queue's folder is made when the job starts

@@ -3,7 +3,7 @@
     xvfb-run -s "-screen 0 1280x800x24" python3 packaging/screenshots.py [--model DIR] [--out docs/screenshots]
 
 Drives the real app: quantizes the model to Q4_K_M through the wizard, chats with the result, compares
-it with the original, opens the analysis of one tensor, and grabs each view at 1280×720.
+it with the original, opens the analysis of one tensor, and grabs each view at 1280×720 (``--size``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--model", help="model folder (default: the demo model)")
     ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--size", default="1280x720", help="window size, e.g. 900x600 (the smallest the wizard supports)")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,7 @@ def main() -> int:
         print("no demo model in this build; pass --model DIR", file=sys.stderr)
         return 2
     win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))
-    win.resize(1280, 720)
+    win.resize(*(int(v) for v in args.size.split("x")))
     win.show()
     shots = []
 
@@ -81,8 +82,16 @@ def main() -> int:
     wait_until(app, lambda: page.plan is not None or bool(page.plan_error), 120)
     wait_until(app, lambda: bool(page.devices), 60)
     page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
-    page._output_touched = True
     grab("quantize-2-type")
+    # several types at once (a queue), and AWQ with its calibration fields
+    page.select_types(["Q8_0", args.type])
+    grab("quantize-2-queue")
+    page.awq_radio.setChecked(True)
+    wait_until(app, lambda: page.options.text is not None or bool(page.options.text_error), 120)
+    grab("quantize-2-awq")
+    page.gguf_radio.setChecked(True)
+    page.select_type(args.type)
+    page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
     page.imatrix_mode.setCurrentIndex(1)  # with an importance matrix: long enough to catch it running
     wiz.start_run()
     bar = wiz.run_page.bar

@@ -206,6 +206,19 @@ def test_a_queue_converts_once_and_lists_every_output(qtbot, window, tiny_model,
         assert str(out) in wiz.outputs_label.text()
         assert any(e.path == str(out) and e.qtype == name for e in window.state.models())
     assert sorted(p.name for p in folder.iterdir()) == ["tiny-llama-Q4_0.gguf", "tiny-llama-Q8_0.gguf"]
+    first = folder / "tiny-llama-Q8_0.gguf"
+    assert wiz.done_page.path_label.text() == str(first)  # the done page's figures are the first output's own
+    assert wiz.done_page.size_label.text() == human_bytes(first.stat().st_size)
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """Whether a (stopped) process has a SIGTERM waiting for it, from /proc."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone
+    pending = int(re.search(r"ShdPnd:\s*([0-9a-f]+)", status).group(1), 16)
+    return bool(pending & (1 << (15 - 1)))
 
 
 def test_cancel_stops_the_queue_and_keeps_what_finished(qtbot, window, tiny_model, tmp_path):
@@ -223,8 +236,13 @@ def test_cancel_stops_the_queue_and_keeps_what_finished(qtbot, window, tiny_mode
         c.suspend()  # held where it is: the queue cannot finish before the Cancel lands
     with qtbot.waitSignal(wiz.run_page.cancelled, timeout=60000):
         wiz.run_page.cancel_btn.click()
+        # the engine passed the Cancel on to llama.cpp's worker: let it go, to stop as the engine asked
+        qtbot.waitUntil(lambda: all(_sigterm_pending(c.pid) for c in children), timeout=30000)
+        for c in children:
+            c.resume()
     assert sorted(p.name for p in folder.iterdir()) == ["tiny-llama-Q8_0.gguf"]  # no temporaries either
     assert "1 output finished before the cancel and stays" in wiz.run_page.status.text()
+    assert f"finished before it stay: {folder / 'tiny-llama-Q8_0.gguf'}" in wiz.run_page.log.toPlainText()
 
 
 def test_importance_matrix_is_bounded_and_its_time_said_before_it_starts(qtbot, window, tiny_model, tmp_path):

@@ -27,7 +27,7 @@ from engine.awq.io import ShardWriter, WeightReader, copy_side_files, init_unsav
 from engine.awq.layer import LayerQuantizer, attention_mask
 from engine.awq.pack import pack_gemm
 from engine.core.errors import NibbleError, check_at_least
-from engine.core.outputs import check_free_space, check_output, temp_path, write_error
+from engine.core.outputs import check_free_space, check_new_folder, check_output, temp_path, write_error
 from engine.core.progress import Reporter
 
 
@@ -146,10 +146,10 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
         raise NibbleError(f"sample length {seqlen} is longer than the model's context ({longest} tokens); "
                           f"use {min(512, longest)} tokens or less", setting="sample length")
     dev = resolve_device(device)
-    check_output(out_dir, inputs=[model_dir], folder_output=True)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise NibbleError(f"{out_dir} already exists and is not empty; choose another output path or remove it",
-                          setting="output path")
+    if overwrite:
+        check_output(out_dir, inputs=[model_dir], folder_output=True)
+    else:
+        check_new_folder(out_dir, inputs=[model_dir])
     check_free_space(out_dir.parent, output_bytes(model_dir, raw_cfg, mode))
     config, model = _build_model_skeleton(model_dir)
     check_group_size(config, bits, group_size)

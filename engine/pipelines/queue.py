@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import NibbleError
+from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
 from engine.pipelines.record import record_quantized
 
@@ -39,6 +39,18 @@ def parse_types(text: str) -> list[str]:
     if not out:
         raise NibbleError("give at least one quant type", setting="quant type")
     return out
+
+
+def check_queue_folder(out_dir) -> Path:
+    """The folder several types are written into: an existing folder, or a new one in an existing folder."""
+    folder = Path(out_dir).expanduser()
+    if folder.suffix.lower() == ".gguf" or folder.is_file():
+        raise NibbleError(f"output path {folder}: several types are written into a folder, one file each; give a "
+                          "folder", setting="output path")
+    if not folder.is_dir() and not folder.parent.is_dir():
+        raise NibbleError(f"output path {folder}: the folder {folder.parent} does not exist; create it or choose "
+                          "another output path", setting="output path")
+    return folder
 
 
 class _ItemReporter(Reporter):
@@ -81,14 +93,8 @@ def quantize_queue(model, types: list[str], out_dir, *, imatrix=None, calibratio
     reporter = reporter or Reporter()
     started = time.perf_counter()
     types = parse_types(",".join(types))
-    folder = Path(out_dir).expanduser()
-    if folder.suffix.lower() == ".gguf" or folder.is_file():
-        raise NibbleError(f"output path {folder}: several types are written into a folder, one file each; give a "
-                          "folder", setting="output path")
+    folder = check_queue_folder(out_dir)
     if not folder.is_dir():
-        if not folder.parent.is_dir():
-            raise NibbleError(f"output path {folder}: the folder {folder.parent} does not exist; create it or choose "
-                              "another output path", setting="output path")
         folder.mkdir()
     src = resolve_model_path(model)
     if calibration is not None and str(calibration) == "default":
@@ -125,6 +131,12 @@ def quantize_queue(model, types: list[str], out_dir, *, imatrix=None, calibratio
                              reporter=item, source_name=str(model))
             result.outputs.append(r)
             record_quantized(model, r.output, kind="gguf", type_name=r.type, calibration=cal_name)
+    except (Cancelled, KeyboardInterrupt):
+        if not result.outputs:
+            raise
+        kept = ", ".join(str(r.output) for r in result.outputs)
+        raise Cancelled(f"cancelled; nothing half-written was kept, and the types finished before it stay: {kept}") \
+            from None
     finally:
         for p in temps:
             if p is not None and p != src:

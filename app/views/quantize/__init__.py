@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from dataclasses import replace
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QStackedWidget, QVBoxLayout
@@ -178,7 +179,8 @@ class QuantizeWizard(View):
             self.outputs_label.show()
         else:
             self.outputs_label.hide()
-        self.done_page.show_result(self.original, entries[0], result)
+        first = replace(result, output=entries[0].path, type=entries[0].qtype, file_bytes=made[0].get("file_bytes"))
+        self.done_page.show_result(self.original, entries[0], first)
         self._go(3)
 
     def open_payload(self, payload: dict) -> None:

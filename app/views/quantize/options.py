@@ -124,6 +124,7 @@ class OptionsPanel(QWidget):
         gi = self.group_size.findData(int(state.get(QUANTIZE_AWQ_GROUP)))
         self.group_size.setCurrentIndex(gi if gi >= 0 else len(GROUP_SIZES) - 1)
         self.bits = QLabel("4 (AWQ's GEMM layout stores 4-bit weights)")
+        self.bits.setWordWrap(True)
         self.cal_note = QLabel()
         self.cal_note.setWordWrap(True)
         im_pick, cal_pick = QPushButton("…"), QPushButton("…")
@@ -137,6 +138,11 @@ class OptionsPanel(QWidget):
         cf.addRow(FIELD_LABELS["bits"] + ":", self.bits)
         cf.addRow(self.cal_note)
         lay.addWidget(self.cal_box)
+
+        for combo in (self.ctx, self.kv, self.device, self.imatrix_mode, self.group_size):
+            # long entries ("CPU — 2 threads, 20.8 GiB RAM free") are elided, so the panel fits a narrow window
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
 
         out_box = QGroupBox("Output")
         of = QFormLayout(out_box)

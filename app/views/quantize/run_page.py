@@ -151,7 +151,7 @@ class RunPage(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("")
         self.eta.clear()
-        self.title.setText(f"{self.subject[:1].upper()}{self.subject[1:]}: {outcome}.")
+        self.title.setText(f"{self.subject}: {outcome}.")
         self.status.setText(status)
         self.outcome = outcome
 
