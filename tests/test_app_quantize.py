@@ -143,6 +143,9 @@ def _assert_command_is_the_jobs(run) -> None:
     mine.pop("_run"), theirs.pop("_run")
     assert mine == theirs
     assert run.log.toPlainText().splitlines()[0] == f"$ {shown}"  # the log starts with it too
+    log = run.log  # long lines scroll sideways in a fixed-width font, never wrap
+    assert log.lineWrapMode() == log.LineWrapMode.NoWrap
+    assert log.fontMetrics().horizontalAdvance("iiii") == log.fontMetrics().horizontalAdvance("MMMM")
     QGuiApplication.clipboard().setText("")
     run.copy_btn.click()
     assert QGuiApplication.clipboard().text() == shown

@@ -5,6 +5,7 @@ One module a page: model_page, format_page, run_page, done_page; this one walks 
 
 from __future__ import annotations
 
+import html
 import pathlib
 import time
 from dataclasses import replace
@@ -65,6 +66,7 @@ class QuantizeWizard(View):
         self.format_page.changed.connect(self._update_nav)
         self.original: ModelEntry | None = None
         self.types: list[str] = []  # what the last run was asked to make
+        self._imatrix_marks: list[tuple[float, int]] = []  # (time, windows done) of the run's importance matrix
         self._go(0)
 
     def step(self) -> int:
@@ -128,7 +130,7 @@ class QuantizeWizard(View):
                             user_command(argv))
         job = self.run_page.job
         job.ended.connect(self._update_nav)
-        self._imatrix_marks: list[tuple[float, int]] = []
+        self._imatrix_marks = []
         job.progress.connect(lambda d, _t, _m, _e: job.stage == "imatrix" and self._imatrix_marks.append(
             (time.monotonic(), d)))
         job.ended.connect(self._measured_imatrix)
@@ -147,7 +149,7 @@ class QuantizeWizard(View):
         box = QMessageBox(QMessageBox.Icon.Question, "Replace existing output?",
                           f"{'This file exists' if len(paths) == 1 else 'These files exist'} and will be replaced:"
                           f"\n\n{names}", parent=self)
-        replace = box.addButton("Replace", QMessageBox.ButtonRole.AcceptRole)
+        replace_btn = box.addButton("Replace", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         self.confirm = box
@@ -155,9 +157,9 @@ class QuantizeWizard(View):
             box.exec()
         finally:
             self.confirm = None
-        if box.clickedButton() is not replace:
+        if box.clickedButton() is not replace_btn:
             self.format_page.banner.show_message("Nothing was started: choose another name under Save to, or "
-                                                 "Quantize again and replace it.", "info")
+                                                 "Quantize and answer Replace.", "info")
             return False
         return True
 
@@ -175,7 +177,7 @@ class QuantizeWizard(View):
             self.state.add_model(e)
         if len(made) > 1:
             self.outputs_label.setText(f"<b>{len(made)} outputs</b><br>" + "<br>".join(
-                f"{o['type']}: {o['output']} ({human_bytes(o.get('file_bytes') or 0)})" for o in made))
+                html.escape(f"{o['type']}: {o['output']} ({human_bytes(o.get('file_bytes') or 0)})") for o in made))
             self.outputs_label.show()
         else:
             self.outputs_label.hide()

@@ -176,6 +176,8 @@ class FormatPage(QWidget):
         self.model = entry
         self.plan = None
         self.plan_error = ""
+        self.unavailable = {}
+        self._mark_unavailable()
         self._retarget()
         self.update_estimates()
         path = entry.path
@@ -192,14 +194,10 @@ class FormatPage(QWidget):
             want = self.context()  # the user's last choice; at most what the model was trained on
             self.options.set_contexts(services.context_choices(plan), min(want, plan.n_ctx_train or want))
             self.unavailable = {}
-            for t in self.types:
-                if t.name in self.sizable:
-                    est = self._estimate(t.name)
-                    if not isinstance(est, Estimate):
-                        self.unavailable[t.name] = est or "the engine cannot make this type for this model"
+            self.update_estimates()  # notes the types the engine cannot make for this model
             self._mark_unavailable()
             self._retarget()
-            self.update_estimates()
+            self._summary()
 
     def _plan_failed(self, path: str, message: str) -> None:
         if self.model and self.model.path == path:
@@ -338,7 +336,10 @@ class FormatPage(QWidget):
         colours = fit_colors()
         waiting = self.plan is None and not self.plan_error and self.model is not None
         for r in range(self.table.rowCount()):
-            est = self._estimate(self.table.item(r, 0).text())
+            name = self.table.item(r, 0).text()
+            est = self._estimate(name)
+            if isinstance(est, str) and name in self.sizable:
+                self.unavailable.setdefault(name, est)
             if not isinstance(est, Estimate):
                 for c in (1, 2, 3, 4):
                     self.table.item(r, c).setText("…" if waiting else "—")
