@@ -44,6 +44,14 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def user_command(argv: list[str]) -> str:
+    """The ``nibble`` command a user can copy that does what the engine command ``argv`` (from
+    :func:`engine_argv`) does: the same options, without the JSON output meant for the app."""
+    i = argv.index("engine") + 1 if "engine" in argv else 0
+    args = [a for a in argv[i:] if a not in ("--json-progress", "--json")]
+    return command_line(["nibble", *args])
+
+
 class EtaClock:
     """Estimates the time left from the pace of the units done since the first one finished."""
 
@@ -85,10 +93,12 @@ class ProcessJob(QObject):
 
     Signals: ``progress(done, total, message, eta_seconds or -1)``, ``log(text)``,
     ``succeeded(dict)`` with the final ``done`` event, ``failed(message)`` with the engine's own words,
-    ``cancelled()``, and ``ended()`` after any of the last three.
+    ``cancelled()``, and ``ended()`` after any of the last three; ``item(n, of, type)`` when a queue of several
+    types moves on to its n-th.
     """
 
     progress = Signal(int, int, str, float)
+    item = Signal(int, int, str)
     log = Signal(str)
     succeeded = Signal(dict)
     failed = Signal(str)
@@ -106,6 +116,8 @@ class ProcessJob(QObject):
         self.error: str | None = None
         self.error_setting: str | None = None  # the setting the engine's error names (engine.core.errors.SETTINGS)
         self.stage = ""  # the job's current stage, where it names one (e.g. "convert", "quantize")
+        self.current_item: tuple[int, int, str] | None = None  # a queue's (n, of, type) now running
+        self.shown_command: str | None = None  # how the log shows the command (e.g. the user's `nibble ...`)
         self._stdout_buf = b""
         self._stderr_lines: list[str] = []
         self._other_lines: list[str] = []  # stdout that is not one event a line (a --json result)
@@ -129,7 +141,7 @@ class ProcessJob(QObject):
 
     def start(self) -> None:
         self.clock = EtaClock()
-        self.log.emit("$ " + command_line(self.argv))
+        self.log.emit("$ " + (self.shown_command or command_line(self.argv)))
         argv = self.argv
         if self.background and NICE and shutil.which(argv[0]):
             argv = [NICE, "-n", "10", *argv]  # the job yields the CPU to the app (and to the user's other work)
@@ -204,6 +216,11 @@ class ProcessJob(QObject):
         if kind == "progress":
             done, total = int(event.get("done", 0)), int(event.get("total", 0))
             stage = str(event.get("stage", ""))
+            if "item" in event:
+                item = (int(event["item"]), int(event.get("items", 0)), str(event.get("item_type", "")))
+                if item != self.current_item:
+                    self.current_item = item
+                    self.item.emit(*item)
             if stage != self.stage:
                 self.stage = stage
                 self.clock = EtaClock()  # each stage has its own pace

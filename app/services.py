@@ -16,6 +16,10 @@ from engine.analysis.stats import LayerSummary, StatsReport, TensorStats, layer_
 from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import format_kld, human_bytes  # noqa: F401  (the one byte and KLD formatters)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
+from engine.estimate import context_choices  # noqa: F401  (the wizard's context list)
+from engine.estimate.timing import ImatrixTime, imatrix_time, measured_flops, probe_flops  # noqa: F401
+from engine.gguf.imatrix import WINDOW_TOKENS  # noqa: F401  (what importance matrix windows hold)
+from engine.pipelines.queue import output_name  # noqa: F401  (the one rule for naming outputs)
 from engine.gguf.types import QuantType, quant_types
 from engine.hub import (  # noqa: F401
     CachedModel,
@@ -172,6 +176,76 @@ def use_in_lmstudio(path: str):
 def gguf_types() -> list[QuantType]:
     """The GGUF types the installed llama.cpp writes, in the order people choose from."""
     return list(quant_types())
+
+
+def outputs_dir() -> pathlib.Path:
+    """Nibble's folder for outputs (NIBBLE_OUTPUTS, NIBBLE_HOME/outputs, or "Nibble" in the documents folder)."""
+    from engine.models.library import outputs_dir as folder
+
+    return folder()
+
+
+def inside_install(path: str | pathlib.Path) -> bool:
+    """Whether ``path`` is inside Nibble's installation (no place for outputs)."""
+    from engine.core.resources import inside_install as inside
+
+    return inside(path)
+
+
+def sizable_types() -> set[str]:
+    """The types engine.estimate can size (others are made, but their size is not known before)."""
+    from engine.estimate import file_types
+
+    return set(file_types())
+
+
+@dataclass(frozen=True)
+class CalibrationText:
+    """A calibration text as the model's tokenizer sees it."""
+
+    path: str
+    tokens: int
+
+
+def calibration_text(model: str, path: str | None) -> CalibrationText:
+    """Count the tokens of ``path`` (None or "default": the text Nibble uses for ``model``); seconds on big files."""
+    from engine.awq.calibration import calibration_file, count_tokens
+    from engine.models.resolve import resolve_model_path
+
+    src = resolve_model_path(model)
+    return CalibrationText(str(calibration_file(path or None, src)), count_tokens(src, path or None))
+
+
+def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
+    from engine.awq.calibration import fit_samples as fit
+
+    return fit(tokens, samples, seqlen)
+
+
+def check_outputs(model: str, types: list[str], out: str, *, calibration: str | None = None,
+                  imatrix: str | None = None, threads: int | None = None) -> list[str]:
+    """The engine's checks of an output before any work (a NibbleError naming the setting), for GGUF ``types``
+    written to ``out`` (one type: the file; several: the folder) or AWQ (``types == ["AWQ"]``: the folder).
+    Returns the outputs that exist already and would be replaced. Milliseconds: the UI thread may call it."""
+    from engine.core.outputs import check_new_folder
+    from engine.gguf.quantize import check_quantize_args
+    from engine.models.resolve import resolve_model_path
+    from engine.pipelines.queue import check_queue_folder
+
+    src = resolve_model_path(model)
+    target = pathlib.Path(out).expanduser()
+    if types == ["AWQ"]:
+        check_new_folder(target, inputs=[src])
+        return []
+    if len(types) == 1:
+        outs = [target]
+    else:
+        check_queue_folder(target)
+        outs = [target / output_name(model, t) for t in types]
+    for t, o in zip(types, outs):
+        if len(types) == 1 or o.parent.is_dir():  # a queue's folder is made when the job starts
+            check_quantize_args(model, t, o, calibration=calibration, imatrix=imatrix, threads=threads)
+    return [str(o) for o in outs if o.exists()]
 
 
 def estimate_or_error(plan: ModelPlan, qtype: str, **settings) -> Estimate | str:

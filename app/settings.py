@@ -28,7 +28,13 @@ QUANTIZE_TYPE = Setting("quantize/type", "Q4_K_M")
 QUANTIZE_FORMAT = Setting("quantize/format", "gguf")
 QUANTIZE_CTX = Setting("quantize/ctx", 4096, int)
 QUANTIZE_KV = Setting("quantize/kv", "f16")
-QUANTIZE_OUTPUT_DIR = Setting("quantize/output_dir", "")  # "": next to the original
+QUANTIZE_OUTPUT_DIR = Setting("quantize/output_dir", "")  # "": Nibble's outputs folder (services.outputs_dir)
+QUANTIZE_IMATRIX_WINDOWS = Setting("quantize/imatrix_windows", 64, int)  # 0: the whole calibration text
+# the rate (FLOP/s) the last importance matrix ran at on this machine; 0: none measured yet
+QUANTIZE_IMATRIX_RATE = Setting("quantize/imatrix_rate", 0.0, float)
+QUANTIZE_AWQ_SAMPLES = Setting("quantize/awq_samples", 128, int)
+QUANTIZE_AWQ_SEQLEN = Setting("quantize/awq_seqlen", 512, int)
+QUANTIZE_AWQ_GROUP = Setting("quantize/awq_group_size", 128, int)
 # Chat
 CHAT_SYSTEM = Setting("chat/system", "You are a helpful assistant.")
 CHAT_TEMPERATURE = Setting("chat/temperature", 0.7, float)

@@ -125,8 +125,16 @@ def main() -> int:
     wait_until(app, lambda: page.plan is not None or bool(page.plan_error), 120)
     wait_until(app, lambda: bool(page.devices), 60)
     page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
-    page._output_touched = True
     grab("quantize-2-type")
+    # several types at once (a queue), and AWQ with its calibration fields
+    page.select_types(["Q8_0", args.type])
+    grab("quantize-2-queue")
+    page.awq_radio.setChecked(True)
+    wait_until(app, lambda: page.options.text is not None or bool(page.options.text_error), 120)
+    grab("quantize-2-awq")
+    page.gguf_radio.setChecked(True)
+    page.select_type(args.type)
+    page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
     page.imatrix_mode.setCurrentIndex(1)  # with an importance matrix: long enough to catch it running
     wiz.start_run()
     bar = wiz.run_page.bar

@@ -32,9 +32,10 @@ def test_mix_for_a_types_size_is_predicted_written_and_measured(qtbot, window, t
     assert mix.as_type.text() == "Size of Q4_K_M"
     mix.as_type.click()
     assert mix.target_bytes() == q4
-    page.imatrix_mode.setCurrentIndex(1)
-    page.imatrix_path.setText(str(EVAL_TEXT))
-    page.imatrix_path.editingFinished.emit()
+    page.imatrix_mode.setCurrentIndex(page.imatrix_mode.findData("calibration"))
+    page.options.cal_path.setText(str(EVAL_TEXT))
+    page.options.changed.emit()
+    assert mix.calibration == str(EVAL_TEXT)
     mix.predict.click()
     qtbot.waitUntil(lambda: mix.preview is not None, timeout=300000)
     p = mix.preview

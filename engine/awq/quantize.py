@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from engine.awq import search
-from engine.awq.calibration import calibration_blocks
+from engine.awq.calibration import calibration_blocks, load_tokenizer
 from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files, init_unsaved_buffers
 from engine.awq.layer import LayerQuantizer, attention_mask
 from engine.awq.pack import pack_gemm
 from engine.core.errors import NibbleError, check_at_least
-from engine.core.outputs import check_free_space, check_output, temp_path, write_error
+from engine.core.outputs import check_free_space, check_new_folder, check_output, temp_path, write_error
 from engine.core.progress import Reporter
 
 
@@ -70,15 +70,6 @@ def _build_model_skeleton(model_dir: Path):
         except ValueError:  # a model whose attention torch's sdpa cannot run (Gemma 2's logit softcapping)
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, attn_implementation="eager")
     return model.config, model
-
-
-def _load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    except Exception as exc:
-        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
 
 
 def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
@@ -148,17 +139,17 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     raw_cfg = read_config(model_dir)
     family = awq_family(raw_cfg, str(model_dir / "config.json"))
     spec = family.awq
-    check_at_least(samples, 1, "calibration samples")
-    check_at_least(seqlen, 2, "sample length")
+    check_at_least(samples, 1, "calibration samples", setting="calibration samples")
+    check_at_least(seqlen, 2, "sample length", setting="sample length")
     longest = raw_cfg.get("max_position_embeddings")
     if isinstance(longest, int) and seqlen > longest:
         raise NibbleError(f"sample length {seqlen} is longer than the model's context ({longest} tokens); "
-                          f"use {min(512, longest)} or less", setting="sample length")
+                          f"use {min(512, longest)} tokens or less", setting="sample length")
     dev = resolve_device(device)
-    check_output(out_dir, inputs=[model_dir], folder_output=True)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise NibbleError(f"{out_dir} already exists and is not empty; choose another output path or remove it",
-                          setting="output path")
+    if overwrite:
+        check_output(out_dir, inputs=[model_dir], folder_output=True)
+    else:
+        check_new_folder(out_dir, inputs=[model_dir])
     check_free_space(out_dir.parent, output_bytes(model_dir, raw_cfg, mode))
     config, model = _build_model_skeleton(model_dir)
     check_group_size(config, bits, group_size)
@@ -166,7 +157,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     chunk = max(1, 8192 // seqlen)
     check_memory(config, dev, samples, seqlen, search_samples, chunk)
     reader = WeightReader(model_dir)
-    tokenizer = _load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     ids = calibration_blocks(tokenizer, calibration, samples, seqlen, model_dir=model_dir)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

@@ -22,6 +22,7 @@ def wants_mix(args) -> bool:
 def run_mix(args) -> int:
     from engine.core.errors import NibbleError
     from engine.core.progress import TextReporter
+    from engine.estimate import default_context
     from engine.estimate.mix import describe
     from engine.pipelines.mixed import plan_mix
 
@@ -29,6 +30,7 @@ def run_mix(args) -> int:
         raise NibbleError("give --type/--all or --target-size/--target-bpw, not both")
     plan, mix, profile = plan_mix(args.model, target_size=args.target_size, target_bpw=args.target_bpw,
                                   calibration=args.calibration, reporter=TextReporter(sys.stderr))
+    args.ctx = args.ctx or default_context(plan)
     d = describe(plan, mix, profile.kld, ctx=args.ctx, kv_type=args.kv_type, gpu_layers=args.gpu_layers)
     if args.json:
         print(json.dumps({"model": plan.source, "arch": plan.arch, "n_params": plan.n_params, "mix": d}, indent=1))

@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--type", dest="qtype", metavar="TYPE", help="one quant type, e.g. Q4_K_M")
     g.add_argument("--all", action="store_true", help="every file type llama.cpp can write")
-    p.add_argument("--ctx", type=_args.positive_int("tokens"), default=4096, help="context length in tokens (default 4096)")
+    p.add_argument("--ctx", type=_args.positive_int("tokens"), default=None,
+                   help="context length in tokens (default 4096, or the model's trained context when shorter)")
     p.add_argument("--kv-type", default="f16", choices=["f16", "q8_0", "q4_0"], help="KV cache type")
     p.add_argument("--gpu-layers", type=_args.non_negative_int("layers"), default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--out-dir", default=".", help="where the file would be written (for the disk check)")
@@ -30,14 +31,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from engine.commands._mix import run_mix, wants_mix
-    from engine.estimate import awq_cost, estimate, estimate_all, file_types, load_plan, probe_machine
+    from engine.estimate import awq_cost, default_context, estimate, estimate_all, file_types, load_plan, probe_machine
 
     if wants_mix(args):
         return run_mix(args)
 
     plan = load_plan(args.model)
     machine = probe_machine(args.out_dir)
-    kw = dict(ctx=args.ctx, kv_type=args.kv_type, gpu_layers=args.gpu_layers, machine=machine)
+    kw = dict(ctx=args.ctx or default_context(plan), kv_type=args.kv_type, gpu_layers=args.gpu_layers, machine=machine)
     if args.qtype:
         ests = [estimate(plan, args.qtype, **kw)]
     else:

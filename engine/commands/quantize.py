@@ -15,8 +15,9 @@ ORDER = 20
 
 def add_arguments(p):
     p.add_argument("model", help="Hugging Face model folder, an unquantized .gguf, or 'demo'")
-    p.add_argument("--type", help="GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...; `nibble estimate MODEL --all` lists them) or AWQ")
-    p.add_argument("--out", required=True, help="output .gguf file (a folder for AWQ)")
+    p.add_argument("--type", help="GGUF type (Q4_K_M, IQ4_XS, Q8_0, ...; `nibble estimate MODEL --all` lists them) or AWQ; "
+                   "several GGUF types separated by commas (Q4_K_M,Q8_0) convert the model once and write each into --out")
+    p.add_argument("--out", required=True, help="output .gguf file (a folder for AWQ, and for several types)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--calibration", metavar="TEXT_FILE",
                    help="compute an importance matrix from this text ('default': the text Nibble ships)")
@@ -67,6 +68,25 @@ def _run_mix(args, reporter) -> int:
     return 0
 
 
+def _run_queue(args, reporter) -> int:
+    from engine.core.errors import NibbleError
+    from engine.pipelines.queue import quantize_queue
+
+    if args.awq or args.save_imatrix:
+        raise NibbleError("several types at once take neither --awq nor --save-imatrix; quantize one type for those")
+    result = quantize_queue(args.model, args.type.split(","), args.out, imatrix=args.imatrix,
+                            calibration=args.calibration, imatrix_chunks=args.imatrix_chunks, threads=args.threads,
+                            reporter=reporter)
+    summary = result.to_json()
+    if args.json_progress:
+        print(json.dumps({"event": "done", **summary}), flush=True)
+    else:
+        for o in summary["outputs"]:
+            print(f"wrote {o['output']} ({o['type']}, {o['file_bytes'] / 2**20:,.1f} MiB)")
+        print(f"{len(summary['outputs'])} types in {summary['seconds']:.1f} s")
+    return 0
+
+
 def _counts(counts: dict) -> str:
     return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
@@ -86,6 +106,8 @@ def run(args) -> int:
 
     quiet_libraries()
     reporter = JsonLinesReporter(sys.stdout) if args.json_progress else TextReporter(sys.stderr)
+    if "," in args.type:
+        return _run_queue(args, reporter)
     result = quantize_model(
         args.model, args.type, args.out, awq_scales=args.awq, imatrix=args.imatrix, calibration=args.calibration,
         imatrix_chunks=args.imatrix_chunks, save_imatrix=args.save_imatrix, threads=args.threads, bits=args.bits,

@@ -32,14 +32,16 @@ SETTINGS = (
 )
 
 
-def check_at_least(value, minimum: int, what: str, *, optional: bool = False) -> None:
+def check_at_least(value, minimum: int, what: str, *, optional: bool = False, setting: str | None = None) -> None:
     """Refuse ``value`` below ``minimum`` in words both front ends show: "context length -1 must be at least 1".
 
-    ``what`` names the setting as a user knows it (one of :data:`SETTINGS` where it is one, so front ends can
-    point at it); ``optional``: None means "the default" and passes.
+    ``what`` names the setting as a user knows it; ``optional``: None means "the default" and passes;
+    ``setting``: the entry of :data:`SETTINGS` it is, so each front end can point at its own control (by
+    default ``what`` itself, when it is one).
     """
     if value is None and optional:
         return
     if value is None or value < minimum:
         bound = "positive" if minimum == 1 else f"at least {minimum}"
-        raise NibbleError(f"{what} {value} must be {bound}", setting=what if what in SETTINGS else None)
+        raise NibbleError(f"{what} {value} must be {bound}",
+                          setting=setting or (what if what in SETTINGS else None))

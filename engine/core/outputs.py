@@ -152,6 +152,19 @@ def check_output(out: Path, *, what: str = "output path", inputs=(), replaceable
     return out
 
 
+def check_new_folder(out: Path, *, what: str = "output path", inputs=()) -> Path:
+    """Refuse a folder output (an AWQ checkpoint, several GGUF files) that exists and is not empty, or that is
+    named like a file (``.gguf``), besides what :func:`check_output` refuses. Returns ``out`` as given."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() == ".gguf":
+        raise NibbleError(f"{what} {out}: this job writes a folder; give a folder name, not a .gguf file", setting=what)
+    check_output(out, what=what, inputs=inputs, folder_output=True)
+    if out.is_dir() and any(out.iterdir()):
+        raise NibbleError(f"{what} {out} already exists and is not empty; choose a new folder name or remove it",
+                          setting=what)
+    return out
+
+
 def check_free_space(folder: Path, need_bytes: int, what: str = "output path") -> None:
     """Refuse to start when ``folder`` lacks ``need_bytes`` of free space."""
     if need_bytes <= 0:

@@ -10,6 +10,17 @@ RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 DEMO_DIR = RESOURCES / "demo"
 
 
+def inside_install(path: str | Path) -> bool:
+    """Whether ``path`` lies inside Nibble's installation (its package or shipped resources): no place for
+    a user's outputs, which a reinstall would delete."""
+    root = RESOURCES.parent
+    try:
+        p = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(p == d or d in p.parents for d in (RESOURCES, root / "engine", root / "app"))
+
+
 def resource_path(name: str) -> Path:
     path = RESOURCES / name
     if not path.exists():

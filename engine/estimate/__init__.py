@@ -24,7 +24,7 @@ from engine.estimate.plan import load_plan as _read_plan
 from engine.estimate.tensor_types import file_types, parse_file_type
 
 __all__ = [
-    "AwqCost", "COMMON_TYPES", "Estimate", "Fit", "FileLayout", "KV_TYPES", "Machine", "ModelPlan", "Part", "PlanTensor",
+    "AwqCost", "COMMON_TYPES", "DEFAULT_CTX", "context_choices", "default_context", "Estimate", "Fit", "FileLayout", "KV_TYPES", "Machine", "ModelPlan", "Part", "PlanTensor",
     "QuantizeCost", "RunMemory", "awq_cost", "estimate", "estimate_all", "file_types", "kv_cache_bytes",
     "load_plan", "prepare", "probe_machine", "source_gguf_bytes", "TIGHT_MARGIN",
 ]
@@ -35,6 +35,27 @@ TIGHT_MARGIN = 0.2
 # Types shown by default (``--all`` shows every file type llama.cpp can write).
 COMMON_TYPES = ("Q2_K", "Q3_K_M", "Q4_0", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
 _CTX_STEPS = (131072, 65536, 32768, 16384, 8192, 4096, 2048, 1024, 512)
+# The context assumed when none is given: llama.cpp's usual, unless the model was trained on less.
+DEFAULT_CTX = 4096
+
+
+def default_context(plan: ModelPlan) -> int:
+    """The context to assume when none is given: :data:`DEFAULT_CTX`, or the trained context when shorter."""
+    trained = plan.n_ctx_train or DEFAULT_CTX
+    return min(DEFAULT_CTX, trained)
+
+
+def context_choices(plan: ModelPlan, beyond: int = 2) -> list[tuple[int, bool]]:
+    """Contexts to offer for ``plan``: powers of two up to its trained context, the trained context itself,
+    then ``beyond`` doublings past it, each as (tokens, beyond training)."""
+    trained = plan.n_ctx_train or DEFAULT_CTX
+    out = [(c, False) for c in sorted(_CTX_STEPS) if c < trained]
+    out.append((trained, False))
+    c = trained
+    for _ in range(beyond):
+        c *= 2
+        out.append((c, True))
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ from engine.core.errors import NibbleError
 from engine.core.progress import Reporter
 
 
+# Tokens a calibration window holds (llama-imatrix's default context): what "windows" count in.
+WINDOW_TOKENS = 512
+
+
 @dataclass
 class ImportanceMatrix:
     """Per weight name: sums of squared activations per input column, and how many tokens were summed."""
@@ -188,7 +192,7 @@ def compute_imatrix(
     gguf_path: str | Path,
     text: str,
     *,
-    ctx: int = 512,
+    ctx: int = WINDOW_TOKENS,
     max_chunks: int | None = None,
     threads: int | None = None,
     reporter: Reporter | None = None,

@@ -189,13 +189,13 @@ def check_quantize_args(model, qtype: str, out_path, *, imatrix=None, calibratio
     from engine.models.source import resolve_model_path
 
     qt = find_type(qtype)
-    check_at_least(imatrix_chunks, 1, "importance matrix windows", optional=True)
-    check_at_least(threads, 1, "threads", optional=True)
+    check_at_least(imatrix_chunks, 1, "importance matrix windows", optional=True, setting="importance matrix windows")
+    check_at_least(threads, 1, "threads", optional=True, setting="threads")
     out = Path(out_path).expanduser()
     if out.suffix.lower() != ".gguf":
         raise NibbleError(f"output path {out}: the output of a GGUF quantization must end in .gguf", setting="output path")
     if imatrix and calibration:
-        raise NibbleError("give either a saved importance matrix or calibration text, not both",
+        raise NibbleError("give either an importance matrix file or calibration text, not both",
                           setting="importance matrix")
     src_path = resolve_model_path(model)
     default_cal = calibration is not None and str(calibration) == "default"
@@ -242,13 +242,15 @@ def quantize(
     save_imatrix: str | Path | None = None,
     threads: int | None = None,
     reporter: Reporter | None = None,
+    source_name: str | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` (a Hugging Face folder, ``demo`` or an unquantized GGUF) to ``qtype`` at ``out_path``.
 
     ``calibration`` is a text file to compute an importance matrix from ("default": Nibble's shipped
     text, or for the demo model its own dialogues); ``imatrix`` is an importance matrix file from llama-imatrix or
     ``save_imatrix``. Every output (``out_path``, ``save_imatrix``) is written under a temporary name and
-    renamed only when the whole job succeeded; neither may name an input.
+    renamed only when the whole job succeeded; neither may name an input. ``source_name``: how messages name
+    the model when ``model`` is an intermediate file (a queue of types converts once).
     """
     from engine.core.outputs import temp_path, write_error
     from engine.gguf.convert import convert_to_gguf
@@ -274,7 +276,7 @@ def quantize(
         absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 (the worker runs elsewhere)
         job = {
             "input": absolute(intermediate), "output": absolute(part), "ftype": qt.ftype, "type": qt.name,
-            "source_name": str(model),
+            "source_name": source_name or str(model),
             "threads": threads, "imatrix_file": absolute(a["imatrix"]), "calibration_file": absolute(cal_path),
             "calibration_name": cal_path.name if cal_path else None,
             "imatrix_chunks": imatrix_chunks, "save_imatrix": absolute(im_part),

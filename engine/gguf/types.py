@@ -13,18 +13,19 @@ from typing import Iterable
 
 from engine.core.errors import NibbleError
 
-# llama-quantize's short descriptions, for people choosing a type. The list of types itself is read
-# from the installed library (see quant_types), so new types appear without a change here.
+# Short descriptions, for people choosing a type; they give no bits per weight, which depend on the model and
+# come from engine.estimate alone. The list of types itself is read from the installed library (see
+# quant_types), so new types appear without a change here; this dict also sets the order they are listed in.
 _DESCRIPTIONS = {
     "F32": "32-bit float, no loss", "F16": "16-bit float, practically lossless", "BF16": "bfloat16, as most models are trained",
-    "Q8_0": "8-bit, nearly lossless", "Q6_K": "6.6 bits, very small loss", "Q5_K_M": "5.7 bits, small loss",
-    "Q5_K_S": "5.5 bits, small loss", "Q5_1": "6 bits (legacy)", "Q5_0": "5.5 bits (legacy)",
-    "Q4_K_M": "4.9 bits, the usual balance", "Q4_K_S": "4.6 bits", "Q4_1": "5 bits (legacy)", "Q4_0": "4.5 bits (legacy)",
-    "IQ4_NL": "4.5 bits, non-linear", "IQ4_XS": "4.25 bits, non-linear", "Q3_K_L": "4.3 bits", "Q3_K_M": "3.9 bits",
-    "Q3_K_S": "3.5 bits", "IQ3_M": "3.7 bits", "IQ3_S": "3.4 bits", "IQ3_XS": "3.3 bits", "IQ3_XXS": "3.1 bits",
-    "Q2_K": "3.4 bits on small models, large loss", "Q2_K_S": "2.9 bits", "IQ2_M": "2.7 bits", "IQ2_S": "2.5 bits",
-    "IQ2_XS": "2.3 bits", "IQ2_XXS": "2.1 bits", "IQ1_M": "1.75 bits, extreme loss", "IQ1_S": "1.56 bits, extreme loss",
-    "TQ1_0": "1.69 bits ternary (for ternary-trained models)", "TQ2_0": "2.06 bits ternary (for ternary-trained models)",
+    "Q8_0": "nearly lossless", "Q6_K": "very small loss", "Q5_K_M": "small loss",
+    "Q5_K_S": "small loss", "Q5_1": "legacy", "Q5_0": "legacy",
+    "Q4_K_M": "the usual balance", "Q4_K_S": "a little smaller than Q4_K_M", "Q4_1": "legacy", "Q4_0": "legacy",
+    "IQ4_NL": "non-linear", "IQ4_XS": "non-linear", "Q3_K_L": "", "Q3_K_M": "",
+    "Q3_K_S": "", "IQ3_M": "", "IQ3_S": "", "IQ3_XS": "", "IQ3_XXS": "",
+    "Q2_K": "large loss", "Q2_K_S": "large loss", "IQ2_M": "", "IQ2_S": "",
+    "IQ2_XS": "", "IQ2_XXS": "", "IQ1_M": "extreme loss", "IQ1_S": "extreme loss",
+    "TQ1_0": "ternary (for ternary-trained models)", "TQ2_0": "ternary (for ternary-trained models)",
 }
 # Types llama-quantize does not offer for ordinary models, or that name no real file type.
 _HIDDEN = {"GUESSED", "MOSTLY_Q4_1_SOME_F16"}

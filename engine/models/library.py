@@ -43,6 +43,19 @@ def data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "nibble"
 
 
+def outputs_dir() -> Path:
+    """Where quantized models go unless the user picks another folder: ``NIBBLE_OUTPUTS`` if set, else
+    ``NIBBLE_HOME``/outputs if that is set, else a "Nibble" folder in the user's documents (or home). Never
+    inside Nibble's installation, whose files a reinstall replaces."""
+    if os.environ.get("NIBBLE_OUTPUTS"):
+        return Path(os.environ["NIBBLE_OUTPUTS"]).expanduser()
+    if os.environ.get("NIBBLE_HOME"):
+        return data_dir() / "outputs"
+    home = Path.home()
+    docs = Path(os.environ.get("XDG_DOCUMENTS_DIR") or home / "Documents")
+    return (docs if docs.is_dir() else home) / "Nibble"
+
+
 def library_path() -> Path:
     return data_dir() / "library.json"
 

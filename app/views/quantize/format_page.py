@@ -1,50 +1,42 @@
-"""Step 2 of the Quantize wizard: GGUF type (a table with a live estimate) or AWQ; device, imatrix, output."""
+"""Step 2 of the Quantize wizard: GGUF types (a table with a live estimate; several make a queue) or AWQ,
+with the options beside it (app/views/quantize/options.py)."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QButtonGroup,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QRadioButton,
-    QSpinBox,
-    QTableWidget,
+    QScrollArea,
     QTableWidgetItem,
+    QTableWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app import services, sysinfo
-from app.jobs import engine_argv, run_in_thread
+from app.jobs import run_in_thread
 from app.services import Estimate, human_bytes
-from app.settings import QUANTIZE_CTX, QUANTIZE_FORMAT, QUANTIZE_KV, QUANTIZE_OUTPUT_DIR, QUANTIZE_TYPE
+from app.settings import QUANTIZE_CTX, QUANTIZE_FORMAT, QUANTIZE_KV, QUANTIZE_TYPE
 from app.state import AppState, ModelEntry
 from app.style import fit_colors
+from app.views.quantize.command import blocker, build_command, check_outputs
 from app.views.quantize.model_page import setup_table
+from app.views.quantize.options import AWQ_TYPE, FIELD_LABELS, KV_TYPES, OptionsPanel  # noqa: F401
 from app.views.quantize.size_target import SizeTargetPanel
 from app.widgets import Banner
 
-CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
-KV_TYPES = ("f16", "q8_0", "q4_0")
-AWQ_TYPE = "AWQ"  # the type name the quantize command takes for AWQ 4-bit
-
-
 FIT_TEXT = {"fits": "fits", "tight": "tight", "no": "does not fit"}  # engine.estimate.Fit.verdict in words
+COLUMNS = ["Type", "Bits/weight", "File size", "Memory to run", "Fits here", "Notes"]
 
 
 class FormatPage(QWidget):
-    """GGUF types in a table with a live estimate, or AWQ; device, imatrix and output options."""
+    """GGUF types in a table with a live estimate, or AWQ; the options panel beside it."""
 
     changed = Signal()
 
@@ -55,9 +47,12 @@ class FormatPage(QWidget):
         self.plan = None
         self.plan_error = ""
         self.types: list[services.QuantType] = []
+        self.sizable = services.sizable_types()
+        self.unavailable: dict[str, str] = {}  # type -> why the engine cannot make it for this model
         self.devices: list[sysinfo.Device] = []
         self._jobs: list = []
-        self._output_touched = False
+        self.machine = None
+        self._probe = None
 
         lay = QVBoxLayout(self)
         fmt_row = QHBoxLayout()
@@ -77,100 +72,64 @@ class FormatPage(QWidget):
         lay.addLayout(body, 1)
         left = QVBoxLayout()
         body.addLayout(left, 3)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["Type", "Bits/weight", "File size", "Memory to run", "This machine", "Notes"])
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
         setup_table(self.table)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        # Ctrl- or Shift-click several types: they are quantized one after another from one conversion.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        header = self.table.horizontalHeader()
+        for c in range(len(COLUMNS) - 1):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        header.setStretchLastSection(True)
+        # every column but the notes (elided; whole in the tooltip) stays whole down to 900 pixels wide
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.setWordWrap(False)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         left.addWidget(self.table, 1)
+        self.type_status = QLabel()
+        self.type_status.setWordWrap(True)
+        left.addWidget(self.type_status)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         left.addWidget(self.estimate_label)
-        self.mix = SizeTargetPanel()
+        self.mix = SizeTargetPanel()  # or the best mix of types for a size
         left.addWidget(self.mix)
 
-        right = QVBoxLayout()
-        body.addLayout(right, 2)
-        run_box = QGroupBox("Running it")
-        rf = QFormLayout(run_box)
-        self.ctx = QComboBox()
-        for c in CONTEXTS:
-            self.ctx.addItem(f"{c:,} tokens", c)
-        self.ctx.setCurrentIndex(CONTEXTS.index(4096))
-        self.kv = QComboBox()
-        self.kv.addItems(KV_TYPES)
-        self.device = QComboBox()
-        self.gpu_layers = QSpinBox()
-        self.gpu_layers.setRange(0, 999)
-        self.gpu_layers.setSpecialValueText("0 (CPU only)")
-        rf.addRow("Context:", self.ctx)
-        rf.addRow("KV cache type:", self.kv)
-        rf.addRow("Device:", self.device)
-        rf.addRow("GPU layers:", self.gpu_layers)
-        self.device_note = QLabel()
-        self.device_note.setWordWrap(True)
-        rf.addRow(self.device_note)
-        right.addWidget(run_box)
-
-        cal_box = QGroupBox("Importance matrix")
-        cf = QFormLayout(cal_box)
-        self.imatrix_mode = QComboBox()
-        self.imatrix_mode.addItem("None", "none")
-        self.imatrix_mode.addItem("Compute from calibration text", "calibration")
-        self.imatrix_mode.addItem("Use an imatrix file", "imatrix")
-        self.imatrix_path = QLineEdit(placeholderText="built-in calibration text")
-        pick = QPushButton("…")
-        pick.setFixedWidth(32)
-        prow = QHBoxLayout()
-        prow.addWidget(self.imatrix_path, 1)
-        prow.addWidget(pick)
-        cf.addRow("Source:", self.imatrix_mode)
-        cf.addRow("File:", prow)
-        right.addWidget(cal_box)
-
-        out_box = QGroupBox("Output")
-        of = QFormLayout(out_box)
-        self.output = QLineEdit()
-        out_pick = QPushButton("…")
-        out_pick.setFixedWidth(32)
-        orow = QHBoxLayout()
-        orow.addWidget(self.output, 1)
-        orow.addWidget(out_pick)
-        self.threads = QSpinBox()
-        self.threads.setRange(1, max(1, os.cpu_count() or 1))
-        self.threads.setValue(max(1, os.cpu_count() or 1))
-        of.addRow("Save to:", orow)
-        of.addRow("Threads:", self.threads)
-        right.addWidget(out_box)
-        right.addStretch(1)
+        self.options = OptionsPanel(state)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.options)
+        scroll.setMinimumWidth(270)
+        scroll.setMaximumWidth(420)
+        body.addWidget(scroll, 2)
         self.banner = Banner()
         lay.addWidget(self.banner)
 
+        o = self.options  # the fields tests and the wizard reach by name
+        self.ctx, self.kv, self.device, self.gpu_layers = o.ctx, o.kv, o.device, o.gpu_layers
+        self.imatrix_mode, self.imatrix_path, self.output, self.threads = o.imatrix_mode, o.imatrix_path, o.output, o.threads
         for w in (self.ctx, self.kv, self.device):
             w.currentIndexChanged.connect(self.update_estimates)
         self.device.currentIndexChanged.connect(self._device_changed)
-        self.gpu_layers.setEnabled(False)
         self.gpu_layers.valueChanged.connect(self.update_estimates)
         self.table.itemSelectionChanged.connect(self._type_changed)
         self.gguf_radio.toggled.connect(self._format_changed)
-        self.imatrix_mode.currentIndexChanged.connect(self._imatrix_mode_changed)
-        pick.clicked.connect(self._pick_imatrix)
-        out_pick.clicked.connect(self._pick_output)
-        self.output.textEdited.connect(lambda _t: setattr(self, "_output_touched", True))
-        self.mix.changed.connect(self._mix_changed)
-        self.imatrix_path.editingFinished.connect(self._mix_model)
-        self._imatrix_mode_changed()
+        o.changed.connect(self._options_changed)
+        self.mix.changed.connect(self._type_changed)
         self._restore_choices()
         self._load_types()
-        self.machine = None
-        self._probe = None
 
     def probe_machine(self) -> None:
-        """Devices and free RAM, VRAM and disk (at the output folder), read in a child process."""
-        folder = str(pathlib.Path(self.output.text() or ".").parent)
+        """Devices and free RAM, VRAM and disk (at the output folder), read in a child process; the matrix
+        rate for the importance matrix's expected time, in a worker thread."""
+        folder = str(self.options.folder())
         self._probe = sysinfo.probe_in_child(folder, self._probed, self)
+        self._jobs.append(run_in_thread(services.probe_flops, on_result=self.options.set_flops))
 
     def showEvent(self, event) -> None:
         if self._probe is None:
@@ -195,22 +154,23 @@ class FormatPage(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, t.name)
             self.table.setItem(r, 0, item)
             notes = (["needs an importance matrix"] if t.needs_imatrix else []) + ([t.description] if t.description else [])
-            self.table.setItem(r, 5, QTableWidgetItem("; ".join(notes)))
+            if t.name not in self.sizable:
+                notes.append("size not known before it is made (Nibble's estimate does not describe this type)")
+            note = QTableWidgetItem("; ".join(notes))
+            note.setToolTip(note.text())
+            self.table.setItem(r, 5, note)
             for c in (1, 2, 3, 4):
                 self.table.setItem(r, c, QTableWidgetItem("…"))
-        want = self.state.get(QUANTIZE_TYPE)
-        self.select_type(want) or (self.table.rowCount() and self.table.selectRow(0))
+        self.select_type(self.state.get(QUANTIZE_TYPE)) or (self.table.rowCount() and self.table.selectRow(0))
 
     def _set_devices(self, devices) -> None:
         self.devices = list(devices)
         self.device.blockSignals(True)
         self.device.clear()
         for d in self.devices:
-            label = d.label + ("" if d.usable else f" — {d.note}")
-            self.device.addItem(label, d.key)
+            self.device.addItem(d.label + ("" if d.usable else f" — {d.note}"), d.key)
             if not d.usable:
-                item = self.device.model().item(self.device.count() - 1)
-                item.setEnabled(False)
+                self.device.model().item(self.device.count() - 1).setEnabled(False)
         self.device.blockSignals(False)
         self.update_estimates()
 
@@ -220,9 +180,9 @@ class FormatPage(QWidget):
         self.model = entry
         self.plan = None
         self.plan_error = ""
-        self._mix_model()
-        if not self._output_touched:
-            self._default_output()
+        self.unavailable = {}
+        self._mark_unavailable()
+        self._retarget()
         self.update_estimates()
         path = entry.path
         # Reading the headers and laying out every type is the slow part (a worker thread); the estimates that
@@ -235,8 +195,13 @@ class FormatPage(QWidget):
     def _plan_ready(self, path: str, plan) -> None:
         if self.model and self.model.path == path:
             self.plan = plan
-            self._mix_model()
-            self._type_changed()
+            want = self.context()  # the user's last choice; at most what the model was trained on
+            self.options.set_contexts(services.context_choices(plan), min(want, plan.n_ctx_train or want))
+            self.unavailable = {}
+            self.update_estimates()  # notes the types the engine cannot make for this model
+            self._mark_unavailable()
+            self._retarget()
+            self._summary()
 
     def _plan_failed(self, path: str, message: str) -> None:
         if self.model and self.model.path == path:
@@ -249,30 +214,68 @@ class FormatPage(QWidget):
         return self.awq_radio.isChecked()
 
     def uses_mix(self) -> bool:
-        """The run writes the best mix for the panel's size instead of one uniform type."""
+        """The run writes the best mix for the mix panel's size instead of the selected types."""
         return not self.is_awq() and self.mix.isChecked()
 
-    def selected_type(self) -> str | None:
+    def selected_types(self) -> list[str]:
+        """The chosen types in table order: one, several (a queue), or ["AWQ"]."""
         if self.is_awq():
-            return AWQ_TYPE
-        rows = self.table.selectionModel().selectedRows()
-        if not rows:
+            return [AWQ_TYPE]
+        rows = sorted(i.row() for i in self.table.selectionModel().selectedRows())
+        return [self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in rows]
+
+    def selected_type(self) -> str | None:
+        """The type the estimate summary speaks of: the current row (of a queue), or AWQ."""
+        types = self.selected_types()
+        if not types:
             return None
-        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        cur = self.table.currentRow()
+        name = self.table.item(cur, 0).text() if cur >= 0 and self.table.item(cur, 0) else None
+        return name if name in types else types[0]
 
     def select_type(self, name: str) -> bool:
-        if str(name).upper() == AWQ_TYPE:
+        return self.select_types([name])
+
+    def select_types(self, names: list[str]) -> bool:
+        """Select ``names`` (AWQ or GGUF types that can be made); False if any is not offered."""
+        if [str(n).upper() for n in names] == [AWQ_TYPE]:
             self.awq_radio.setChecked(True)
             return True
-        for r in range(self.table.rowCount()):
-            if self.table.item(r, 0).text() == name:
-                self.gguf_radio.setChecked(True)
-                self.table.selectRow(r)
-                return True
-        return False
+        rows = [r for r in range(self.table.rowCount()) if self.table.item(r, 0).text() in names]
+        if len(rows) != len(names) or any(self.table.item(r, 0).text() in self.unavailable for r in rows):
+            return False
+        self.gguf_radio.setChecked(True)
+        self.table.blockSignals(True)
+        self.table.clearSelection()
+        for r in rows:
+            self.table.selectRow(r) if len(rows) == 1 else self.table.selectionModel().select(
+                self.table.model().index(r, 0),
+                self.table.selectionModel().SelectionFlag.Select | self.table.selectionModel().SelectionFlag.Rows)
+        self.table.setCurrentCell(rows[0], 0, self.table.selectionModel().SelectionFlag.NoUpdate)
+        self.table.blockSignals(False)
+        self._type_changed()
+        return True
 
     def context(self) -> int:
-        return int(self.ctx.currentData())
+        return self.options.context()
+
+    def _mark_unavailable(self) -> None:
+        for r in range(self.table.rowCount()):
+            name = self.table.item(r, 0).text()
+            reason = self.unavailable.get(name)
+            for c in range(self.table.columnCount()):
+                it = self.table.item(r, c)
+                flags = it.flags()
+                on = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+                it.setFlags(flags & ~on if reason else flags | on)
+                it.setToolTip(f"{name} cannot be made here: {reason}" if reason else "")
+        if self.unavailable:
+            self.table.blockSignals(True)
+            for r in range(self.table.rowCount()):
+                if self.table.item(r, 0).text() in self.unavailable:
+                    for c in range(self.table.columnCount()):
+                        self.table.item(r, c).setSelected(False)
+            self.table.blockSignals(False)
 
     def _device_changed(self) -> None:
         gpu = self.device.currentData() not in (None, "cpu")
@@ -282,75 +285,43 @@ class FormatPage(QWidget):
         elif not gpu:
             self.gpu_layers.setValue(0)
 
-    def _mix_model(self) -> None:
-        """The mix panel follows the model, its plan and the calibration text it is measured on."""
-        text = self.imatrix_path.text().strip() if self.imatrix_mode.currentData() == "calibration" else ""
-        self.mix.set_model(self.model.path if self.model else None, self.plan, text or None)
-
-    def _mix_changed(self) -> None:
-        if not self._output_touched:
-            self._default_output()
-        self.changed.emit()
+    def _retarget(self) -> None:
+        if self.model is not None:
+            n = 0
+            est = self._estimate("F16") if self.plan is not None else None
+            if isinstance(est, Estimate):
+                n = est.n_params
+            mix = [f"mix-{self.mix.target_bytes() / 1e6:.0f}MB"] if self.uses_mix() else None
+            self.options.set_target(self.model.path, mix or self.selected_types(), n)
 
     def _type_changed(self) -> None:
-        t = self.selected_type()
-        est = self._estimate(t) if t and t != AWQ_TYPE else None
-        self.mix.set_reference(t, est.file_bytes if isinstance(est, Estimate) else None)
-        if t:
-            self.state.put(QUANTIZE_TYPE, t)
-            needs = any(x.name == t and x.needs_imatrix for x in self.types)
+        types = self.selected_types()
+        if types and not self.is_awq():
+            self.state.put(QUANTIZE_TYPE, types[0])
+            needs = any(x.name in types and x.needs_imatrix for x in self.types)
             if needs and self.imatrix_mode.currentData() == "none":
                 self.imatrix_mode.setCurrentIndex(1)
-        if not self._output_touched:
-            self._default_output()
+        self._retarget()
         self.update_estimates()
         self.changed.emit()
 
     def _format_changed(self) -> None:
         self.table.setEnabled(not self.is_awq())
-        self.mix.setEnabled(not self.is_awq())
-        if not self._output_touched:
-            self._default_output()
+        self._retarget()
         self.update_estimates()
         self.changed.emit()
 
-    def _imatrix_mode_changed(self) -> None:
-        mode = self.imatrix_mode.currentData()
-        self.imatrix_path.setEnabled(mode != "none")
-        self.imatrix_path.setPlaceholderText("built-in calibration text" if mode == "calibration" else "imatrix.gguf")
-
-    def _pick_imatrix(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a file")
-        if path:
-            self.imatrix_path.setText(path)
-
-    def _pick_output(self) -> None:
-        if self.is_awq():
-            path = QFileDialog.getExistingDirectory(self, "Save the AWQ model in")
-        else:
-            path, _ = QFileDialog.getSaveFileName(self, "Save the GGUF file as", self.output.text(), "GGUF (*.gguf)")
-        if path:
-            self.output.setText(path)
-            self._output_touched = True
-
-    def _default_output(self) -> None:
-        if self.model is None:
-            return
-        src = pathlib.Path(self.model.path)
-        base = pathlib.Path(self.state.get(QUANTIZE_OUTPUT_DIR) or src.parent)
-        t = self.selected_type() or QUANTIZE_TYPE.default
-        if self.uses_mix():
-            t = f"mix-{self.mix.target_bytes() / 1e6:.0f}MB"
-        name = src.name
-        self.output.setText(str(base / (f"{name}-AWQ" if t == AWQ_TYPE else f"{name}-{t}.gguf")))
+    def _options_changed(self) -> None:
+        self._summary()
+        self.changed.emit()
 
     def _restore_choices(self) -> None:
-        ctx = self.state.get(QUANTIZE_CTX)
-        if ctx in CONTEXTS:
-            self.ctx.setCurrentIndex(CONTEXTS.index(ctx))
         kv = self.state.get(QUANTIZE_KV)
         if kv in KV_TYPES:
             self.kv.setCurrentIndex(KV_TYPES.index(kv))
+        ctx = self.ctx.findData(int(self.state.get(QUANTIZE_CTX)))
+        if ctx >= 0:
+            self.ctx.setCurrentIndex(ctx)
         if self.state.get(QUANTIZE_FORMAT) == services.AWQ:
             self.awq_radio.setChecked(True)
 
@@ -358,8 +329,7 @@ class FormatPage(QWidget):
         self.state.put(QUANTIZE_CTX, self.context())
         self.state.put(QUANTIZE_KV, self.kv.currentText())
         self.state.put(QUANTIZE_FORMAT, services.AWQ if self.is_awq() else services.GGUF)
-        if self.output.text():
-            self.state.put(QUANTIZE_OUTPUT_DIR, str(pathlib.Path(self.output.text()).parent))
+        self.options.save_choices()
 
     # -- estimate ----------------------------------------------------------------------------------
 
@@ -375,9 +345,12 @@ class FormatPage(QWidget):
         colours = fit_colors()
         waiting = self.plan is None and not self.plan_error and self.model is not None
         for r in range(self.table.rowCount()):
-            est = self._estimate(self.table.item(r, 0).text())
+            name = self.table.item(r, 0).text()
+            est = self._estimate(name)
+            if isinstance(est, str) and name in self.sizable:
+                self.unavailable.setdefault(name, est)
             if not isinstance(est, Estimate):
-                for c in (2, 3, 4):
+                for c in (1, 2, 3, 4):
                     self.table.item(r, c).setText("…" if waiting else "—")
                 continue
             self.table.item(r, 1).setText(f"{est.bits_per_weight:.2f}")
@@ -388,21 +361,26 @@ class FormatPage(QWidget):
             item.setText(FIT_TEXT.get(verdict, "—"))
             if verdict in colours:
                 item.setForeground(colours[verdict])
-            item.setToolTip("; ".join(est.fit.problems) if est.fit else "")
-        if self.plan is not None and self.machine is not None:
-            self.mix.set_fitting_budget(services.mix_fitting_budget(
-                self.plan, self.machine, ctx=self.context(), kv_type=self.kv.currentText(),
-                gpu_layers=self.gpu_layers.value()))
+            if self.table.item(r, 0).text() not in self.unavailable:
+                item.setToolTip("; ".join(est.fit.problems) if est.fit else "")
         self._summary()
 
+    def memory_parts(self, est: Estimate) -> list[tuple[str, int]]:
+        """The parts of "memory to run" the summary names; they add up to the total."""
+        run = est.run
+        return [("weights", run.weights_bytes), ("KV cache", run.kv_cache_bytes),
+                ("compute buffers", run.compute_bytes), ("runtime", run.overhead_bytes)]
+
     def _summary(self) -> None:
+        self.mix.follow(self)
+        self.type_status.setText(self._type_status())
         if self.model is None or self.plan is None or self.plan_error:
             self.estimate_label.setText("Choose a model first." if self.model is None else self.plan_error
                                         or "Reading the model's tensors to estimate sizes…")
             return
         t = self.selected_type()
         if t == AWQ_TYPE:
-            c = services.awq_cost(self.plan)
+            c = services.awq_cost(self.plan, group_size=int(self.options.group_size.currentData()))
             self.estimate_label.setText(
                 f"<b>AWQ 4-bit</b>: checkpoint about {human_bytes(c.checkpoint_bytes)}, calibration needs "
                 f"about {human_bytes(c.calibration_peak_ram_bytes)} of RAM")
@@ -412,49 +390,42 @@ class FormatPage(QWidget):
             self.estimate_label.setText(est or "")
             return
         run = est.run
-        parts = [
+        parts = " + ".join(f"{name} {human_bytes(b)}" for name, b in self.memory_parts(est))
+        lines = [
             f"<b>{t}</b>: file {human_bytes(est.file_bytes)} ({est.bits_per_weight:.2f} bits/weight)",
-            f"to run at {self.context():,} tokens: {human_bytes(run.total_bytes)} "
-            f"(KV cache {human_bytes(run.kv_cache_bytes)}"
-            + (f", {human_bytes(run.vram_bytes)} on the GPU" if run.vram_bytes else "") + ")",
+            f"to run at {self.context():,} tokens: <b>{human_bytes(run.total_bytes)}</b> = {parts}"
+            + (f" ({human_bytes(run.vram_bytes)} on the GPU)" if run.vram_bytes else ""),
         ]
         if est.fit is not None:
-            parts.append(f"this machine: <b>{FIT_TEXT[est.fit.verdict]}</b>")
+            fit = f"this machine: <b>{FIT_TEXT[est.fit.verdict]}</b>"
             if est.fit.suggestion_text:
-                parts.append(f"suggestion: {est.fit.suggestion_text}")
-        self.estimate_label.setText(" · ".join(parts))
+                fit += f" · suggestion: {est.fit.suggestion_text}"
+            lines.append(fit)
+        self.estimate_label.setText("<br>".join(lines))
+
+    def _type_status(self) -> str:
+        out = []
+        types = self.selected_types()
+        if len(types) > 1:
+            out.append(f"{len(types)} types queued ({', '.join(types)}): the model is converted once, "
+                       "then each type is made in turn.")
+        if (reason := self.blocker()) is not None:
+            out.append(reason)
+        for name, reason in self.unavailable.items():
+            out.append(f"{name} cannot be made here: {reason}")
+        return "\n".join(out)
+
+    def blocker(self) -> str | None:
+        """Why the chosen types cannot run with these settings, or None."""
+        return blocker(self)
 
     # -- the command -------------------------------------------------------------------------------
 
     def command(self) -> list[str] | None:
-        """The engine command for the current choices, or None (with a message) when incomplete."""
-        self.banner.clear()
-        if self.model is None:
-            self.banner.show_message("Choose a model first.")
-            return None
-        t = self.selected_type()
-        if not t:
-            self.banner.show_message("Choose a quantization type.")
-            return None
-        out = self.output.text().strip()
-        if not out:
-            self.banner.show_message("Choose where to save the result.")
-            return None
-        args = [self.model.path, "--type", t, "--out", out, "--threads", str(self.threads.value())]
-        mode = self.imatrix_mode.currentData()
-        path = self.imatrix_path.text().strip()
-        if self.uses_mix():  # measured on calibration text: the given one, else Nibble's own
-            args[1:3] = self.mix.args()
-            return engine_argv("quantize", *args, *(["--calibration", path] if path and mode == "calibration" else []))
-        if t == AWQ_TYPE:  # AWQ always calibrates: on the given text, else on Nibble's own
-            if path and mode == "calibration":
-                args += ["--calibration", path]
-            return engine_argv("quantize", *args)
-        if mode == "imatrix":
-            if not path:
-                self.banner.show_message("Choose the imatrix file, or pick another importance matrix source.")
-                return None
-            args += ["--imatrix", path]
-        elif mode == "calibration":
-            args += ["--calibration", path or "default"]
-        return engine_argv("quantize", *args)
+        """The engine command for the current choices, or None (with a message in place) when it cannot run."""
+        return build_command(self)
+
+    def check_outputs(self) -> list[str] | None:
+        """The engine's checks of the output, shown here before anything starts: None (with the message) when
+        it cannot be written, else the existing outputs it would replace."""
+        return check_outputs(self)

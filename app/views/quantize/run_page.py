@@ -5,19 +5,26 @@ from __future__ import annotations
 import pathlib
 import time
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.jobs import ProcessJob, format_seconds
 from app.services import QuantizeOutcome
+from app.views.quantize.options import FIELD_LABELS
 from app.widgets import Banner
 
 STAGE_NAMES = {"convert": "Converting", "imatrix": "Importance matrix", "quantize": "Quantizing",
                "calibrate": "Calibrating", "awq": "AWQ"}
-# The settings an engine error can name (engine.core.errors.SETTINGS), as the format page labels them.
-FIELD_LABELS = {"quant type": "Type", "output path": "Save to", "calibration text": "Importance matrix file",
-                "importance matrix": "Importance matrix", "context length": "Context",
-                "KV cache type": "KV cache type", "GPU layers": "GPU layers", "device": "Device"}
 
 
 class RunPage(QWidget):
@@ -30,10 +37,20 @@ class RunPage(QWidget):
         self.job: ProcessJob | None = None
         self.outcome = ""  # "", "running", "done", "failed" or "cancelled"
         self.started = 0.0
+        self.subject = ""  # what is being made, e.g. "demo to Q4_K_M"
         lay = QVBoxLayout(self)
         self.title = QLabel()
         self.title.setWordWrap(True)
         lay.addWidget(self.title)
+        crow = QHBoxLayout()
+        crow.addWidget(QLabel("Command:"))
+        self.command = QLineEdit(readOnly=True)
+        self.command.setToolTip("The same job from a terminal")
+        self.copy_btn = QPushButton("Copy")
+        crow.addWidget(self.command, 1)
+        crow.addWidget(self.copy_btn)
+        lay.addLayout(crow)
+        self.copy_btn.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.text()))
         self.bar = QProgressBar()
         self.bar.setRange(0, 0)
         lay.addWidget(self.bar)
@@ -45,7 +62,9 @@ class RunPage(QWidget):
         lay.addLayout(row)
         self.log = QPlainTextEdit(readOnly=True)
         self.log.setMaximumBlockCount(5000)
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)  # long lines scroll sideways
+        self.log.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         lay.addWidget(self.log, 1)
         self.banner = Banner()
         lay.addWidget(self.banner)
@@ -57,10 +76,17 @@ class RunPage(QWidget):
         lay.addLayout(brow)
         self.cancel_btn.clicked.connect(self.cancel)
 
-    def start(self, argv: list[str], title: str) -> ProcessJob:
-        self.title.setText(title)
+    def start(self, argv: list[str], subject: str, command: str) -> ProcessJob:
+        """Run the engine command ``argv``; ``subject`` says what it makes, ``command`` is the ``nibble``
+        command a user can copy that does the same."""
+        self.subject = subject
+        self.title.setText(f"Quantizing {subject}…")
+        self.command.setText(command)
+        self.command.setCursorPosition(0)
         self.banner.clear()
         self.log.clear()
+        self.bar.reset()  # nothing left of the last job's count
+        self.bar.setFormat("")
         self.bar.setRange(0, 0)
         self.status.setText("Starting…")
         self.eta.clear()
@@ -71,12 +97,15 @@ class RunPage(QWidget):
         if "--out" in argv:
             out = pathlib.Path(argv[argv.index("--out") + 1])
             # the engine's temporaries are ".NAME.TAG.PID.tmp" next to the output
-            self.job.leftovers = lambda pid: list(out.parent.glob(f".{out.name}.*.{pid}.tmp"))
+            folder = out if "," in argv[argv.index("--type") + 1] else out.parent  # a queue writes into --out
+            self.job.leftovers = lambda pid: list(folder.glob(f".*.{pid}.tmp"))
         self.job.progress.connect(self._progress)
+        self.job.item.connect(self._item)
         self.job.log.connect(self.log.appendPlainText)
         self.job.succeeded.connect(self._succeeded)
         self.job.failed.connect(self._failed)
         self.job.cancelled.connect(self._cancelled)
+        self.job.shown_command = command
         self.job.start()
         return self.job
 
@@ -86,10 +115,19 @@ class RunPage(QWidget):
     def cancel(self) -> None:
         if self.job is not None:
             self.cancel_btn.setEnabled(False)
+            self.title.setText(f"Cancelling {self.subject}…")
             self.status.setText("Cancelling…")
+            self.eta.clear()
             self.job.cancel()
 
+    def _item(self, n: int, of: int, type_name: str) -> None:
+        """A queue moved on to its n-th type."""
+        if self.outcome == "running" and self.cancel_btn.isEnabled():
+            self.title.setText(f"Quantizing {self.subject}… {n} of {of}: {type_name}")
+
     def _progress(self, done: int, total: int, message: str, eta: float) -> None:
+        if not self.cancel_btn.isEnabled():  # cancelling: the last figures would only freeze there
+            return
         if total > 0:
             self.bar.setRange(0, total)
             self.bar.setValue(done)
@@ -113,7 +151,7 @@ class RunPage(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("")
         self.eta.clear()
-        self.title.setText(self.title.text().removesuffix("…") + f": {outcome}.")
+        self.title.setText(f"{self.subject}: {outcome}.")
         self.status.setText(status)
         self.outcome = outcome
 
@@ -128,5 +166,9 @@ class RunPage(QWidget):
         self.failed.emit(message)
 
     def _cancelled(self) -> None:
-        self._stopped("cancelled", "Cancelled; nothing was written.")
+        item = self.job.current_item if self.job else None
+        done = item[0] - 1 if item else 0
+        kept = f" {done} output{' finished before the cancel and stays' if done == 1 else 's finished before the cancel and stay'}." \
+            if done else ""
+        self._stopped("cancelled", "Cancelled; nothing half-written was kept." + kept)
         self.cancelled.emit()

@@ -91,6 +91,20 @@ class SizeTargetPanel(QGroupBox):
         self._fit = budget
         self._buttons()
 
+    def follow(self, page) -> None:
+        """Take the format page's model, plan, calibration text, selected type and machine; arithmetic only,
+        so the page calls it on every change."""
+        text = page.options.cal_path.text().strip() if page.imatrix_mode.currentData() == "calibration" else ""
+        self.set_model(page.model.path if page.model else None, page.plan, text or None)
+        t = page.selected_type()
+        est = page._estimate(t) if t and not page.is_awq() else None
+        self.set_reference(t, est.file_bytes if isinstance(est, services.Estimate) else None)
+        if page.plan is not None and page.machine is not None:
+            self.set_fitting_budget(services.mix_fitting_budget(
+                page.plan, page.machine, ctx=page.context(), kv_type=page.kv.currentText(),
+                gpu_layers=page.gpu_layers.value()))
+        self.setEnabled(not page.is_awq())
+
     # -- what the run takes --------------------------------------------------------------------------
 
     def target_bytes(self) -> int:
