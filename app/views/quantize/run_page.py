@@ -97,7 +97,8 @@ class RunPage(QWidget):
         if "--out" in argv:
             out = pathlib.Path(argv[argv.index("--out") + 1])
             # the engine's temporaries are ".NAME.TAG.PID.tmp" next to the output
-            folder = out if "," in argv[argv.index("--type") + 1] else out.parent  # a queue writes into --out
+            queue = "--type" in argv and "," in argv[argv.index("--type") + 1]  # a queue writes into --out
+            folder = out if queue else out.parent
             self.job.leftovers = lambda pid: list(folder.glob(f".*.{pid}.tmp"))
         self.job.progress.connect(self._progress)
         self.job.item.connect(self._item)
