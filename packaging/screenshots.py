@@ -37,11 +37,56 @@ def settle(app, seconds=0.3) -> None:
         time.sleep(0.01)
 
 
+def compare_shots(app, win, model: pathlib.Path, quantized: str | None, grab) -> None:
+    """Compare: one prompt with the heat strip and the eval; a task set and one of its differing answers;
+    the context sweep with the memory per KV cache type; speed like with like."""
+    cmp_view = win.views["Compare"]
+    win.show_view("Compare")
+    if quantized:
+        cmp_view.open_payload({"original": str(model), "quantized": quantized})
+    cmp_view.prompt.setPlainText("What is the capital of France?")
+    cmp_view.run_compare()
+    wait_until(app, lambda: cmp_view.job is None, 300)
+    if cmp_view.eval_btn.isEnabled():
+        cmp_view.eval_chunks.setValue(8)
+        cmp_view.run_eval()
+        wait_until(app, lambda: not cmp_view.is_busy(), 600)
+    grab("compare")
+    if not quantized:
+        return
+    win.resize(1280, 960)  # room for the plots and tables below the answers
+    tasks = cmp_view.tasks
+    cmp_view.show_panel(tasks)
+    tasks.questions.setValue(20)
+    tasks.run()
+    wait_until(app, lambda: tasks.job is None, 600)
+    grab("compare-tasks")
+    if tasks.differing.count():
+        tasks.differing.itemClicked.emit(tasks.differing.item(0))
+    grab("compare-heat")
+    ctx = cmp_view.context
+    cmp_view.show_panel(ctx)
+    wait_until(app, lambda: ctx.plan is not None, 120)
+    for n, box in ctx.length_boxes.items():
+        box.setChecked(n <= 512)
+    ctx.windows.setValue(2)
+    ctx.run()
+    wait_until(app, lambda: ctx.job is None, 600)
+    grab("compare-context")
+    speed = cmp_view.speed
+    cmp_view.show_panel(speed)
+    speed.run()
+    wait_until(app, lambda: speed.job is None, 600)
+    grab("compare-speed")
+    win.resize(1280, 720)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the demo model)")
     ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--quantized", help="a GGUF made from --model: skip Quantize and Chat, take the Compare shots only")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,6 +114,13 @@ def main() -> int:
         path = out / f"{name}.png"
         win.grab().save(str(path))
         shots.append(path)
+
+    if args.quantized:
+        compare_shots(app, win, model, args.quantized, grab)
+        for s in shots:
+            print(s)
+        win.close()
+        return 0
 
     # Quantize: model, format and type, run, done
     wiz = win.views["Quantize"]
@@ -109,19 +161,7 @@ def main() -> int:
     wait_until(app, lambda: not chat.is_busy(), 120)
     grab("chat")
 
-    # Compare original and quantized
-    cmp_view = win.views["Compare"]
-    win.show_view("Compare")
-    if quantized:
-        cmp_view.open_payload({"original": str(model), "quantized": quantized})
-    cmp_view.prompt.setPlainText("What is the capital of France?")
-    cmp_view.run_compare()
-    wait_until(app, lambda: cmp_view.job is None, 300)
-    if cmp_view.eval_btn.isEnabled():
-        cmp_view.eval_chunks.setValue(8)
-        cmp_view.run_eval()
-        wait_until(app, lambda: not cmp_view.is_busy(), 600)
-    grab("compare")
+    compare_shots(app, win, model, quantized, grab)
 
     # Analysis of one tensor
     an = win.views["Analysis"]

@@ -105,7 +105,7 @@ def test_context_sweep_plots_and_memory_per_kv_type(qtbot, window, tiny_model, t
 
     view = window.views["Compare"]
     view.open_payload({"original": str(tiny_model), "quantized": str(tiny_q2)})
-    view.tabs.setCurrentWidget(view.context)
+    view.show_panel(view.context)
     panel = view.context
     qtbot.waitUntil(lambda: panel.plan is not None, timeout=60000)
     plan = load_plan(str(tiny_q2))
@@ -137,10 +137,11 @@ def test_context_sweep_plots_and_memory_per_kv_type(qtbot, window, tiny_model, t
     assert qtype == "Q2_K"
     for row, r in enumerate(results):
         est = estimate(plan, qtype, ctx=128, kv_type=r.kv_type).run
-        cells = [panel.memory.item(row, c).text() for c in range(5)]
-        assert cells[:4] == [human_bytes(est.total_bytes), human_bytes(est.weights_bytes),
-                             human_bytes(est.kv_cache_bytes), human_bytes(est.compute_bytes)]
-        assert cells[4].startswith(format_kld(lines[f"KV cache {r.kv_type}"].getOriginalDataset()[1][-1]))
+        cells = [panel.memory.item(row, c).text() for c in range(6)]
+        assert cells[:5] == [human_bytes(est.total_bytes), human_bytes(est.weights_bytes),
+                             human_bytes(est.kv_cache_bytes), human_bytes(est.compute_bytes),
+                             human_bytes(est.overhead_bytes)]
+        assert cells[5].startswith(format_kld(lines[f"KV cache {r.kv_type}"].getOriginalDataset()[1][-1]))
     assert panel.memory.item(2, 2).text() != panel.memory.item(0, 2).text()  # a q4_0 cache is smaller
 
     # exports carry both models' names, and never overwrite

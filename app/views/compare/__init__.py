@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -114,7 +115,7 @@ class CompareView(View):
         lay.addLayout(row)
         self.banner = Banner()
         lay.addWidget(self.banner)
-        split = QSplitter(Qt.Orientation.Vertical)
+        split = self.split = QSplitter(Qt.Orientation.Vertical)
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -130,6 +131,8 @@ class CompareView(View):
         split.addWidget(top)
         self.tabs = QTabWidget()
         split.addWidget(self.tabs)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
         lay.addWidget(split, 1)
 
         ebox = QGroupBox("Full evaluation on the default text")
@@ -156,9 +159,13 @@ class CompareView(View):
         self.context = ContextPanel(self._paths, self.banner)
         self.tasks = TaskSetPanel(self._paths, self.banner)
         self.speed = SpeedPanel(self._paths, self.banner)
-        self.tabs.addTab(self.context, "Context and KV cache")
-        self.tabs.addTab(self.tasks, "Task set")
-        self.tabs.addTab(self.speed, "Speed and memory")
+        for panel, title in ((self.context, "Context and KV cache"), (self.tasks, "Task set"),
+                             (self.speed, "Speed and memory")):
+            scroll = QScrollArea()  # scrolls, rather than squeezes, where the window is short
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
         self.tasks.open_answer.connect(self.show_answer)
 
         self.run_btn.clicked.connect(self.run_compare)
@@ -251,6 +258,13 @@ class CompareView(View):
                 self.banner.show_message("Pick an original and a quantized model.")
             return None
         return o.path, q.path
+
+    def show_panel(self, panel: QWidget) -> None:
+        """Bring the tab holding ``panel`` (self.context, self.tasks, self.speed) to the front."""
+        for i in range(self.tabs.count()):
+            page = self.tabs.widget(i)
+            if page is panel or (isinstance(page, QScrollArea) and page.widget() is panel):
+                self.tabs.setCurrentIndex(i)
 
     # -- side by side ------------------------------------------------------------------------------
 

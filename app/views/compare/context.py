@@ -5,12 +5,13 @@ with that cache."""
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
+    QCheckBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -85,17 +86,21 @@ class ContextPanel(QWidget):
             p.addLegend()
             p.showGrid(x=True, y=True, alpha=0.3)
             p.setBackground(plot_colors()["background"])
+            p.setMinimumHeight(200)
             plots.addWidget(p)
         lay.addLayout(plots, 1)
         self.memory_label = QLabel()
         lay.addWidget(self.memory_label)
-        self.memory = QTableWidget(len(KV_CACHE_TYPES), 5)
+        self.memory = QTableWidget(len(KV_CACHE_TYPES), 6)
         self.memory.setHorizontalHeaderLabels(["Memory to run", "Weights", "KV cache", "Compute buffers",
-                                               "Measured KLD (mean)"])
+                                               "Runtime overhead", "Measured KLD (mean)"])
         self.memory.setVerticalHeaderLabels([f"KV cache {k}" for k in KV_CACHE_TYPES])
         self.memory.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.memory.horizontalHeader().setStretchLastSection(True)
-        self.memory.setMaximumHeight(130)
+        self.memory.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.memory.verticalHeader().setDefaultSectionSize(22)
+        self.memory.setFixedHeight(4 * 22 + 8)
+        self.memory.setToolTip("Memory to run: the engine's estimate (weights, KV cache, compute buffers and the "
+                               "runtime's own overhead); measured KLD: the context sweep at the longest length")
         lay.addWidget(self.memory)
 
         self.run_btn.clicked.connect(self.run)
@@ -168,11 +173,11 @@ class ContextPanel(QWidget):
         for row, kv in enumerate(KV_CACHE_TYPES):
             est = services.estimate_or_error(self.plan, self.qtype, ctx=ctx, kv_type=kv)
             if isinstance(est, str):
-                cells = [est, "", "", ""]
+                cells = [est, "", "", "", ""]
             else:
                 r = est.run
                 cells = [human_bytes(r.total_bytes), human_bytes(r.weights_bytes), human_bytes(r.kv_cache_bytes),
-                         human_bytes(r.compute_bytes)]
+                         human_bytes(r.compute_bytes), human_bytes(r.overhead_bytes)]
             m = measured.get(kv)
             cells.append(f"{format_kld(m.kld_mean)} (same top token {100 * m.top1_agreement:.1f} %)" if m else "—")
             for col, text in enumerate(cells):
@@ -224,6 +229,8 @@ class ContextPanel(QWidget):
     def _one_done(self, r) -> None:
         self.results.append(r)
         pen = pg.mkPen(KV_PENS.get(r.kv_type, (120, 120, 120)), width=2)
+        ticks = [(math.log10(n), f"{n:,}") for n in r.lengths]
+        self.length_plot.getAxis("bottom").setTicks([ticks, []])
         self.length_plot.plot([p.ctx for p in r.points], [p.kld_mean for p in r.points], pen=pen, symbol="o",
                               symbolBrush=pen.color(), name=f"KV cache {r.kv_type}")
         self.position_plot.plot([(b.start + b.end) / 2 for b in r.positions], [b.kld_mean for b in r.positions],

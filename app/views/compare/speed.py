@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from app import services
@@ -44,7 +44,7 @@ class SpeedPanel(QWidget):
         self.table.setHorizontalHeaderLabels(["Original", "Quantized"])
         self.table.setVerticalHeaderLabels(list(ROWS))
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         lay.addWidget(self.table, 1)
         self.note = QLabel(EXACTNESS)
         self.note.setWordWrap(True)
@@ -99,7 +99,7 @@ class SpeedPanel(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 item.setToolTip(side.model)
                 self.table.setItem(row, col, item)
-        self.note.setText(f"{r.note} {EXACTNESS}")
+        self.note.setText(r.note if "transformers" in r.note else f"{r.note} {EXACTNESS}")
         self.status.setText("Done.")
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
