@@ -63,6 +63,8 @@ def compare_shots(app, win, model: pathlib.Path, quantized: str | None, grab) ->
     grab("compare-tasks")
     if tasks.differing.count():
         tasks.differing.itemClicked.emit(tasks.differing.item(0))
+    elif tasks.result is not None and tasks.result.items:  # all alike: the answer the quantized model doubted most
+        cmp_view.show_answer(max(tasks.result.items, key=lambda a: max(a.kld_per_token, default=0.0)))
     grab("compare-heat")
     ctx = cmp_view.context
     cmp_view.show_panel(ctx)

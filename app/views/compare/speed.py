@@ -12,7 +12,7 @@ from app import services
 from app.jobs import run_in_thread
 from app.services import human_bytes
 
-ROWS = ("Runtime", "Prompt processing", "Generation", "Time to first token", "Peak memory (RSS)")
+ROWS = ("Runtime", "Prompt processing", "Generation", "Time to first token", "Peak memory (whole process)")
 EXACTNESS = ("Answers, logits and KL divergence elsewhere in Compare still come from transformers in float32, "
              "where exactness matters; only these speed and memory figures use the unquantized GGUF.")
 
@@ -43,6 +43,9 @@ class SpeedPanel(QWidget):
         self.table = QTableWidget(len(ROWS), 2)
         self.table.setHorizontalHeaderLabels(["Original", "Quantized"])
         self.table.setVerticalHeaderLabels(list(ROWS))
+        self.table.verticalHeaderItem(len(ROWS) - 1).setToolTip(
+            "The measuring process's peak resident memory: the model, its KV cache and the runtime's own libraries "
+            "(which dominate for a very small model)")
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         lay.addWidget(self.table, 1)
