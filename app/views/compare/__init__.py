@@ -28,7 +28,15 @@ from PySide6.QtWidgets import (
 
 from app import services
 from app.jobs import ProcessJob, engine_argv, run_in_thread
-from app.services import AWQ, GGUF, ORIGINAL, CompareOutcome, EvalFigures, format_kld, human_bytes
+from app.services import (
+    AWQ,
+    GGUF,
+    ORIGINAL,
+    CompareOutcome,
+    EvalFigures,
+    format_kld,
+    human_bytes,
+)
 from app.settings import COMPARE_MAX_TOKENS, COMPARE_PROMPT
 from app.state import AppState, ModelEntry, kind_of, same_path
 from app.style import plot_colors

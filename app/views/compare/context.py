@@ -11,8 +11,18 @@ import pathlib
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
-    QTableWidgetItem, QVBoxLayout, QWidget,
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app import services
@@ -41,6 +51,7 @@ class ContextPanel(QWidget):
         super().__init__(parent)
         self.paths, self.banner = paths, banner
         self.job = self.plan_job = None
+        self._gen = 0  # bumped by reset()
         self.plan = None
         self.qtype = ""
         self.results: list = []
@@ -111,6 +122,7 @@ class ContextPanel(QWidget):
 
     def reset(self) -> None:
         """A new pair: forget the figures, read the quantized model's header (lengths, estimate) anew."""
+        self._gen += 1  # results of a job for an earlier pair are dropped
         for job in (self.job, self.plan_job):
             if job is not None:
                 job.cancel()
@@ -204,10 +216,16 @@ class ContextPanel(QWidget):
         self.position_plot.clear()
         self.progress.setRange(0, 0)
         self.run_btn.setText("Cancel")
+        gen = self._gen
+
+        def current(fn):
+            return lambda *a: fn(*a) if gen == self._gen else None
+
         self.job = run_in_thread(
             services.run_kv_sweeps, paths[0], paths[1], lengths, kv_types, max_windows=self.windows.value() or None,
-            pass_reporter=True, on_item=self._one_done, on_result=self._all_done, on_error=self._error,
-            on_progress=self._progress, on_end=self._ended, on_cancelled=lambda: self.status.setText("Cancelled."),
+            pass_reporter=True, on_item=current(self._one_done), on_result=current(self._all_done),
+            on_error=current(self._error), on_progress=current(self._progress), on_end=self._ended,
+            on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 
     def _progress(self, done: int, total: int, message: str) -> None:
@@ -253,7 +271,7 @@ class ContextPanel(QWidget):
 
     def export_figures(self, folder: str | None = None) -> list[pathlib.Path]:
         """Both plots as PNGs in ``folder``, named for the two models; a name already taken gets a number."""
-        import pyqtgraph.exporters as exporters
+        from pyqtgraph import exporters
 
         folder = folder or QFileDialog.getExistingDirectory(self, "Export figures to")
         if not folder:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app import services
@@ -30,6 +38,7 @@ class SpeedPanel(QWidget):
         super().__init__(parent)
         self.paths, self.banner = paths, banner
         self.job = None
+        self._gen = 0  # bumped by reset()
         self.result = None
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
@@ -55,6 +64,7 @@ class SpeedPanel(QWidget):
         self.run_btn.clicked.connect(self.run)
 
     def reset(self) -> None:
+        self._gen += 1  # results of a job for an earlier pair are dropped
         if self.job is not None:
             self.job.cancel()
         self.result = None
@@ -75,9 +85,14 @@ class SpeedPanel(QWidget):
         self.reset()
         self.progress.setRange(0, 0)
         self.run_btn.setText("Cancel")
+        gen = self._gen
+
+        def current(fn):
+            return lambda *a: fn(*a) if gen == self._gen else None
+
         self.job = run_in_thread(
-            services.compare_speed, paths[0], paths[1], pass_reporter=True, on_result=self.show_result,
-            on_error=self.banner.show_message, on_end=self._ended, on_progress=self._progress,
+            services.compare_speed, paths[0], paths[1], pass_reporter=True, on_result=current(self.show_result),
+            on_error=current(self.banner.show_message), on_end=self._ended, on_progress=current(self._progress),
             on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 

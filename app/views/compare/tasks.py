@@ -6,8 +6,20 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
-    QRadioButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app import services
@@ -27,6 +39,7 @@ class TaskSetPanel(QWidget):
         super().__init__(parent)
         self.paths, self.banner = paths, banner
         self.job = None
+        self._gen = 0  # bumped by reset()
         self.result = None
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
@@ -80,6 +93,7 @@ class TaskSetPanel(QWidget):
             self.use_file.setChecked(True)
 
     def reset(self) -> None:
+        self._gen += 1  # results of a job for an earlier pair are dropped
         if self.job is not None:
             self.job.cancel()
         self.result = None
@@ -105,10 +119,15 @@ class TaskSetPanel(QWidget):
         self.progress.setRange(0, 0)
         self.status.setText("Loading both models…")
         self.run_btn.setText("Cancel")
+        gen = self._gen
+
+        def current(fn):
+            return lambda *a: fn(*a) if gen == self._gen else None
+
         self.job = run_in_thread(
             services.run_task_set, paths[0], paths[1], tasks_file=tasks_file, questions=self.questions.value(),
-            pass_reporter=True, on_result=self.show_result, on_error=self._error, on_end=self._ended,
-            on_progress=self._progress, on_cancelled=lambda: self.status.setText("Cancelled."),
+            pass_reporter=True, on_result=current(self.show_result), on_error=current(self._error), on_end=self._ended,
+            on_progress=current(self._progress), on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 
     def _progress(self, done: int, total: int, message: str) -> None:
@@ -141,7 +160,7 @@ class TaskSetPanel(QWidget):
         self.table.resizeColumnsToContents()
         self.differing.clear()
         for a in r.differing:
-            mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
+            mark = lambda ok: "✓" if ok else "✗"
             it = QListWidgetItem(f"{mark(a.correct_a)}{mark(a.correct_b)}  {a.prompt}  →  "
                                  f"{a.reply_a[:40]!r} vs {a.reply_b[:40]!r}")
             it.setToolTip(f"Expected: {a.answer}\nOriginal: {a.reply_a}\nQuantized: {a.reply_b}\n"
