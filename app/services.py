@@ -421,6 +421,7 @@ class CompareOutcome:
     kld_max: float
     top1_agreement: float
     prompt_tokens: int
+    kld_per_token: tuple[float, ...] = ()  # along the original's answer, one a token (the heat strip)
 
 
 def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temperature: float,
@@ -455,7 +456,7 @@ def compare(original: str, quantized: str, prompt: str, *, max_tokens: int, temp
             sides.append(CompareSide(token_pieces(rt, list(ids)), list(ids), tps, *rt.memory_bytes()))
         reporter.progress(3, 3, "Done.")
         return CompareOutcome(sides[0], sides[1], res.first_divergence, res.kld_mean, res.kld_max,
-                              res.top1_agreement, res.prompt_tokens)
+                              res.top1_agreement, res.prompt_tokens, tuple(res.kld_per_token))
     finally:
         for rt in opened:
             close_model(rt)
@@ -550,3 +551,32 @@ def compare_speed(original: str, quantized: str, reporter):
     from engine.pipelines.speed import compare_speed as run
 
     return run(original, quantized, reporter=reporter)
+
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the KV cache types the Compare view measures and estimates
+
+
+def gguf_type(path: str) -> str:
+    """The file type of a GGUF (Q4_K_M, BF16, ...), as llama.cpp reports it."""
+    from engine.pipelines.speed import gguf_precision
+
+    return gguf_precision(pathlib.Path(path))
+
+
+def sweep_plan(quantized: str) -> tuple[ModelPlan, str]:
+    """The quantized GGUF's plan (for its trained context and the memory estimate) and its file type.
+    Reads headers only; call it off the UI thread."""
+    return load_plan(quantized), gguf_type(quantized)
+
+
+def run_kv_sweeps(original: str, quantized: str, lengths: list[int], kv_types: list[str], reporter,
+                  max_windows: int | None = None) -> list:
+    """:func:`run_context_sweep` once per KV cache type of the quantized model, each result handed to
+    ``reporter.emit`` as it is done; the list of them."""
+    out = []
+    for n, kv in enumerate(kv_types, 1):
+        reporter.check_cancel()
+        reporter.progress(0, 1, f"KV cache {kv} ({n}/{len(kv_types)})")
+        out.append(run_context_sweep(original, quantized, lengths, reporter, kv_type=kv, max_windows=max_windows))
+        reporter.emit(out[-1])
+    return out

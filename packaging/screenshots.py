@@ -62,6 +62,52 @@ def chat_shot(app, win, gguf: str, grab) -> None:
     grab("chat")
 
 
+def compare_shots(app, win, model: pathlib.Path, quantized: str | None, grab) -> None:
+    """Compare: one prompt with the heat strip and the eval; a task set and one of its differing answers;
+    the context sweep with the memory per KV cache type; speed like with like."""
+    cmp_view = win.views["Compare"]
+    win.show_view("Compare")
+    if quantized:
+        cmp_view.open_payload({"original": str(model), "quantized": quantized})
+    cmp_view.prompt.setPlainText("What is the capital of France?")
+    cmp_view.run_compare()
+    wait_until(app, lambda: cmp_view.job is None, 300)
+    if cmp_view.eval_btn.isEnabled():
+        cmp_view.eval_chunks.setValue(8)
+        cmp_view.run_eval()
+        wait_until(app, lambda: not cmp_view.is_busy(), 600)
+    grab("compare")
+    if not quantized:
+        return
+    win.resize(1280, 960)  # room for the plots and tables below the answers
+    tasks = cmp_view.tasks
+    cmp_view.show_panel(tasks)
+    tasks.questions.setValue(20)
+    tasks.run()
+    wait_until(app, lambda: tasks.job is None, 600)
+    grab("compare-tasks")
+    if tasks.differing.count():
+        tasks.differing.itemClicked.emit(tasks.differing.item(0))
+    elif tasks.result is not None and tasks.result.items:  # all alike: the answer the quantized model doubted most
+        cmp_view.show_answer(max(tasks.result.items, key=lambda a: max(a.kld_per_token, default=0.0)))
+    grab("compare-heat")
+    ctx = cmp_view.context
+    cmp_view.show_panel(ctx)
+    wait_until(app, lambda: ctx.plan is not None, 120)
+    for n, box in ctx.length_boxes.items():
+        box.setChecked(n <= 512)
+    ctx.windows.setValue(2)
+    ctx.run()
+    wait_until(app, lambda: ctx.job is None, 600)
+    grab("compare-context")
+    speed = cmp_view.speed
+    cmp_view.show_panel(speed)
+    speed.run()
+    wait_until(app, lambda: speed.job is None, 600)
+    grab("compare-speed")
+    win.resize(1280, 720)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the demo model)")
@@ -70,6 +116,7 @@ def main() -> int:
     ap.add_argument("--size", default="1280x720", help="window size, WIDTHxHEIGHT")
     ap.add_argument("--appearance", choices=("system", "light", "dark"), default="system")
     ap.add_argument("--only", choices=("chat",), help="take only this view's shot")
+    ap.add_argument("--quantized", help="a GGUF made from --model: skip Quantize and Chat, take the Compare shots only")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     suffix = "".join(f"-{v}" for v in (args.size if args.size != "1280x720" else "",
@@ -102,12 +149,15 @@ def main() -> int:
         win.grab().save(str(path))
         shots.append(path)
 
-    if args.only == "chat":
-        from engine.gguf.quantize import quantize
+    if args.only == "chat" or args.quantized:
+        if args.only == "chat":
+            from engine.gguf.quantize import quantize
 
-        gguf = work / f"{model.name}-Q8_0.gguf"
-        quantize(model, "Q8_0", gguf)
-        chat_shot(app, win, str(gguf), grab)
+            gguf = work / f"{model.name}-Q8_0.gguf"
+            quantize(model, "Q8_0", gguf)
+            chat_shot(app, win, str(gguf), grab)
+        else:
+            compare_shots(app, win, model, args.quantized, grab)
         for s in shots:
             print(s)
         win.close()
@@ -126,6 +176,13 @@ def main() -> int:
     wait_until(app, lambda: bool(page.devices), 60)
     page.output.setText(str(work / f"{model.name}-{args.type}.gguf"))
     grab("quantize-2-type")
+    # the best mix for the selected type's size, predicted before anything is written
+    page.mix.setChecked(True)
+    page.mix.use_reference_size()
+    page.mix.start_preview()
+    wait_until(app, lambda: page.mix.preview is not None, 600)
+    grab("quantize-2-mix")
+    page.mix.setChecked(False)
     # several types at once (a queue), and AWQ with its calibration fields
     page.select_types(["Q8_0", args.type])
     grab("quantize-2-queue")
@@ -150,19 +207,7 @@ def main() -> int:
     if quantized:
         chat_shot(app, win, quantized, grab)
 
-    # Compare original and quantized
-    cmp_view = win.views["Compare"]
-    win.show_view("Compare")
-    if quantized:
-        cmp_view.open_payload({"original": str(model), "quantized": quantized})
-    cmp_view.prompt.setPlainText("What is the capital of France?")
-    cmp_view.run_compare()
-    wait_until(app, lambda: cmp_view.job is None, 300)
-    if cmp_view.eval_btn.isEnabled():
-        cmp_view.eval_chunks.setValue(8)
-        cmp_view.run_eval()
-        wait_until(app, lambda: not cmp_view.is_busy(), 600)
-    grab("compare")
+    compare_shots(app, win, model, quantized, grab)
 
     # Analysis of one tensor
     an = win.views["Analysis"]

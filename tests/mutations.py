@@ -125,7 +125,7 @@ MUTATIONS = [
              "reporter.progress(i + 1, len(todo), name)", "reporter.progress(i, len(todo), name)",
              ("tests/test_eval_runtime.py::test_stats_histograms_and_errors_equal_numpy",)),
     Mutation("compare-highlights-next-token", "Compare highlights the token after the first divergence",
-             "app/views/compare.py", "if diverge_at is not None and i == diverge_at:",
+             "app/views/compare/__init__.py", "if diverge_at is not None and i == diverge_at:",
              "if diverge_at is not None and i == diverge_at + 1:",
              ("tests/test_app_compare.py::test_side_by_side_marks_the_divergence",)),
     Mutation("eval-label-shows-median", "the KLD label shows the median where it says 99th percentile",

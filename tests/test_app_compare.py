@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtGui import QTextCursor
 
 from engine.analysis.evaluate import evaluate
-from engine.core.units import human_bytes
+from engine.core.units import format_kld, human_bytes
 
 
 def _highlighted_text(browser) -> str:
@@ -62,9 +62,42 @@ def test_side_by_side_marks_the_divergence(qtbot, window, tiny_model, tiny_q2):
                 f"({side.kv_cache_tokens:,} tokens)") in panel.stats.text()
     summary = view.summary.text()
     assert f"First divergence at token {div + 1} " in summary  # counted from 1 for people
-    assert f"mean {r.kld_mean:.4f}, max {r.kld_max:.4f}" in summary and r.kld_mean > 0
+    assert f"mean {format_kld(r.kld_mean)}, max {format_kld(r.kld_max)}" in summary and r.kld_mean > 0
     assert f"same top token {100 * r.top1_agreement:.1f} %" in summary
     qtbot.waitUntil(lambda: view.job is None, timeout=30000)
+    _check_heat_strip(view, tiny_model, tiny_q2, "The weather today is", a)
+
+
+def _check_heat_strip(view, original, quantized, prompt, answer_ids):
+    """Each cell of the strip along the original's answer has the colour of the quantized model's KL divergence
+    at that token, worked with numpy from both models' logits, and its tooltip gives the value."""
+    import numpy as np
+
+    from app.views.compare.heat import heat_colour
+    from engine.runtime import open_runtime
+
+    def log_softmax(x):
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    with open_runtime(original, n_ctx=256) as a, open_runtime(quantized, n_ctx=256) as b:
+        ids = a.chat_prompt_ids([{"role": "user", "content": prompt}])
+        seq = ids + list(answer_ids)
+        rows = slice(len(ids) - 1, len(seq) - 1)
+        lp, lq = log_softmax(a.logits(seq)[rows]), log_softmax(b.logits(seq)[rows])
+    kld = np.maximum((np.exp(lp) * (lp - lq)).sum(-1), 0)
+    strip = view.left.heat
+    assert strip.isVisible() and len(strip.kld) == len(answer_ids)
+    image = strip.grab().toImage()
+    ratio = image.devicePixelRatio()
+    for i, want in enumerate(kld):
+        centre = strip.cell_rect(i).center()
+        got = image.pixelColor(int(centre.x() * ratio), int(centre.y() * ratio))
+        ref = heat_colour(float(want))
+        assert max(abs(got.red() - ref.red()), abs(got.green() - ref.green()), abs(got.blue() - ref.blue())) <= 3
+        assert strip.kld[i] == pytest.approx(want, rel=1e-3, abs=1e-7)
+        assert format_kld(strip.kld[i]) in strip.tooltip_text(i)
+    assert len({heat_colour(float(v)).name() for v in kld}) > 1  # the strip is not one flat colour
 
 
 def _number(text: str) -> float:
@@ -86,8 +119,9 @@ def test_full_eval_shows_the_engines_figures(qtbot, window, tiny_model, tiny_q2)
     assert _number(ppl_ref) == pytest.approx(expected.ppl_reference, abs=5e-4 + 1e-6 * expected.ppl_reference)
     assert _number(ppl_cand) == pytest.approx(expected.ppl_candidate, abs=5e-4 + 1e-6 * expected.ppl_candidate)
     mean, p99 = view.eval_labels["kld"].text().split(",")
-    assert _number(mean) == pytest.approx(expected.kld_mean, abs=6e-6)
-    assert _number(p99) == pytest.approx(expected.kld_p99, abs=6e-6)
+    # four decimals, or scientific notation below 0.001 (never 0.0000 for a real divergence)
+    assert mean.strip() == format_kld(expected.kld_mean) and p99.strip() == format_kld(expected.kld_p99)
+    assert _number(mean) == pytest.approx(expected.kld_mean, rel=5e-3, abs=6e-5)
     assert view.eval_labels["agree"].text().endswith(" %")
     assert _number(view.eval_labels["agree"].text()) == pytest.approx(100 * expected.top1_agreement, abs=6e-3)
 

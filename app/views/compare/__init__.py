@@ -1,10 +1,12 @@
-"""Compare: one prompt, original and quantized side by side, first diverging token highlighted, KLD."""
+"""Compare: one prompt, original and quantized side by side, first diverging token highlighted, the KLD heat
+strip along the original's answer; below, the full evaluation, the context sweep with the memory at each KV
+cache type, a task set, and speed and memory like with like."""
 
 from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -15,18 +17,34 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QSplitter,
+    QTabWidget,
     QTextBrowser,
     QVBoxLayout,
+    QWidget,
 )
 
 from app import services
 from app.jobs import ProcessJob, engine_argv, run_in_thread
-from app.services import AWQ, GGUF, ORIGINAL, CompareOutcome, EvalFigures, human_bytes
+from app.services import (
+    AWQ,
+    GGUF,
+    ORIGINAL,
+    CompareOutcome,
+    EvalFigures,
+    format_kld,
+    human_bytes,
+)
 from app.settings import COMPARE_MAX_TOKENS, COMPARE_PROMPT
 from app.state import AppState, ModelEntry, kind_of, same_path
 from app.style import plot_colors
 from app.views import View
+from app.views.compare.context import ContextPanel
+from app.views.compare.heat import HeatLegend, HeatStrip
+from app.views.compare.speed import SpeedPanel
+from app.views.compare.tasks import TaskSetPanel
 from app.widgets import Banner, ModelPicker
 
 
@@ -52,11 +70,15 @@ def highlight_pieces(pieces: list[str], diverge_at: int | None, colour: str) -> 
 
 
 class SidePanel(QGroupBox):
-    def __init__(self, title: str, parent=None):
+    def __init__(self, title: str, parent=None, heat: bool = False):
         super().__init__(title, parent)
         lay = QVBoxLayout(self)
         self.text = QTextBrowser()
         lay.addWidget(self.text, 1)
+        self.heat = HeatStrip() if heat else None
+        if heat:
+            lay.addWidget(self.heat)
+            lay.addWidget(HeatLegend())
         self.stats = QLabel("—")
         lay.addWidget(self.stats)
 
@@ -101,15 +123,25 @@ class CompareView(View):
         lay.addLayout(row)
         self.banner = Banner()
         lay.addWidget(self.banner)
+        split = self.split = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
         sides = QHBoxLayout()
-        self.left = SidePanel("Original")
+        self.left = SidePanel("Original", heat=True)
         self.right = SidePanel("Quantized")
         sides.addWidget(self.left)
         sides.addWidget(self.right)
-        lay.addLayout(sides, 1)
+        tl.addLayout(sides, 1)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
-        lay.addWidget(self.summary)
+        tl.addWidget(self.summary)
+        split.addWidget(top)
+        self.tabs = QTabWidget()
+        split.addWidget(self.tabs)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        lay.addWidget(split, 1)
 
         ebox = QGroupBox("Full evaluation on the default text")
         el = QHBoxLayout(ebox)
@@ -131,13 +163,25 @@ class CompareView(View):
         col.addWidget(self.eval_progress)
         el.addLayout(col)
         el.addLayout(self.eval_table, 1)
-        lay.addWidget(ebox)
+        self.tabs.addTab(ebox, "Evaluation")
+        self.context = ContextPanel(self._paths, self.banner)
+        self.tasks = TaskSetPanel(self._paths, self.banner)
+        self.speed = SpeedPanel(self._paths, self.banner)
+        for panel, title in ((self.context, "Context and KV cache"), (self.tasks, "Task set"),
+                             (self.speed, "Speed and memory")):
+            scroll = QScrollArea()  # scrolls, rather than squeezes, where the window is short
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
+        self.tasks.open_answer.connect(self.show_answer)
 
         self.run_btn.clicked.connect(self.run_compare)
         self.eval_btn.clicked.connect(self.run_eval)
         self._pairing = False
         self._pair_to_quantized()
         self._shown_pair = self._pair()
+        self.context.reset()
         self.original.changed.connect(self._original_changed)
         self.quantized.changed.connect(self._quantized_changed)
 
@@ -206,18 +250,29 @@ class CompareView(View):
         for panel in (self.left, self.right):
             panel.text.clear()
             panel.stats.setText("—")
+        self.left.heat.clear()
         self.summary.clear()
+        for panel in (self.context, self.tasks, self.speed):
+            panel.reset()
         for label in self.eval_labels.values():
             label.setText("—")
         self.eval_progress.setRange(0, 1)
         self.eval_progress.setValue(0)
 
-    def _paths(self) -> tuple[str, str] | None:
+    def _paths(self, quiet: bool = False) -> tuple[str, str] | None:
         o, q = self.original.current(), self.quantized.current()
         if o is None or q is None:
-            self.banner.show_message("Pick an original and a quantized model.")
+            if not quiet:
+                self.banner.show_message("Pick an original and a quantized model.")
             return None
         return o.path, q.path
+
+    def show_panel(self, panel: QWidget) -> None:
+        """Bring the tab holding ``panel`` (self.context, self.tasks, self.speed) to the front."""
+        for i in range(self.tabs.count()):
+            page = self.tabs.widget(i)
+            if page is panel or (isinstance(page, QScrollArea) and page.widget() is panel):
+                self.tabs.setCurrentIndex(i)
 
     # -- side by side ------------------------------------------------------------------------------
 
@@ -236,6 +291,7 @@ class CompareView(View):
         self.run_btn.setEnabled(False)
         for panel in (self.left, self.right):
             panel.stats.setText("—")
+        self.left.heat.clear()
         self.result = None
         run = self._run
 
@@ -279,11 +335,27 @@ class CompareView(View):
                                 f" + KV cache {human_bytes(side.kv_cache_bytes)} ({side.kv_cache_tokens:,} tokens)")
             panel.stats.setToolTip("What the loaded model holds: its weights, and the keys and values it caches "
                                    "(llama.cpp sets aside the whole context; torch holds the answer's sequence)")
+        self.left.heat.set_values(result.original.pieces, list(result.kld_per_token))
         self.summary.setText(
             ("Identical answers." if div is None else f"First divergence at token {div + 1} (highlighted).")
-            + f" KL divergence of the quantized model along the original's answer: mean {result.kld_mean:.4f},"
-            f" max {result.kld_max:.4f}; same top token {100 * result.top1_agreement:.1f} %")
+            + " KL divergence of the quantized model along the original's answer: mean "
+            f"{format_kld(result.kld_mean)}, max {format_kld(result.kld_max)}; same top token "
+            f"{100 * result.top1_agreement:.1f} %")
         self.compared.emit(result)
+
+    def show_answer(self, answer) -> None:
+        """One question of the task set side by side: both answers, the divergence marked on the original's
+        and the heat strip along it."""
+        colour = plot_colors()["highlight"].name()
+        self.prompt.setPlainText(answer.prompt)
+        self.left.text.setHtml(highlight_pieces(answer.pieces_a, answer.first_divergence, colour))
+        self.right.text.setPlainText(answer.reply_b)
+        self.left.heat.set_values(answer.pieces_a, answer.kld_per_token)
+        for panel, ok in ((self.left, answer.correct_a), (self.right, answer.correct_b)):
+            panel.stats.setText(f"{'right' if ok else 'wrong'} (expected {answer.answer!r})")
+        where = "" if answer.first_divergence is None else f"First divergence at token {answer.first_divergence + 1}. "
+        self.summary.setText(f"{where}KL divergence along the original's answer: mean {format_kld(answer.kld_mean)}; "
+                             f"same top token {100 * answer.top1_agreement:.1f} %")
 
     # -- full eval ---------------------------------------------------------------------------------
 
@@ -324,16 +396,20 @@ class CompareView(View):
         self.eval_progress.setRange(0, 1)
         self.eval_progress.setValue(1)
         self.eval_labels["ppl"].setText(f"{e.ppl_original:.3f} → {e.ppl_quantized:.3f}")
-        self.eval_labels["kld"].setText(f"{e.kld_mean:.5f}, {e.kld_p99:.5f}")
+        self.eval_labels["kld"].setText(f"{format_kld(e.kld_mean)}, {format_kld(e.kld_p99)}")
         self.eval_labels["agree"].setText(f"{100 * e.top1_agreement:.2f} %")
         self.evaluated.emit(e)
 
     # -- window hooks ------------------------------------------------------------------------------
 
     def is_busy(self) -> bool:
-        return self.job is not None or (self.eval_job is not None and self.eval_job.is_running())
+        return (self.job is not None or (self.eval_job is not None and self.eval_job.is_running())
+                or any(p.is_busy() for p in (self.context, self.tasks, self.speed)))
 
     def shutdown(self) -> None:
+        for panel in (self.context, self.tasks, self.speed):
+            if panel.job is not None:
+                panel.job.cancel()
         if self.eval_job is not None and self.eval_job.is_running():
             self.eval_job.cancel()
             self.eval_job.proc.waitForFinished(5000)
