@@ -326,3 +326,4 @@ def test_pickers_hold_a_pair_the_library_links(qtbot, state, tiny_model, tiny_q2
     assert view.original.select_path(str(other))
     assert pathlib.Path(view.quantized.current().path).resolve() == other_q.resolve()
     assert view.banner.isHidden()
+    view.shutdown()

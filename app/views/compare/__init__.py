@@ -408,8 +408,11 @@ class CompareView(View):
 
     def shutdown(self) -> None:
         for panel in (self.context, self.tasks, self.speed):
+            panel._gen += 1  # a result already on its way lands in a closed view: drop it
             if panel.job is not None:
                 panel.job.cancel()
+        if self.context.plan_job is not None:
+            self.context.plan_job.cancel()
         if self.eval_job is not None and self.eval_job.is_running():
             self.eval_job.cancel()
             self.eval_job.proc.waitForFinished(5000)

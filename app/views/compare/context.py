@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+import shiboken6
+
 from app import services
 from app.jobs import run_in_thread
 from app.services import KV_CACHE_TYPES, format_kld, human_bytes
@@ -139,9 +141,11 @@ class ContextPanel(QWidget):
             self.memory_label.setText("The context sweep and the KV cache types need a quantized GGUF.")
             return
         self.memory_label.setText("Reading the quantized model's header…")
-        quantized = paths[1]
+        quantized, gen = paths[1], self._gen
 
         def done(result) -> None:
+            if not shiboken6.isValid(self) or gen != self._gen:  # the view closed, or the pair changed
+                return
             if self.paths(quiet=True) is not None and self.paths(quiet=True)[1] == quantized:
                 self.plan, self.qtype = result
                 self._set_lengths(offered_lengths(self.plan.n_ctx_train))
