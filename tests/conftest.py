@@ -21,6 +21,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 # -- the app: a QApplication with Nibble's names, settings kept in tmp_path ------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _qt_garbage_on_the_main_thread(request):
+    """After a test with widgets, collect its garbage here, on the main thread. Left to Python's automatic
+    collection, a cycle holding a closed test's widget can be collected in a worker thread of the next test,
+    where deleting the QObject waits for the main thread while the main thread waits for that worker."""
+    yield
+    if "qtbot" in request.fixturenames:
+        import gc
+
+        gc.collect()
+
+
 @pytest.fixture
 def settings(tmp_path, qapp, monkeypatch):
     from PySide6.QtCore import QSettings
