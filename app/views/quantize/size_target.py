@@ -33,7 +33,8 @@ class SizeTargetPanel(QGroupBox):
         self._job = None
         self._ref: tuple[str, int] | None = None  # the selected uniform type and its file size
         self._fit: int | None = None
-        self._exact: int | None = None  # the byte count behind the box when a type's or the machine's size set it
+        self._exact: int | None = None
+        self._fit_key = None  # the byte count behind the box when a type's or the machine's size set it
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("At most:"))
@@ -68,6 +69,8 @@ class SizeTargetPanel(QGroupBox):
     def set_model(self, path: str | None, plan, calibration: str | None = None) -> None:
         """A new model (or its plan arriving): range the size box to what a mix can be; forget the preview."""
         same = path == self.model_path and calibration == self.calibration
+        if same and plan is self.plan:
+            return  # nothing new (the page calls this on every change)
         self.model_path, self.plan, self.calibration = path, plan, calibration
         if not same:
             self._forget()
@@ -100,9 +103,11 @@ class SizeTargetPanel(QGroupBox):
         est = page._estimate(t) if t and not page.is_awq() else None
         self.set_reference(t, est.file_bytes if isinstance(est, services.Estimate) else None)
         if page.plan is not None and page.machine is not None:
-            self.set_fitting_budget(services.mix_fitting_budget(
-                page.plan, page.machine, ctx=page.context(), kv_type=page.kv.currentText(),
-                gpu_layers=page.gpu_layers.value()))
+            key = (id(page.plan), page.machine, page.context(), page.kv.currentText(), page.gpu_layers.value())
+            if key != self._fit_key:  # tens of milliseconds on a large model: only when an input changed
+                self._fit_key = key
+                self.set_fitting_budget(services.mix_fitting_budget(
+                    page.plan, page.machine, ctx=key[2], kv_type=key[3], gpu_layers=key[4]))
         self.setEnabled(not page.is_awq())
 
     # -- what the run takes --------------------------------------------------------------------------
