@@ -209,7 +209,7 @@ class CalibrationText:
 
 def calibration_text(model: str, path: str | None) -> CalibrationText:
     """Count the tokens of ``path`` (None or "default": the text Nibble uses for ``model``); seconds on big files."""
-    from engine.awq.calibration import calibration_file, count_tokens
+    from engine.models.calibration import calibration_file, count_tokens
     from engine.models.resolve import resolve_model_path
 
     src = resolve_model_path(model)
@@ -217,7 +217,7 @@ def calibration_text(model: str, path: str | None) -> CalibrationText:
 
 
 def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
-    from engine.awq.calibration import fit_samples as fit
+    from engine.models.calibration import fit_samples as fit
 
     return fit(tokens, samples, seqlen)
 

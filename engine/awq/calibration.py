@@ -7,17 +7,8 @@ from pathlib import Path
 import torch
 
 from engine.core.errors import NibbleError
+from engine.models.calibration import calibration_file, count_tokens, fit_samples, load_tokenizer  # noqa: F401
 from engine.models.demo import default_calibration_path
-
-
-def load_tokenizer(model_dir: Path):
-    """The model's own tokenizer (its repository code never runs)."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    except Exception as exc:
-        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
 
 
 def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen: int,
@@ -50,30 +41,3 @@ def calibration_blocks(tokenizer, path: Path | str | None, samples: int, seqlen:
             f"{samples} samples need {need}; use {max(fit, 1)} samples, a shorter sample length or a longer file",
             setting="calibration samples")
     return torch.tensor(ids[:need], dtype=torch.long).reshape(samples, seqlen)
-
-
-def calibration_file(path: Path | str | None, model_dir: Path | str | None = None) -> Path:
-    """The text file ``path`` names ("default" or None: the one :func:`calibration_blocks` would use)."""
-    if path is None or str(path) == "default":
-        return default_calibration_path(model_dir)
-    return Path(path).expanduser()
-
-
-def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
-    """How many tokens the model's own tokenizer makes of the calibration text (what samples are cut from)."""
-    from engine.models.resolve import resolve_model_path
-
-    model_dir = resolve_model_path(model_dir)
-    p = calibration_file(path, model_dir)
-    if not p.is_file():
-        raise NibbleError(f"calibration text {p} not found; check its path", setting="calibration text")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise NibbleError(f"calibration file {p} is not UTF-8 text", setting="calibration text") from exc
-    return len(load_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
-
-
-def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
-    """The most samples of ``seqlen`` tokens, at most ``samples``, that ``tokens`` of text hold (0: not one)."""
-    return max(0, min(samples, tokens // max(seqlen, 1)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from engine.core.errors import NibbleError
@@ -26,3 +28,15 @@ def resource_path(name: str) -> Path:
     if not path.exists():
         raise NibbleError(f"{path} is missing from this installation; reinstall Nibble")
     return path
+
+
+def data_dir() -> Path:
+    """Nibble's per-user data folder: ``NIBBLE_HOME`` if set, else the platform's usual place."""
+    if os.environ.get("NIBBLE_HOME"):
+        return Path(os.environ["NIBBLE_HOME"]).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "Nibble"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "Nibble"
+    return Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "nibble"

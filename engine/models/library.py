@@ -24,23 +24,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from engine.core.resources import data_dir  # noqa: F401  (the one per-user data folder)
+
 from engine.core.errors import NibbleError
 from engine.models.resolve import MODEL_KINDS
 
 KINDS = MODEL_KINDS
 _VERSION = 1
-
-
-def data_dir() -> Path:
-    """Nibble's per-user data folder: ``NIBBLE_HOME`` if set, else the platform's usual place."""
-    if os.environ.get("NIBBLE_HOME"):
-        return Path(os.environ["NIBBLE_HOME"]).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "Nibble"
-    if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "Nibble"
-    return Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "nibble"
 
 
 def outputs_dir() -> Path:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from huggingface_hub import constants
@@ -29,14 +30,56 @@ log = logging.getLogger("engine")
 _noted: set[str] = set()
 
 
+_NAMES_CODE = ("import json\n"
+               "from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES as C\n"
+               "from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as M\n"
+               "print(json.dumps({'types': sorted(C), 'causal_lm': dict(M)}))")
+
+
+def transformers_names() -> tuple[frozenset, dict]:
+    """transformers' model types and its causal-LM architecture for each, as the policy below needs them.
+
+    Importing them imports torch, which holds Python's interpreter lock for about 0.2 s: in the app, whose
+    window must not stall, they are read once per transformers version in a child process and kept in
+    Nibble's data folder. A process that has transformers loaded already reads them directly."""
+    if "transformers.models.auto.modeling_auto" in sys.modules:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return frozenset(CONFIG_MAPPING_NAMES), dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    import importlib.metadata
+    import subprocess
+
+    from engine.core.spawn import child_env
+    from engine.core.resources import data_dir
+
+    cache = data_dir() / "transformers-names" / f"{importlib.metadata.version('transformers')}.json"
+    try:
+        d = json.loads(cache.read_text(encoding="utf-8"))
+        return frozenset(d["types"]), dict(d["causal_lm"])
+    except (OSError, ValueError, KeyError):
+        pass
+    out = subprocess.run([sys.executable, "-c", _NAMES_CODE], capture_output=True, text=True, timeout=300,
+                         env=child_env(), stdin=subprocess.DEVNULL)
+    if out.returncode != 0:  # the library itself is broken: say so through the usual import error
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # noqa: F401
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(d), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # read again next time
+    return frozenset(d["types"]), dict(d["causal_lm"])
+
+
 def check_config(config: dict, where: str) -> str | None:
     """The one policy on repository code: a model loads with transformers' own code for its ``model_type``
     or not at all. Refuses a model_type transformers does not know, or architectures that contradict it;
     returns a one-line note when the config names the repository's own code (``auto_map``), which Nibble
     neither runs nor copies into what it writes."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
+    CONFIG_MAPPING_NAMES, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = transformers_names()
     if not isinstance(config, dict):
         raise NibbleError(f"{where}: config.json is not a JSON object; download the model again")
     model_type = config.get("model_type")

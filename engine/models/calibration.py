@@ -1,0 +1,53 @@
+"""The calibration text as the wizard sees it before a run: which file, how many tokens, how many samples it
+holds. Nothing here imports torch, so the app can ask from a worker thread without stalling its window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.core.errors import NibbleError
+from engine.models.demo import default_calibration_path
+
+
+def load_tokenizer(model_dir: Path):
+    """The model's own tokenizer (its repository code never runs)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    except Exception as exc:
+        raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
+
+
+def calibration_file(path: Path | str | None, model_dir: Path | str | None = None) -> Path:
+    """The text file ``path`` names ("default" or None: the one :func:`calibration_blocks` would use)."""
+    if path is None or str(path) == "default":
+        return default_calibration_path(model_dir)
+    return Path(path).expanduser()
+
+
+def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
+    """How many tokens the model's own tokenizer makes of the calibration text (what samples are cut from)."""
+    from engine.models.resolve import resolve_model_path
+
+    model_dir = resolve_model_path(model_dir)
+    p = calibration_file(path, model_dir)
+    if not p.is_file():
+        raise NibbleError(f"calibration text {p} not found; check its path", setting="calibration text")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise NibbleError(f"calibration file {p} is not UTF-8 text", setting="calibration text") from exc
+    if (model_dir / "tokenizer.json").is_file():
+        # the tokenizer's own library, without transformers (whose import brings torch and holds the interpreter
+        # for ~0.2 s, a stall in the app); encode_batch also lets go of it while it works
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        return len(tok.encode_batch([text], add_special_tokens=False)[0].ids)
+    return len(load_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
+
+
+def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
+    """The most samples of ``seqlen`` tokens, at most ``samples``, that ``tokens`` of text hold (0: not one)."""
+    return max(0, min(samples, tokens // max(seqlen, 1)))
