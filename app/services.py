@@ -32,6 +32,7 @@ from engine.hub import (  # noqa: F401
     search_models,
 )
 from engine.models.library import Entry as LibraryEntry
+from engine.models import resolve as _resolve
 from engine.models.resolve import AWQ, GGUF, MODEL_KINDS, ORIGINAL, model_kind  # noqa: F401
 from engine.runtime.chat import ChatSettings, Conversation, ReplyFigures  # noqa: F401
 from engine.runtime.conversations import (  # noqa: F401  (Chat saves and reopens conversations)
@@ -41,6 +42,8 @@ from engine.runtime.conversations import (  # noqa: F401  (Chat saves and reopen
     load_conversation,
     save_conversation,
 )
+
+_resolve.NAMES_FROM_CHILD = True  # reading a model's plan in a worker thread must not import torch here
 
 # -- models ----------------------------------------------------------------------------------------
 

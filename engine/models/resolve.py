@@ -36,13 +36,16 @@ _NAMES_CODE = ("import json\n"
                "print(json.dumps({'types': sorted(C), 'causal_lm': dict(M)}))")
 
 
+NAMES_FROM_CHILD = False  # the app sets it: its window must not wait on torch's import
+
+
 def transformers_names() -> tuple[frozenset, dict]:
     """transformers' model types and its causal-LM architecture for each, as the policy below needs them.
 
     Importing them imports torch, which holds Python's interpreter lock for about 0.2 s: in the app, whose
-    window must not stall, they are read once per transformers version in a child process and kept in
-    Nibble's data folder. A process that has transformers loaded already reads them directly."""
-    if "transformers.models.auto.modeling_auto" in sys.modules:
+    window must not stall (:data:`NAMES_FROM_CHILD`), they are read once per transformers version in a child
+    process and kept in Nibble's data folder. Elsewhere, or once transformers is loaded, they are read here."""
+    if not NAMES_FROM_CHILD or "transformers.models.auto.modeling_auto" in sys.modules:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

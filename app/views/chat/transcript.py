@@ -40,23 +40,13 @@ class Transcript(QTextBrowser):
 
     # -- content -----------------------------------------------------------------------------------
 
-    def set_messages(self, messages: list[dict], streaming: str | None = None, *, rebuild: bool = False) -> None:
-        """Show ``messages``; when they only add to what is shown, only the new ones are laid out (a long
-        conversation is not rebuilt for every turn). ``rebuild``: lay everything out anew (a new palette)."""
-        new = [dict(m) for m in messages]
-        n = len(self.messages)
+    def set_messages(self, messages: list[dict], streaming: str | None = None) -> None:
+        self.messages = [dict(m) for m in messages]
         doc = self.document()
+        doc.clear()
         cur = QTextCursor(doc)
-        if not rebuild and n and new[:n] == self.messages:
-            cur.setPosition(self._tail)
-            cur.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-            cur.removeSelectedText()
-        else:
-            doc.clear()
-            n = 0
-        for i in range(n, len(new)):
-            self._insert(cur, new[i]["role"], new[i]["content"], i)
-        self.messages = new
+        for i, m in enumerate(self.messages):
+            self._insert(cur, m["role"], m["content"], i)
         self._tail = cur.position()
         self._streaming = None
         self._fit_column()
@@ -170,4 +160,4 @@ class Transcript(QTextBrowser):
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:  # headers, links and code blocks take the new scheme
             streaming = self._streaming
-            self.set_messages(self.messages, streaming, rebuild=True)
+            self.set_messages(self.messages, streaming)
