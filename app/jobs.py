@@ -365,6 +365,13 @@ class ThreadJob(QRunnable):
 _live_jobs: set[ThreadJob] = set()
 
 
+def while_current(owner, fn: Callable) -> Callable:
+    """``fn`` as a job's callback that is dropped once ``owner._gen`` has moved on (the owner started afresh,
+    e.g. on a new model pair), so an earlier job's result never lands in the new state."""
+    gen = owner._gen
+    return lambda *a: fn(*a) if owner._gen == gen else None
+
+
 def run_in_thread(
     fn: Callable,
     *args: Any,

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from engine.analysis.compare import compare, token_pieces
-from engine.analysis.tasks import answer_matches
+from engine.analysis.tasks import CategoryScore, answer_matches
 from engine.core.errors import NibbleError
 from engine.core.progress import Reporter
 from engine.runtime import Runtime
@@ -54,16 +54,6 @@ class TaskAnswer:
 
 
 @dataclass
-class SideScore:
-    correct: int = 0
-    total: int = 0
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-
-@dataclass
 class TaskCompareResult:
     a: str
     b: str
@@ -71,9 +61,9 @@ class TaskCompareResult:
     items: list[TaskAnswer]
     seconds: float = 0.0
 
-    def score(self, side: str, category: str | None = None) -> SideScore:
+    def score(self, side: str, category: str | None = None) -> CategoryScore:
         chosen = [i for i in self.items if category is None or i.category == category]
-        return SideScore(sum(getattr(i, f"correct_{side}") for i in chosen), len(chosen))
+        return CategoryScore(sum(getattr(i, f"correct_{side}") for i in chosen), len(chosen))
 
     @property
     def categories(self) -> list[str]:
@@ -84,7 +74,7 @@ class TaskCompareResult:
         return [i for i in self.items if i.differs]
 
     def to_json(self) -> dict:
-        def side(s: SideScore) -> dict:
+        def side(s: CategoryScore) -> dict:
             return {"accuracy": s.accuracy, "correct": s.correct, "total": s.total}
 
         return {

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 import shiboken6
 
 from app import services
-from app.jobs import run_in_thread
+from app.jobs import run_in_thread, while_current
 from app.services import KV_CACHE_TYPES, format_kld, human_bytes
 from app.style import plot_colors
 from app.views.analysis import free_name, safe_name
@@ -220,15 +220,11 @@ class ContextPanel(QWidget):
         self.position_plot.clear()
         self.progress.setRange(0, 0)
         self.run_btn.setText("Cancel")
-        gen = self._gen
-
-        def current(fn):
-            return lambda *a: fn(*a) if gen == self._gen else None
-
         self.job = run_in_thread(
             services.run_kv_sweeps, paths[0], paths[1], lengths, kv_types, max_windows=self.windows.value() or None,
-            pass_reporter=True, on_item=current(self._one_done), on_result=current(self._all_done),
-            on_error=current(self._error), on_progress=current(self._progress), on_end=self._ended,
+            pass_reporter=True, on_item=while_current(self, self._one_done),
+            on_result=while_current(self, self._all_done), on_error=while_current(self, self._error),
+            on_progress=while_current(self, self._progress), on_end=self._ended,
             on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 

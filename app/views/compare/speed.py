@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import services
-from app.jobs import run_in_thread
+from app.jobs import run_in_thread, while_current
 from app.services import human_bytes
 
 ROWS = ("Runtime", "Prompt processing", "Generation", "Time to first token", "Peak memory (whole process)")
@@ -85,14 +85,10 @@ class SpeedPanel(QWidget):
         self.reset()
         self.progress.setRange(0, 0)
         self.run_btn.setText("Cancel")
-        gen = self._gen
-
-        def current(fn):
-            return lambda *a: fn(*a) if gen == self._gen else None
-
         self.job = run_in_thread(
-            services.compare_speed, paths[0], paths[1], pass_reporter=True, on_result=current(self.show_result),
-            on_error=current(self.banner.show_message), on_end=self._ended, on_progress=current(self._progress),
+            services.compare_speed, paths[0], paths[1], pass_reporter=True,
+            on_result=while_current(self, self.show_result), on_error=while_current(self, self.banner.show_message),
+            on_end=self._ended, on_progress=while_current(self, self._progress),
             on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 

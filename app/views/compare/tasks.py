@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import services
-from app.jobs import run_in_thread
+from app.jobs import run_in_thread, while_current
 
 
 def accuracy_text(correct: int, total: int) -> str:
@@ -119,15 +119,11 @@ class TaskSetPanel(QWidget):
         self.progress.setRange(0, 0)
         self.status.setText("Loading both models…")
         self.run_btn.setText("Cancel")
-        gen = self._gen
-
-        def current(fn):
-            return lambda *a: fn(*a) if gen == self._gen else None
-
         self.job = run_in_thread(
             services.run_task_set, paths[0], paths[1], tasks_file=tasks_file, questions=self.questions.value(),
-            pass_reporter=True, on_result=current(self.show_result), on_error=current(self._error), on_end=self._ended,
-            on_progress=current(self._progress), on_cancelled=lambda: self.status.setText("Cancelled."),
+            pass_reporter=True, on_result=while_current(self, self.show_result),
+            on_error=while_current(self, self._error), on_end=self._ended,
+            on_progress=while_current(self, self._progress), on_cancelled=lambda: self.status.setText("Cancelled."),
         )
 
     def _progress(self, done: int, total: int, message: str) -> None:
