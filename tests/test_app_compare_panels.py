@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 
-import numpy as np
 import pytest
 
 from engine.core.units import format_kld, human_bytes
+from test_task_compare import greedy, last_word as _last_word
 
 PROMPTS = ["Hello there", "Name a colour.", "Count to three.", "Why is the sky blue?"]
 MAX_TOKENS = 32  # what the task set asks of each model
-
-
-def _greedy(rt, ids: list[int]) -> list[int]:
-    out = []
-    for _ in range(MAX_TOKENS):
-        t = int(np.argmax(rt.logits(ids + out)[-1]))
-        if t in rt.eos_ids:
-            break
-        out.append(t)
-    return out
-
-
-def _last_word(text: str) -> str:
-    words = re.findall(r"[a-z]+", text.lower())
-    return words[-1] if words else ""
 
 
 def _visible(text: str) -> str:
@@ -43,7 +27,7 @@ def test_task_set_accuracy_and_differing_answers(qtbot, window, tiny_model, tiny
         replies = {}
         for p in PROMPTS:
             ids = a.chat_prompt_ids([{"role": "user", "content": p}])
-            ta, tb = _greedy(a, ids), _greedy(b, ids)
+            ta, tb = greedy(a, ids, MAX_TOKENS), greedy(b, ids, MAX_TOKENS)
             replies[p] = (ta, tb, a.detokenize(ta).strip(), b.detokenize(tb).strip())
     lines = []
     for n, p in enumerate(PROMPTS):  # the even ones ask for the original's own last word: right by construction

@@ -33,10 +33,10 @@ def pair(tiny_model, tiny_q2):
         yield a, b
 
 
-def greedy(rt, ids: list[int]) -> list[int]:
+def greedy(rt, ids: list[int], max_tokens: int = MAX_TOKENS) -> list[int]:
     """Greedy decoding by hand: argmax of the full logits, token after token."""
     out = []
-    for _ in range(MAX_TOKENS):
+    for _ in range(max_tokens):
         t = int(np.argmax(rt.logits(ids + out)[-1]))
         if t in rt.eos_ids:
             break
