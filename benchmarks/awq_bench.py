@@ -58,6 +58,17 @@ def quality(ref_lp: torch.Tensor, lp: torch.Tensor, windows: torch.Tensor) -> di
             "ppl": nll.mean().exp().item()}
 
 
+def rtn_model(model_dir, group_size: int = 128):
+    """The model with every decoder-layer linear rounded to the nearest 4-bit level (W4 asymmetric, per group)."""
+    from transformers import AutoModelForCausalLM
+
+    rtn = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    for m in rtn.model.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data = fake_quantize(m.weight.data, group_size)
+    return rtn
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -88,11 +99,7 @@ def main() -> None:
     rows = {"original": quality(ref_lp, ref_lp, windows)}
     work = Path(tempfile.mkdtemp(prefix="awqbench-"))
 
-    rtn = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    for m in rtn.model.layers.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.weight.data = fake_quantize(m.weight.data, args.group_size)
-    rows["RTN W4 g128"] = quality(ref_lp, logprobs(rtn, windows), windows)
+    rows["RTN W4 g128"] = quality(ref_lp, logprobs(rtn_model(model_dir, args.group_size), windows), windows)
 
     for s in args.search_samples:
         out = work / f"nibble-{s}"
