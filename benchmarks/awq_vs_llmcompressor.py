@@ -190,10 +190,11 @@ def run_profile(args, work: Path, env: dict) -> dict:
 # ----------------------------------------------------------------------------- report
 
 def report(args, argv: list[str], info: dict, runs: list[dict], q: dict, prof: dict | None) -> str:
+    llmc = "" if args.skip_llmc else f"; llm-compressor {info['llmc_version']}"
     about = (f"{args.model.name}: {q['params'] / 1e6:.1f}M parameters, {q['layers']} layers; calibration "
-             f"{args.samples} x {args.seqlen} tokens (the same ids for both); CPU {info['cpu']}, "
-             f"{info['cores']} cores, torch {info['torch']} ({info['threads']} threads); llm-compressor "
-             f"{info['llmc_version']}. Quality on {q['windows']} windows of {q['ctx']} tokens of {args.eval.name}.")
+             f"{args.samples} x {args.seqlen} tokens{'' if args.skip_llmc else ' (the same ids for both)'}; "
+             f"CPU {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads){llmc}. "
+             f"Quality on {q['windows']} windows of {q['ctx']} tokens of {args.eval.name}.")
     head = ("| whole command | runs | wall median (s) | wall, each run (s) | peak RSS median (MiB) "
             "| CPU user+sys median (s) | load avg at each start | output (MiB) |")
     lines = ["```", "python3 benchmarks/awq_vs_llmcompressor.py " + shlex.join(argv), "```", "", about, "",
