@@ -11,6 +11,10 @@ With the calibration hidden states that the already-quantized layers before it p
 4. down: with the quantized inputs feeding it, search scales (folded into up's rows), clip, quantize;
 5. run the quantized layer on all calibration tokens to make the next layer's inputs.
 
+Passes that only need a linear's inputs stop at that linear (o_proj's and down_proj's outputs there
+would be thrown away), and down's inputs are kept from step 4 where memory allows, so that step 5
+runs down alone rather than the whole MLP again.
+
 Steps 3 and 5 compose the layer's residual stream from the spec (post-block norms, residual
 multiplier), so the layer computed is the one the model's own forward computes.
 """
@@ -21,6 +25,11 @@ import torch
 from torch import nn
 
 from engine.awq import search
+from engine.core.devices import free_memory
+
+
+class _Captured(Exception):
+    """Raised by an input hook once it has what it came for: the rest of that forward is not needed."""
 
 
 class Stats:
@@ -94,6 +103,7 @@ class LayerQuantizer:
         self.offset, self.residual = norm_offset, residual
         self.g, self.bits, self.chunk, self.reporter, self.clip = group_size, bits, chunk, reporter, clip
         self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
+        self.codes: dict[str, tuple] = {}  # (int weights, scales, zeros) of linears a later scale was folded into
         self.attn_mod, self.mlp = sub(layer, spec.attn), sub(layer, spec.mlp)
         self.attn_norm, self.mlp_norm = sub(layer, spec.attn_norm), sub(layer, spec.mlp_norm)
 
@@ -151,19 +161,28 @@ class LayerQuantizer:
         self.check()
 
     def _fold_into_producer(self, producer: str, consumer: nn.Linear, s: torch.Tensor) -> None:
-        """Divide the rows of ``producer`` that make ``consumer``'s input (its last ones) by ``s``."""
+        """Divide the rows of ``producer`` that make ``consumer``'s input (its last ones) by ``s``.
+
+        ``producer`` is quantized already: its integer weights stay and each row's group scales are
+        divided by its ``s`` (rounded to fp16 as stored), so its outputs become the quantized ones divided
+        by ``s`` to within fp16 rounding, and ``consumer``'s inputs kept from before can be divided too."""
         lin = sub(self.layer, producer)
         rows = slice(lin.out_features - consumer.in_features, None)
+        iw, scales, zeros = self.codes.get(producer) or search.quantize_int(self.fp[producer], self.g, self.bits)
         w = self.fp[producer].clone()
         w[rows] /= s[:, None]
-        self.fp[producer] = w
-        lin.weight.data = search.fake_quantize(w, self.g, self.bits)
+        self.fp[producer] = w  # what a full-precision output with the scales folded holds
+        scales = scales.clone()
+        scales[rows] = (scales[rows] / s[:, None]).to(torch.float16).to(scales.dtype)
+        self.codes[producer] = (iw, scales, zeros)
+        lin.weight.data = search.dequantize_int(iw, scales, zeros, self.g)
         if lin.bias is not None:
             lin.bias.data[rows] /= s
         consumer.weight.data = consumer.weight.data * s
 
     def _inputs_of(self, lin: nn.Linear, run, n: int, keep: torch.Tensor | None = None) -> Stats:
-        """Statistics of ``lin``'s inputs while ``run(rows)`` runs over all ``n`` samples (kept in ``keep``)."""
+        """Statistics of ``lin``'s inputs while ``run(rows)`` runs over all ``n`` samples (kept in ``keep``).
+        Each run stops where ``lin`` would start: its output is not needed."""
         st = Stats(lin.in_features, keep.device if keep is not None else lin.weight.device)
         rows = slice(0)
 
@@ -171,14 +190,37 @@ class LayerQuantizer:
             st.add(a[0])
             if keep is not None:
                 keep[rows] = a[0]
+            raise _Captured
 
         handle = lin.register_forward_pre_hook(hook)
         try:
             for rows in batches(n, self.chunk):
-                run(rows)
+                try:
+                    run(rows)
+                except _Captured:
+                    pass
         finally:
             handle.remove()
         return st
+
+    def _mlp_ends_in(self, down: nn.Linear, xs: torch.Tensor) -> bool:
+        """Whether the MLP's output is ``down``'s output (nothing after it), tried on ``xs``."""
+        seen = []
+        handle = down.register_forward_hook(lambda _m, _a, y: seen.append(y))
+        try:
+            y = self.mlp(self.mlp_norm(xs))
+        finally:
+            handle.remove()
+        return len(seen) == 1 and y is seen[0]
+
+    def _down_inputs_buffer(self, x: torch.Tensor, down: nn.Linear) -> torch.Tensor | None:
+        """Room for down's inputs over all samples, where they fit in a third of the free memory and
+        the MLP ends in down (then step 5 runs down alone); None otherwise."""
+        need = x.shape[0] * x.shape[1] * down.in_features * x.element_size()
+        avail = free_memory(str(x.device))
+        if (avail is not None and need > avail / 3) or not self._mlp_ends_in(down, x[:1]):
+            return None
+        return torch.empty(*x.shape[:2], down.in_features, device=x.device, dtype=x.dtype)
 
     def run(self, x: torch.Tensor, out: torch.Tensor, search_idx: torch.Tensor) -> None:
         """Quantize the layer for inputs ``x`` [N, L, d]; write its quantized outputs to ``out``."""
@@ -220,13 +262,17 @@ class LayerQuantizer:
 
         # 4. down, fed by the quantized gate/up
         down = sub(self.layer, spec.down)
-        st = self._inputs_of(down, lambda rows: self.mlp(self.mlp_norm(out[rows])), n)
+        down_in = self._down_inputs_buffer(out, down)
+        st = self._inputs_of(down, lambda rows: self.mlp(self.mlp_norm(out[rows])), n, down_in)
         s = search.search_scale_linear(down.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
         self._fold_into_producer(spec.up, down, s)
+        if down_in is not None:
+            down_in /= s  # as o_in above: up's outputs are now divided by s, to within fp16 rounding
         self._finish_linear(spec.down, st.gram / torch.outer(s, s))
         del st
         self.check()
 
         # 5. the quantized layer's outputs feed the next layer
         for b in batches(n, self.chunk):
-            out[b] = out[b] + self._residual_part(self.mlp(self.mlp_norm(out[b])), spec.mlp_post_norm)
+            y = down(down_in[b]) if down_in is not None else self.mlp(self.mlp_norm(out[b]))
+            out[b] = out[b] + self._residual_part(y, spec.mlp_post_norm)

@@ -182,7 +182,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                 lq = LayerQuantizer(layer, spec, pos=pos, mask=mask, norm_offset=family.norm_offset, residual=residual,
                                     group_size=group_size, bits=bits, chunk=chunk, reporter=reporter, clip=clip)
                 lq.run(x, out, search_idx)
-                _write_layer(writer, layer, lq.fp, prefix, mode, group_size, bits, src_dtype)
+                _write_layer(writer, layer, lq, prefix, mode, group_size, bits, src_dtype)
                 layer.to_empty(device="meta")
                 x, out = out, x
                 reporter.progress(i + 1, n_layers, f"layer {i + 1}/{n_layers} quantized")
@@ -233,14 +233,14 @@ def output_bytes(model_dir: Path, cfg: dict, mode: str) -> int:
     return int(2 * embed + 0.6 * (params - embed)) + (16 << 20)
 
 
-def _write_layer(writer, layer, fp, prefix, mode, group_size, bits, src_dtype):
-    state = layer.state_dict()
+def _write_layer(writer, layer, lq: LayerQuantizer, prefix, mode, group_size, bits, src_dtype):
+    state, fp = layer.state_dict(), lq.fp
     for name, t in state.items():
         mod = name.rsplit(".", 1)[0]
         if mod in fp and name.endswith(".weight"):
             w = fp[mod]
             if mode == "awq":
-                iw, sc, zr = search.quantize_int(w, group_size, bits)
+                iw, sc, zr = lq.codes.get(mod) or search.quantize_int(w, group_size, bits)
                 qweight, qzeros, scales = pack_gemm(iw, zr, sc)
                 writer.add(prefix + mod + ".qweight", qweight)
                 writer.add(prefix + mod + ".qzeros", qzeros)
