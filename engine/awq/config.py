@@ -100,6 +100,7 @@ def check_memory(config, dev: torch.device, samples: int, seqlen: int, search_sa
     tokens = samples * seqlen
     layer_params = 2 * d * attn + 2 * d * config.num_key_value_heads * head_dim + 3 * d * inter
     need = 4 * (2 * tokens * d + tokens * attn       # layer inputs and outputs, o_proj's inputs
+                # (down_proj's inputs are kept too only where they fit: engine.awq.layer)
                 + 4 * search_samples * seqlen * d    # search inputs and reference outputs
                 + 3 * layer_params                   # layer, kept fp copies, scratch
                 + 8 * d * inter                      # four search candidates' gate and up weights
@@ -132,3 +133,16 @@ def read_awq_quant_config(model_dir: Path, raw: dict | None) -> dict:
         qc = dict(qc, group_size=qc["q_group_size"])
     awq_family({k: v for k, v in raw.items() if k != "quantization_config"}, f"{model_dir}/config.json")
     return qc
+
+
+def low_precision(dev: torch.device) -> torch.dtype | None:
+    """The precision calibration's forward passes and statistics run in on ``dev``: bfloat16 where the
+    hardware multiplies it natively (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX), else None
+    (float32). Searches, folding and the weights written stay in float32."""
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    if dev.type == "cpu":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return torch.bfloat16 if native else None
+    return None
+

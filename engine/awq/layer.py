@@ -21,6 +21,8 @@ multiplier), so the layer computed is the one the model's own forward computes.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -39,18 +41,26 @@ class Stats:
     quarter of the width: 5/8 of the full product's work) and the rest is mirrored once, when read.
     """
 
-    def __init__(self, width: int, dev: torch.device):
+    def __init__(self, width: int, dev: torch.device, low: torch.dtype | None = None):
         self.abs_sum = torch.zeros(width, device=dev)
         self._upper = torch.zeros(width, width, device=dev)
         self._block = max(64, -(-width // 4))
+        self._low = low  # each batch's products in this precision (summed in float32), or float32 throughout
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).float()
-        self.abs_sum += x.abs().sum(0)
+        x = x.reshape(-1, x.shape[-1])
+        self.abs_sum += x.abs().sum(0, dtype=torch.float32)
         bs = self._block
-        for i in range(0, x.shape[1], bs):
-            self._upper[i:i + bs, i:].addmm_(x[:, i:i + bs].t(), x[:, i:])
+        with torch.autocast(x.device.type, enabled=False):
+            if self._low is None:
+                x = x.float()
+                for i in range(0, x.shape[1], bs):
+                    self._upper[i:i + bs, i:].addmm_(x[:, i:i + bs].t(), x[:, i:])
+            else:
+                x = x.to(self._low)
+                for i in range(0, x.shape[1], bs):
+                    self._upper[i:i + bs, i:] += x[:, i:i + bs].t() @ x[:, i:]
         self.count += x.shape[0]
 
     @property
@@ -98,8 +108,9 @@ class LayerQuantizer:
     """
 
     def __init__(self, layer, spec, *, pos, mask, norm_offset, residual, group_size, bits, chunk, reporter,
-                 clip=True):
+                 clip=True, low: torch.dtype | None = None):
         self.layer, self.spec, self.pos, self.mask = layer, spec, pos, mask
+        self.low = low  # forward passes and statistics' products in this precision (None: float32)
         self.offset, self.residual = norm_offset, residual
         self.g, self.bits, self.chunk, self.reporter, self.clip = group_size, bits, chunk, reporter, clip
         self.fp: dict[str, torch.Tensor] = {}  # scaled, clipped full-precision weights
@@ -110,9 +121,26 @@ class LayerQuantizer:
     def check(self):
         self.reporter.check_cancel()
 
+    def fwd(self):
+        """The context the layer's forward passes run in: autocast to ``low`` where it is set."""
+        dev = self.attn_norm.weight.device.type
+        return torch.autocast(dev, dtype=self.low) if self.low is not None else contextlib.nullcontext()
+
+    def stats(self, width: int, dev: torch.device) -> Stats:
+        return Stats(width, dev, self.low)
+
     def attn(self, x):
-        out = self.attn_mod(hidden_states=x, position_embeddings=self.pos, attention_mask=self.mask)
+        with self.fwd():
+            out = self.attn_mod(hidden_states=x, position_embeddings=self.pos, attention_mask=self.mask)
         return out[0] if isinstance(out, tuple) else out
+
+    def mlp_fwd(self, x):
+        with self.fwd():
+            return self.mlp(x)
+
+    def linear(self, lin: nn.Linear, x):
+        with self.fwd():
+            return lin(x)
 
     def _residual_part(self, y, post_norm: str):
         """A block's output as the residual stream receives it."""
@@ -183,7 +211,7 @@ class LayerQuantizer:
     def _inputs_of(self, lin: nn.Linear, run, n: int, keep: torch.Tensor | None = None) -> Stats:
         """Statistics of ``lin``'s inputs while ``run(rows)`` runs over all ``n`` samples (kept in ``keep``).
         Each run stops where ``lin`` would start: its output is not needed."""
-        st = Stats(lin.in_features, keep.device if keep is not None else lin.weight.device)
+        st = self.stats(lin.in_features, keep.device if keep is not None else lin.weight.device)
         rows = slice(0)
 
         def hook(_m, a):
@@ -208,7 +236,7 @@ class LayerQuantizer:
         seen = []
         handle = down.register_forward_hook(lambda _m, _a, y: seen.append(y))
         try:
-            y = self.mlp(self.mlp_norm(xs))
+            y = self.mlp_fwd(self.mlp_norm(xs))
         finally:
             handle.remove()
         return len(seen) == 1 and y is seen[0]
@@ -227,7 +255,7 @@ class LayerQuantizer:
         spec, n, dev = self.spec, x.shape[0], x.device
 
         # 1. q, k, v
-        st = Stats(x.shape[-1], dev)
+        st = self.stats(x.shape[-1], dev)
         for b in batches(n, self.chunk):
             st.add(self.attn_norm(x[b]))
         self._scale_block(self.attn_norm, list(spec.qkv), self.attn, x[search_idx], st)
@@ -252,18 +280,18 @@ class LayerQuantizer:
         self.check()
 
         # 3. the MLP's inputs, fed by the quantized attention; out holds the residual stream after attention
-        st = Stats(x.shape[-1], dev)
+        st = self.stats(x.shape[-1], dev)
         for b in batches(n, self.chunk):
-            out[b] = x[b] + self._residual_part(o(o_in[b]), spec.attn_post_norm)
+            out[b] = x[b] + self._residual_part(self.linear(o, o_in[b]), spec.attn_post_norm)
             st.add(self.mlp_norm(out[b]))
         del o_in
-        self._scale_block(self.mlp_norm, list(spec.mlp_in), self.mlp, out[search_idx], st)
+        self._scale_block(self.mlp_norm, list(spec.mlp_in), self.mlp_fwd, out[search_idx], st)
         del st
 
         # 4. down, fed by the quantized gate/up
         down = sub(self.layer, spec.down)
         down_in = self._down_inputs_buffer(out, down)
-        st = self._inputs_of(down, lambda rows: self.mlp(self.mlp_norm(out[rows])), n, down_in)
+        st = self._inputs_of(down, lambda rows: self.mlp_fwd(self.mlp_norm(out[rows])), n, down_in)
         s = search.search_scale_linear(down.weight.data, st.gram, st.mean, self.g, self.bits, check=self.check)
         self._fold_into_producer(spec.up, down, s)
         if down_in is not None:
@@ -274,5 +302,5 @@ class LayerQuantizer:
 
         # 5. the quantized layer's outputs feed the next layer
         for b in batches(n, self.chunk):
-            y = down(down_in[b]) if down_in is not None else self.mlp(self.mlp_norm(out[b]))
+            y = self.linear(down, down_in[b]) if down_in is not None else self.mlp_fwd(self.mlp_norm(out[b]))
             out[b] = out[b] + self._residual_part(y, spec.mlp_post_norm)

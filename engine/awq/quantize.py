@@ -22,7 +22,14 @@ from torch import nn
 
 from engine.awq import search
 from engine.awq.calibration import calibration_blocks, load_tokenizer
-from engine.awq.config import awq_family, check_group_size, check_memory, read_config, resolve_device
+from engine.awq.config import (
+    awq_family,
+    check_group_size,
+    check_memory,
+    low_precision,
+    read_config,
+    resolve_device,
+)
 from engine.awq.io import ShardWriter, WeightReader, copy_side_files, init_unsaved_buffers
 from engine.awq.layer import LayerQuantizer, attention_mask
 from engine.awq.pack import pack_gemm
@@ -173,6 +180,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
             out = torch.empty_like(x)
             gen = torch.Generator().manual_seed(0)
             search_idx = torch.randperm(samples, generator=gen)[:search_samples].sort().values.to(dev)
+            low = low_precision(dev)
             for i in range(n_layers):
                 reporter.check_cancel()
                 prefix = f"model.layers.{i}."
@@ -180,7 +188,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                 src_dtype = reader.get(prefix + spec.linears[0] + ".weight").dtype
                 pos, mask = attention[i]
                 lq = LayerQuantizer(layer, spec, pos=pos, mask=mask, norm_offset=family.norm_offset, residual=residual,
-                                    group_size=group_size, bits=bits, chunk=chunk, reporter=reporter, clip=clip)
+                                    group_size=group_size, bits=bits, chunk=chunk, reporter=reporter, clip=clip,
+                                    low=low)
                 lq.run(x, out, search_idx)
                 _write_layer(writer, layer, lq, prefix, mode, group_size, bits, src_dtype)
                 layer.to_empty(device="meta")

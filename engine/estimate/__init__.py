@@ -294,7 +294,8 @@ def awq_cost(plan: ModelPlan, group_size: int = 128, n_samples: int = 128, seq_l
     Checkpoint: each decoder linear becomes int32 ``qweight`` (4 bits a weight), int32 ``qzeros`` and fp16
     ``scales`` per group; everything else stays 16-bit. Calibration runs one decoder layer at a time on
     ``n_samples`` x ``seq_len`` tokens: the 16-bit model, one layer in F32, and that layer's inputs,
-    outputs and o_proj's inputs for all samples (wider activations are made a chunk at a time).
+    outputs, and o_proj's inputs or then down_proj's for all samples (other activations are made a chunk at
+    a time).
     """
     ckpt = 0
     largest_layer = 0
@@ -310,7 +311,7 @@ def awq_cost(plan: ModelPlan, group_size: int = 128, n_samples: int = 128, seq_l
             layer_bytes[t.layer] = layer_bytes.get(t.layer, 0) + t.n_elements * 4
     largest_layer = max(layer_bytes.values(), default=0)
     tokens = n_samples * seq_len
-    act = tokens * 4 * (2 * plan.n_embd + plan.n_head * plan.head_dim_v)
+    act = tokens * 4 * (2 * plan.n_embd + max(plan.n_head * plan.head_dim_v, plan.n_ff))
     model16 = plan.n_params * 2
     peak = model16 + largest_layer + act + 600 * 1024 * 1024  # plus Python, torch and transformers
     return AwqCost(checkpoint_bytes=ckpt, calibration_peak_ram_bytes=peak, group_size=group_size,
