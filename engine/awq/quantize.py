@@ -14,6 +14,7 @@ import inspect
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,13 +80,21 @@ def _build_model_skeleton(model_dir: Path):
     return model.config, model
 
 
-def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device) -> nn.Module:
-    """``module`` of the meta-device ``model`` on ``dev`` in float32, its weights read from the checkpoint."""
+def _read(module: nn.Module, prefix: str, reader: WeightReader) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors for the meta-device ``module``, as stored."""
+    return {name: reader.get(prefix + name) for name in module.state_dict()}
+
+
+def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device,
+                 tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """``module`` of the meta-device ``model`` on ``dev`` in float32, its weights read from the checkpoint
+    (or given, as :func:`_read` returns them)."""
+    tensors = tensors if tensors is not None else _read(module, prefix, reader)
     module.to_empty(device=dev)
     module.float()
     state = {}
-    for name, t in module.state_dict().items():
-        state[name] = reader.get(prefix + name).to(device=dev, dtype=torch.float32)
+    for name in module.state_dict():
+        state[name] = tensors[name].to(device=dev, dtype=torch.float32)
     module.load_state_dict(state, strict=True)
     init_unsaved_buffers(model, module)
     module.requires_grad_(False)
@@ -170,6 +179,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
         torch.cuda.reset_peak_memory_stats(dev)
 
     tmp = temp_path(out_dir, "partial")
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="nibble-awq-read")
     try:
         tmp.mkdir()
         writer = ShardWriter(tmp)
@@ -181,11 +191,17 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
             gen = torch.Generator().manual_seed(0)
             search_idx = torch.randperm(samples, generator=gen)[:search_samples].sort().values.to(dev)
             low = low_precision(dev)
+            layers = model.model.layers
+            reading = prefetch.submit(_read, layers[0], "model.layers.0.", reader)
             for i in range(n_layers):
                 reporter.check_cancel()
                 prefix = f"model.layers.{i}."
-                layer = _materialise(model, model.model.layers[i], prefix, reader, dev)
-                src_dtype = reader.get(prefix + spec.linears[0] + ".weight").dtype
+                tensors = reading.result()
+                if i + 1 < n_layers:  # the next layer's weights are read while this one is quantized
+                    reading = prefetch.submit(_read, layers[i + 1], f"model.layers.{i + 1}.", reader)
+                src_dtype = tensors[spec.linears[0] + ".weight"].dtype
+                layer = _materialise(model, layers[i], prefix, reader, dev, tensors)
+                del tensors
                 pos, mask = attention[i]
                 lq = LayerQuantizer(layer, spec, pos=pos, mask=mask, norm_offset=family.norm_offset, residual=residual,
                                     group_size=group_size, bits=bits, chunk=chunk, reporter=reporter, clip=clip,
@@ -223,6 +239,8 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     return AwqResult(out_dir=out_dir, seconds=time.perf_counter() - t0, layers=config.num_hidden_layers, bits=bits,
                      group_size=group_size, samples=samples, seqlen=seqlen, device=str(dev),

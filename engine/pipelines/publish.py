@@ -15,17 +15,20 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.analysis.card import CONTEXTS, Card, CardFile, license_of
 from engine.core.errors import NibbleError
 from engine.core.progress import Reporter
-from engine.hub.upload import Published, check_target, publish_files
 from engine.models import library
 from engine.models.inspect import file_type_name, gguf_field, open_gguf
 from engine.runtime import model_kind
 
 #: The Hub advises files under 50 GB.
 DEFAULT_SPLIT_BYTES = 50 * 1000**3
+if TYPE_CHECKING:
+    from engine.hub.upload import Published
+
 _CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)/snapshots/")
 
 
@@ -128,6 +131,8 @@ def publish(outputs: list[str | Path], repo_id: str, *, private: bool = False, g
             dry_run_dir: str | Path | None = None, reporter: Reporter | None = None) -> Published | list[Path]:
     """Upload ``outputs`` to ``repo_id`` with a card; ``dry_run_dir``: write the card and parts there instead
     and return their paths (nothing is sent)."""
+    from engine.hub.upload import check_target, publish_files  # the Hub client only where something is sent
+
     reporter = reporter or Reporter()
     if not outputs:
         raise NibbleError("give at least one GGUF file or AWQ folder to publish")
