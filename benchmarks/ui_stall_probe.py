@@ -63,13 +63,14 @@ def main() -> int:
 
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
-    from app.main import create_app
+    from app.main import create_app, settle_startup_objects
     from app.state import AppState, ModelEntry
     from app.window import MainWindow
 
     app = create_app()
     win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))
     win.show()
+    settle_startup_objects()  # as app.main.run_gui does once its window is up
     wiz, chat = win.views["Quantize"], win.views["Chat"]
 
     gaps: list[tuple[float, float]] = []  # (ms since start, gap ms)
