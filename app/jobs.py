@@ -363,18 +363,6 @@ class ThreadJob(QRunnable):
 
 
 _live_jobs: set[ThreadJob] = set()
-_reading_pool: QThreadPool | None = None
-
-
-def reading_pool() -> QThreadPool:
-    """One worker for reading what a view shows about a model (its plan, a header, a calibration text's
-    tokens): pure Python that holds the interpreter, so two at once starve the UI thread of it for tens of ms.
-    They queue here, one after another; long jobs (chat, comparisons) keep the global pool."""
-    global _reading_pool
-    if _reading_pool is None:
-        _reading_pool = QThreadPool()
-        _reading_pool.setMaxThreadCount(1)
-    return _reading_pool
 
 
 def while_current(owner, fn: Callable) -> Callable:

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 import shiboken6
 
 from app import services
-from app.jobs import reading_pool, run_in_thread, while_current
+from app.jobs import run_in_thread, while_current
 from app.services import KV_CACHE_TYPES, format_kld, human_bytes
 from app.style import plot_colors
 from app.views.analysis import free_name, safe_name
@@ -170,7 +170,7 @@ class ContextPanel(QWidget):
                 self._fill_memory()
 
         self.plan_job = run_in_thread(services.sweep_plan, quantized, on_result=done,
-                                      on_error=self.memory_label.setText, pool=reading_pool())
+                                      on_error=self.memory_label.setText)
 
     def _set_lengths(self, lengths: list[int]) -> None:
         for box in self.length_boxes.values():

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import services, sysinfo
-from app.jobs import reading_pool, run_in_thread
+from app.jobs import run_in_thread
 from app.services import Estimate, human_bytes
 from app.settings import QUANTIZE_CTX, QUANTIZE_FORMAT, QUANTIZE_KV, QUANTIZE_TYPE
 from app.state import AppState, ModelEntry
@@ -189,7 +189,7 @@ class FormatPage(QWidget):
         # follow each change on the UI thread are arithmetic only.
         self._jobs.append(run_in_thread(
             services.load_plan, path, on_result=lambda plan: self._plan_ready(path, plan),
-            on_error=lambda msg: self._plan_failed(path, msg), pool=reading_pool(),
+            on_error=lambda msg: self._plan_failed(path, msg),
         ))
 
     def _plan_ready(self, path: str, plan) -> None:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import services
-from app.jobs import format_seconds, reading_pool, run_in_thread
+from app.jobs import format_seconds, run_in_thread
 from app.settings import (
     QUANTIZE_AWQ_GROUP,
     QUANTIZE_AWQ_SAMPLES,
@@ -254,7 +254,7 @@ class OptionsPanel(QWidget):
         self.update_notes()
         self._jobs.append(run_in_thread(
             services.calibration_text, *key, on_result=lambda t: self._counted(key, t, ""),
-            on_error=lambda msg: self._counted(key, None, msg), pool=reading_pool()))
+            on_error=lambda msg: self._counted(key, None, msg)))
 
     def _counted(self, key, text, error: str) -> None:
         if key == self._counting:
