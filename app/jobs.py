@@ -401,6 +401,16 @@ def run_in_thread(
     if on_end:
         s.ended.connect(on_end)
     _live_jobs.add(job)
-    s.ended.connect(lambda: _live_jobs.discard(job))
+    s.ended.connect(lambda: _release(job))
     (pool or QThreadPool.globalInstance()).start(job)
     return job
+
+
+def _release(job: ThreadJob) -> None:
+    """On the UI thread, once the job has ended and its callbacks have run. The pool keeps a reference to every
+    job it ran, and the job's signals hold the callbacks (closures over views and widgets) and this one (over
+    the job): a cycle through Qt that Python's collector cannot see. So the job lets go of what it ran on and
+    what it returned, and its signals object is deleted here, on the UI thread, which drops the callbacks."""
+    _live_jobs.discard(job)
+    job.fn = job.args = job.kwargs = job.result = None
+    job.signals.deleteLater()

@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--model", help="a Hugging Face model folder (default: the demo model)")
     ap.add_argument("--type", default="Q4_K_M")
     ap.add_argument("--chat-tokens", type=int, default=64)
-    ap.add_argument("--explain", action="store_true", help="print where the UI thread was during stalls over 30 ms")
+    ap.add_argument("--explain", action="store_true", help="print where each thread was during stalls over 30 ms")
     args = ap.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="nibble-probe-"))
@@ -63,13 +63,14 @@ def main() -> int:
 
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
-    from app.main import create_app
+    from app.main import create_app, settle_startup_objects
     from app.state import AppState, ModelEntry
     from app.window import MainWindow
 
     app = create_app()
     win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))
     win.show()
+    settle_startup_objects()  # as app.main.run_gui does once its window is up
     wiz, chat = win.views["Quantize"], win.views["Chat"]
 
     gaps: list[tuple[float, float]] = []  # (ms since start, gap ms)
@@ -85,16 +86,19 @@ def main() -> int:
 
     watching, stop = threading.Event(), threading.Event()
     if args.explain:
-        # A watchdog thread samples the UI thread's stack whenever it has not ticked for 30 ms.
+        # A watchdog thread samples every thread's stack whenever the UI thread has not ticked for 30 ms: a UI
+        # thread waiting in the event loop while a worker runs Python is waiting for the interpreter.
         ui = threading.get_ident()
 
         def watch():
             while not stop.is_set():
                 time.sleep(0.005)
                 if watching.is_set() and (clock.nsecsElapsed() - last[0]) / 1e6 > 30:
-                    frame = sys._current_frames().get(ui)
-                    if frame is not None:
-                        where = "".join(traceback.format_stack(frame)[-6:])
+                    frames = sys._current_frames()
+                    if ui in frames:
+                        where = "\n".join(f"[{'UI thread' if t == ui else 'worker'}]\n"
+                                          + "".join(traceback.format_stack(f)[-6:])
+                                          for t, f in frames.items() if t != threading.get_ident())
                         stacks[where] = max(stacks.get(where, 0), (clock.nsecsElapsed() - last[0]) / 1e6)
 
         threading.Thread(target=watch, daemon=True).start()

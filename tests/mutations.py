@@ -129,7 +129,7 @@ MUTATIONS = [
              "if diverge_at is not None and i == diverge_at + 1:",
              ("tests/test_app_compare.py::test_side_by_side_marks_the_divergence",)),
     Mutation("eval-label-shows-median", "the KLD label shows the median where it says 99th percentile",
-             "app/services.py", 'd["kld"]["p99"]', 'd["kld"]["median"]',
+             "app/services/evaluation.py", 'd["kld"]["p99"]', 'd["kld"]["median"]',
              ("tests/test_app_compare.py::test_full_eval_shows_the_engines_figures",)),
     Mutation("memory-cell-without-kv-cache", "the type table's memory column leaves out the KV cache",
              "app/views/quantize/format_page.py", "setText(human_bytes(est.run.total_bytes))",

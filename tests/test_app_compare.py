@@ -197,16 +197,16 @@ def test_streamed_pieces_are_whole_characters(tiny_model, tiny_chat_gguf, runtim
 def test_compare_streams_whole_characters(qtbot, window, tiny_model, tiny_chat_gguf, monkeypatch):
     """Both sides stream TEXT (the quantized one with its last word changed): what streamed is what is shown
     at the end, on each side, with no broken characters."""
-    from app import services
+    from app.services import evaluation
 
-    opened = services.open_model
+    opened = evaluation.open_model
     other = TEXT.replace("naïve", "über")
 
     def open_scripted(path, **kw):
         rt = opened(path, **kw)
         return _scripted(rt, rt.tokenize(TEXT if path == str(tiny_model) else other, add_bos=False))
 
-    monkeypatch.setattr(services, "open_model", open_scripted)
+    monkeypatch.setattr(evaluation, "open_model", open_scripted)  # what Compare's side by side opens
     view = window.views["Compare"]
     view.open_payload({"original": str(tiny_model), "quantized": str(tiny_chat_gguf)})
     view.max_tokens.setValue(64)

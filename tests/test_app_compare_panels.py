@@ -89,8 +89,10 @@ def test_context_sweep_plots_and_memory_per_kv_type(qtbot, window, tiny_model, t
 
     view = window.views["Compare"]
     view.open_payload({"original": str(tiny_model), "quantized": str(tiny_q2)})
-    view.show_panel(view.context)
     panel = view.context
+    assert not panel.isVisible() and panel.plan_job is None  # a panel off screen reads no header
+    window.show_view("Compare")
+    view.show_panel(view.context)
     qtbot.waitUntil(lambda: panel.plan is not None, timeout=60000)
     plan = load_plan(str(tiny_q2))
     assert max(panel.length_boxes) == plan.n_ctx_train == 2048  # offered up to the trained context

@@ -159,6 +159,29 @@ def test_thread_worker_cancel_and_errors(qtbot, settings):
     assert blocker.args == ["model.gguf is not a GGUF file: choose another"]
 
 
+def test_an_ended_job_lets_go_of_its_work_on_the_ui_thread(qtbot, settings):
+    """Once a job has ended, what it ran on is freed and its signals object is deleted, on the UI thread: a Qt
+    object left for the collector could be deleted by a worker thread and deadlock."""
+    import weakref
+
+    ui = threading.get_ident()
+    freed, shown = {}, []
+
+    class Work:
+        pass
+
+    work = Work()
+    job = run_in_thread(lambda w: "done", work, on_result=shown.append)
+    weakref.finalize(work, lambda: freed.__setitem__("argument", threading.get_ident() == ui))
+    signals_gone = []
+    job.signals.destroyed.connect(lambda *_: signals_gone.append(threading.get_ident() == ui))
+    qtbot.waitUntil(lambda: len(shown) == 1, timeout=10000)
+    assert shown == ["done"]
+    del work, job
+    qtbot.waitUntil(lambda: bool(freed and signals_gone), timeout=10000)
+    assert freed == {"argument": True} and signals_gone == [True]
+
+
 def test_eta_and_time_format(monkeypatch):
     import types
 

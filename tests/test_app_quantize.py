@@ -76,6 +76,14 @@ def test_estimate_cells_are_the_engines_estimate(qtbot, window, tiny_model):
     for t in ("Q4_K_M", "Q8_0", "Q2_K", "IQ4_XS"):
         _assert_row_is_the_estimate(page, plan, t)
     assert "Q4_K_M" in page.estimate_label.text()
+    # the figures, filled in one go, are read whole: each column is as wide as its widest figure
+    table, metrics = page.table, page.table.fontMetrics()
+
+    def narrow_columns():
+        return [c for c in (1, 2, 3, 4) if table.horizontalHeader().sectionSize(c) < max(
+            metrics.horizontalAdvance(table.item(r, c).text()) for r in range(table.rowCount()))]
+
+    qtbot.waitUntil(lambda: narrow_columns() == [], timeout=10000)
     page.ctx.setCurrentIndex(page.ctx.count() - 1)  # the largest context: more KV cache
     big = _cells(page, "Q4_K_M")
     assert big[2] == small[2] and big[3] != small[3]

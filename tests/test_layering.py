@@ -3,7 +3,7 @@
 - engine/ never imports Qt, pyqtgraph or the app, and the whole engine imports where Qt cannot;
 - engine's packages stand in layers, each importing only its own layer or the ones below;
 - no import cycle between modules of engine/ or app/;
-- app/views/ reach the engine only through app/services.py (or other app modules), and nothing in app/ looks
+- app/views/ reach the engine only through app/services/ (or other app modules), and nothing in app/ looks
   an engine module up by a name string (app/launcher.py's ``-m`` runner for frozen builds aside).
 """
 
@@ -212,8 +212,10 @@ def test_views_reach_the_engine_only_through_app_services():
     views = sorted((ROOT / "app" / "views").rglob("*.py"))
     assert views, "app/views/ has no Python files"
     offenders = [hit for path in views for hit in _engine_imports(path)]
-    assert not offenders, "views import the engine through app/services.py:\n" + "\n".join(offenders)
-    assert _engine_imports(ROOT / "app" / "services.py"), "app/services.py is where the views' engine calls live"
+    assert not offenders, "views import the engine through app/services/:\n" + "\n".join(offenders)
+    services = sorted((ROOT / "app" / "services").glob("*.py"))
+    assert services and all(_engine_imports(path) for path in services), \
+        "app/services/ is where the views' engine calls live"
 
 
 def test_the_app_never_looks_up_engine_modules_by_name():
@@ -226,7 +228,7 @@ def test_the_app_never_looks_up_engine_modules_by_name():
 
 
 def test_the_name_lookup_check_sees_an_offence():
-    """The rule above would catch a string lookup (the view rule is seen working on app/services.py)."""
+    """The rule above would catch a string lookup (the view rule is seen working on app/services/)."""
     assert _name_lookups("import importlib\nfn = getattr(importlib.import_module('engine.estimate'), 'estimate')\n") == [2]
     assert _name_lookups("mod = __import__('engine.hub')\n") == [1]
     assert _name_lookups("from engine.estimate import estimate\n") == []

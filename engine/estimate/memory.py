@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gguf  # the estimate package reads it anyway; an import here runs for every tensor, slowly under Qt
+
 from engine.estimate.file_size import FileLayout, source_gguf_bytes
 from engine.estimate.plan import ModelPlan
 from engine.estimate.tensor_types import QT, row_bytes
@@ -254,7 +256,6 @@ def quantize_cost(plan: ModelPlan, lay: FileLayout) -> QuantizeCost:
 
 
 def _type_bytes(name: str) -> float:
-    import gguf
     blk, size = gguf.GGML_QUANT_SIZES[QT[name]]
     return size / blk
 

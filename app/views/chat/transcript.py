@@ -35,18 +35,35 @@ class Transcript(QTextBrowser):
         self.setOpenLinks(False)
         self.anchorClicked.connect(self._anchor)
         self.messages: list[dict] = []
+        self._starts: list[int] = []  # where each message starts in the document
         self._tail = 0  # where the streaming reply starts in the document
         self._streaming: str | None = None
 
     # -- content -----------------------------------------------------------------------------------
 
-    def set_messages(self, messages: list[dict], streaming: str | None = None) -> None:
-        self.messages = [dict(m) for m in messages]
+    def set_messages(self, messages: list[dict], streaming: str | None = None, *, rebuild: bool = False) -> None:
+        """Show ``messages``. Only what changed is laid out: the messages shown that still lead the history stay
+        as they are, the rest of the document is replaced (a finished reply is appended, Regenerate drops the
+        last reply, Clear or another conversation starts afresh). ``rebuild``: lay everything out anew."""
+        new = [dict(m) for m in messages]
+        keep = 0
+        if not rebuild:
+            while keep < min(len(new), len(self.messages)) and new[keep] == self.messages[keep]:
+                keep += 1
         doc = self.document()
-        doc.clear()
         cur = QTextCursor(doc)
-        for i, m in enumerate(self.messages):
-            self._insert(cur, m["role"], m["content"], i)
+        if keep == 0:
+            doc.clear()
+            self._starts = []
+        else:
+            cur.setPosition(self._starts[keep] if keep < len(self._starts) else self._tail)
+            cur.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            cur.removeSelectedText()
+            del self._starts[keep:]
+        for i in range(keep, len(new)):
+            self._starts.append(cur.position())
+            self._insert(cur, new[i]["role"], new[i]["content"], i)
+        self.messages = new
         self._tail = cur.position()
         self._streaming = None
         self._fit_column()
@@ -160,4 +177,4 @@ class Transcript(QTextBrowser):
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:  # headers, links and code blocks take the new scheme
             streaming = self._streaming
-            self.set_messages(self.messages, streaming)
+            self.set_messages(self.messages, streaming, rebuild=True)

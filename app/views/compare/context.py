@@ -54,6 +54,7 @@ class ContextPanel(QWidget):
         self.paths, self.banner = paths, banner
         self.job = self.plan_job = None
         self._gen = 0  # bumped by reset()
+        self._header_wanted = False  # the pair's header is read once the panel is on screen
         self.plan = None
         self.qtype = ""
         self.results: list = []
@@ -129,6 +130,7 @@ class ContextPanel(QWidget):
             if job is not None:
                 job.cancel()
         self.results, self.plan, self.qtype = [], None, ""
+        self._header_wanted = False
         self.length_plot.clear()
         self.position_plot.clear()
         self.status.clear()
@@ -141,6 +143,22 @@ class ContextPanel(QWidget):
             self.memory_label.setText("The context sweep and the KV cache types need a quantized GGUF.")
             return
         self.memory_label.setText("Reading the quantized model's header…")
+        self._header_wanted = True
+        # else once the panel is shown: reading a header holds the interpreter (0.1 s for the demo model's,
+        # more for a large vocabulary), which a hidden panel should not cost the window
+        if self.isVisible():
+            self._read_header()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._header_wanted:
+            self._read_header()
+
+    def _read_header(self) -> None:
+        self._header_wanted = False
+        paths = self.paths(quiet=True)
+        if paths is None:
+            return
         quantized, gen = paths[1], self._gen
 
         def done(result) -> None:

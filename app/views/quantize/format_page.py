@@ -29,7 +29,7 @@ from app.views.quantize.command import blocker, build_command, check_outputs
 from app.views.quantize.model_page import setup_table
 from app.views.quantize.options import AWQ_TYPE, FIELD_LABELS, KV_TYPES, OptionsPanel  # noqa: F401
 from app.views.quantize.size_target import SizeTargetPanel
-from app.widgets import Banner
+from app.widgets import Banner, one_change
 
 FIT_TEXT = {"fits": "fits", "tight": "tight", "no": "does not fit"}  # engine.estimate.Fit.verdict in words
 COLUMNS = ["Type", "Bits/weight", "File size", "Memory to run", "Fits here", "Notes"]
@@ -260,15 +260,8 @@ class FormatPage(QWidget):
         return self.options.context()
 
     def _mark_unavailable(self) -> None:
-        for r in range(self.table.rowCount()):
-            name = self.table.item(r, 0).text()
-            reason = self.unavailable.get(name)
-            for c in range(self.table.columnCount()):
-                it = self.table.item(r, c)
-                flags = it.flags()
-                on = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-                it.setFlags(flags & ~on if reason else flags | on)
-                it.setToolTip(f"{name} cannot be made here: {reason}" if reason else "")
+        with one_change(self.table):
+            self._mark_rows()
         if self.unavailable:
             self.table.blockSignals(True)
             for r in range(self.table.rowCount()):
@@ -276,6 +269,21 @@ class FormatPage(QWidget):
                     for c in range(self.table.columnCount()):
                         self.table.item(r, c).setSelected(False)
             self.table.blockSignals(False)
+
+    def _mark_rows(self) -> None:
+        for r in range(self.table.rowCount()):
+            name = self.table.item(r, 0).text()
+            reason = self.unavailable.get(name)
+            on = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+            tip = f"{name} cannot be made here: {reason}" if reason else ""
+            for c in range(self.table.columnCount()):
+                it = self.table.item(r, c)
+                flags = it.flags()
+                wanted = flags & ~on if reason else flags | on
+                if wanted != flags:  # each change makes the table re-measure its columns: only real ones
+                    it.setFlags(wanted)
+                if it.toolTip() != tip:
+                    it.setToolTip(tip)
 
     def _device_changed(self) -> None:
         gpu = self.device.currentData() not in (None, "cpu")
@@ -344,6 +352,11 @@ class FormatPage(QWidget):
         """Fill the size / memory / fit columns; arithmetic only, so it runs on every change."""
         colours = fit_colors()
         waiting = self.plan is None and not self.plan_error and self.model is not None
+        with one_change(self.table):
+            self._fill_estimates(colours, waiting)
+        self._summary()
+
+    def _fill_estimates(self, colours, waiting: bool) -> None:
         for r in range(self.table.rowCount()):
             name = self.table.item(r, 0).text()
             est = self._estimate(name)
@@ -363,7 +376,6 @@ class FormatPage(QWidget):
                 item.setForeground(colours[verdict])
             if self.table.item(r, 0).text() not in self.unavailable:
                 item.setToolTip("; ".join(est.fit.problems) if est.fit else "")
-        self._summary()
 
     def memory_parts(self, est: Estimate) -> list[tuple[str, int]]:
         """The parts of "memory to run" the summary names; they add up to the total."""
