@@ -15,7 +15,7 @@ from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import format_kld, human_bytes  # noqa: F401  (the one byte and KLD formatters)
 from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
 from engine.estimate import context_choices  # noqa: F401  (the wizard's context list)
-from engine.estimate.timing import ImatrixTime, imatrix_time, measured_flops, probe_flops  # noqa: F401
+from engine.estimate.timing import ImatrixTime, imatrix_time, measured_flops  # noqa: F401
 from engine.gguf.imatrix import WINDOW_TOKENS  # noqa: F401  (what importance matrix windows hold)
 from engine.pipelines.queue import output_name  # noqa: F401  (the one rule for naming outputs)
 from engine.gguf.types import QuantType  # noqa: F401  (the wizard's type list holds these)
