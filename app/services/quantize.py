@@ -128,6 +128,16 @@ class MixPreview:
     type_counts: dict[str, int]  # tensors per type
 
 
+def load_plan(model: str) -> ModelPlan:
+    """The model's plan for the estimates, read in a worker thread, with the range of a mix's size worked out
+    there too (tens of milliseconds of Python the UI thread would otherwise spend when the plan arrives)."""
+    from engine.estimate import load_plan as read
+
+    plan = read(model)
+    mix_size_range(plan)
+    return plan
+
+
 def mix_size_range(plan: ModelPlan) -> tuple[int, int]:
     """The smallest and largest file a mix of this model can be (arithmetic only)."""
     from engine.estimate.mix import size_range
