@@ -131,6 +131,11 @@ def test_types_that_cannot_run_are_disabled_with_the_reason(qtbot, window, tiny_
     page.options.count_text()
     qtbot.waitUntil(lambda: page.options.text is not None and page.options.text.path == str(short), timeout=60000)
     assert not wiz.next_btn.isEnabled() and "not one window of 512" in page.type_status.text()
+    gone = tmp_path / "gone.txt"  # counted in a child process: its one-line error comes back to the page
+    page.options.cal_path.setText(str(gone))
+    page.options.count_text()
+    qtbot.waitUntil(lambda: page.options.text_error != "", timeout=60000)
+    assert page.options.text is None and page.options.text_error == f"calibration text {gone} not found; check its path"
 
 
 def test_contexts_stop_at_the_trained_one(qtbot, window, tiny_model, capsys):

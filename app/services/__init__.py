@@ -65,6 +65,7 @@ from app.services.quantize import (  # noqa: F401  (the Quantize wizard)
     sizable_types,
     CalibrationText,
     calibration_text,
+    calibration_count_command,
     fit_samples,
     check_outputs,
     estimate_or_error,
