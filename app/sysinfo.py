@@ -62,8 +62,8 @@ _probes: set = set()
 
 def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
     """Run :func:`probe` in a child process and hand its result to ``on_result(devices, machine)``; with
-    ``on_flops``, the same child then measures the matrix rate (at ``nice 10``) and hands it to
-    ``on_flops(flops)``.
+    ``on_flops``, the same child then measures the matrix rate and hands it to ``on_flops(flops)``. The child
+    runs at ``nice 10``, as the app's background jobs do.
 
     Finding a GPU imports torch, whose start-up holds Python's GIL for a second or more, and the matrix
     products keep every core busy for a quarter of a second; in a child process neither can stall the UI
@@ -73,7 +73,7 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
 
     from PySide6.QtCore import QProcess
 
-    from app.jobs import REPO_ROOT
+    from app.jobs import NICE, REPO_ROOT
 
     proc = QProcess()  # not owned by a widget: it may outlive the page that asked
     _probes.add(proc)
@@ -136,5 +136,7 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
     proc.readyReadStandardOutput.connect(read)
     proc.finished.connect(finished)
     argv = module_argv("engine.core.devices", out_dir, *(["--flops"] if on_flops is not None else []))
+    if NICE:
+        argv = [NICE, "-n", "10", *argv]
     proc.start(argv[0], argv[1:])
     return proc

@@ -1,7 +1,7 @@
 """What this machine has to run models on: its devices (CPU, CUDA GPUs, Apple Metal) and what is free on
 them (RAM, VRAM, disk at the output folder). The one place that asks; the estimate, the runtimes, AWQ and
 the app all read it. ``python -m engine.core.devices DIR [--flops]`` prints :func:`probe` as one JSON line,
-then, with ``--flops``, ``{"flops": ...}`` from :func:`probe_flops` at ``nice 10`` (the app asks in a child
+then, with ``--flops``, ``{"flops": ...}`` from :func:`probe_flops` (the app asks in a child at ``nice 10``
 so that importing torch, or the matrix products keeping every core busy, cannot stall its window)."""
 
 from __future__ import annotations
@@ -145,6 +145,4 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--flops"]
     print(json.dumps(probe(args[0] if args else ".")), flush=True)
     if "--flops" in sys.argv[1:]:
-        if hasattr(os, "nice"):
-            os.nice(10)  # a background measurement, as the importance matrix it predicts runs
         print(json.dumps({"flops": probe_flops()}), flush=True)
