@@ -44,6 +44,7 @@ class AppState(QObject):
     def __init__(self, settings: QSettings | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.settings = settings or QSettings()
+        self._listing: list[ModelEntry] | None = None  # models() while models_changed is being delivered
 
     # -- settings ----------------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class AppState(QObject):
             services.record_in_library(entry.path, entry.kind, name=entry.name, origin=entry.origin, qtype=entry.qtype)
         except Exception as exc:
             logging.getLogger(__name__).warning("could not record %s in the library: %s", entry.path, exc)
-        self.models_changed.emit()
+        self._changed()
 
     def forget_model(self, path: str) -> None:
         """Take ``path`` out of the engine's library and off the recent list (its files stay); a NibbleError
@@ -86,7 +87,16 @@ class AppState(QObject):
         services.forget_model(path)
         items = [i for i in self._recent() if not same_path(i["path"], path)]
         self.put(RECENT_MODELS, json.dumps(items))
-        self.models_changed.emit()
+        self._changed()
+
+    def _changed(self) -> None:
+        """Tell the views; the pickers that list the models in answer (five of them) share one reading of the
+        library and the recent list, not one each (about 5 ms each, on the UI thread)."""
+        self._listing = self.models()
+        try:
+            self.models_changed.emit()
+        finally:
+            self._listing = None
 
     def recent_models(self) -> list[ModelEntry]:
         fields = {f.name for f in dataclasses.fields(ModelEntry)}
@@ -98,6 +108,8 @@ class AppState(QObject):
 
     def models(self) -> list[ModelEntry]:
         """Every model the user can pick: the demo, the library's entries, recent ones; no duplicates."""
+        if self._listing is not None:
+            return list(self._listing)
         seen: set[str] = set()
         out: list[ModelEntry] = []
 

@@ -60,17 +60,20 @@ def _dist(name: str) -> str:
 _probes: set = set()
 
 
-def probe_in_child(out_dir: str, on_result, parent=None):
-    """Run :func:`probe` in a child process and hand its result to ``on_result(devices, machine)``.
+def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
+    """Run :func:`probe` in a child process and hand its result to ``on_result(devices, machine)``; with
+    ``on_flops``, the same child then measures the matrix rate and hands it to ``on_flops(flops)``. The child
+    runs at ``nice 10``, as the app's background jobs do.
 
-    Finding a GPU imports torch, whose start-up holds Python's GIL for a second or more; in a child
-    process that cannot stall the UI thread.
+    Finding a GPU imports torch, whose start-up holds Python's GIL for a second or more, and the matrix
+    products keep every core busy for a quarter of a second; in a child process neither can stall the UI
+    thread. The devices arrive as soon as they are known, before the rate.
     """
     import json as _json
 
     from PySide6.QtCore import QProcess
 
-    from app.jobs import REPO_ROOT
+    from app.jobs import NICE, REPO_ROOT
 
     proc = QProcess()  # not owned by a widget: it may outlive the page that asked
     _probes.add(proc)
@@ -81,27 +84,59 @@ def probe_in_child(out_dir: str, on_result, parent=None):
     for key, value in child_env().items():
         env.insert(key, value)
     proc.setProcessEnvironment(env)
+    got = {"devices": False}
 
-    def finished(*_):
-        try:
-            data = _json.loads(bytes(proc.readAllStandardOutput()).decode() or "{}")
-        except (ValueError, RuntimeError):  # RuntimeError: the app is closing
-            data = {}
-        devs = [Device(**d) for d in data.get("devices") or []] or [
-            Device("cpu", "CPU", True)]
+    def devices_line(data: dict) -> None:
+        got["devices"] = True
+        devs = [Device(**d) for d in data.get("devices") or []] or [Device("cpu", "CPU", True)]
         machine = None
         if data.get("machine"):
             try:
                 machine = Machine(**data["machine"])
             except TypeError:
                 machine = None
-        _probes.discard(proc)
         try:
             on_result(devs, machine)
         except RuntimeError:  # the page that asked is gone
             pass
 
+    def line(raw: bytes) -> None:
+        try:
+            data = _json.loads(raw.decode() or "{}")
+        except ValueError:
+            data = {}
+        if "flops" in data:
+            if on_flops is not None:
+                try:
+                    on_flops(float(data["flops"]))
+                except RuntimeError:
+                    pass
+        elif not got["devices"]:
+            devices_line(data)
+
+    def read():
+        try:
+            while proc.canReadLine():
+                line(bytes(proc.readLine()).strip())
+        except RuntimeError:  # the app is closing
+            pass
+
+    def finished(*_):
+        read()
+        try:
+            rest = bytes(proc.readAllStandardOutput()).strip()
+        except RuntimeError:
+            rest = b""
+        if rest:
+            line(rest)
+        if not got["devices"]:  # the child failed before its first line: the CPU is always there
+            devices_line({})
+        _probes.discard(proc)
+
+    proc.readyReadStandardOutput.connect(read)
     proc.finished.connect(finished)
-    argv = module_argv("engine.core.devices", out_dir)
+    argv = module_argv("engine.core.devices", out_dir, *(["--flops"] if on_flops is not None else []))
+    if NICE:
+        argv = [NICE, "-n", "10", *argv]
     proc.start(argv[0], argv[1:])
     return proc

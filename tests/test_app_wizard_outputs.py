@@ -131,6 +131,11 @@ def test_types_that_cannot_run_are_disabled_with_the_reason(qtbot, window, tiny_
     page.options.count_text()
     qtbot.waitUntil(lambda: page.options.text is not None and page.options.text.path == str(short), timeout=60000)
     assert not wiz.next_btn.isEnabled() and "not one window of 512" in page.type_status.text()
+    gone = tmp_path / "gone.txt"  # counted in a child process: its one-line error comes back to the page
+    page.options.cal_path.setText(str(gone))
+    page.options.count_text()
+    qtbot.waitUntil(lambda: page.options.text_error != "", timeout=60000)
+    assert page.options.text is None and page.options.text_error == f"calibration text {gone} not found; check its path"
 
 
 def test_contexts_stop_at_the_trained_one(qtbot, window, tiny_model, capsys):
@@ -272,6 +277,11 @@ def test_importance_matrix_is_bounded_and_its_time_said_before_it_starts(qtbot, 
     windows = min(64, tokens // 512)
     assert f"The text has {tokens // 512:,} windows of 512 tokens; {windows:,} will run." in o.cal_note.text()
     assert "Expected time: about" in o.cal_note.text() and "matrix-multiply probe" in o.cal_note.text()
+    from app.jobs import format_seconds
+
+    n = estimate(load_plan(tiny_model), "F16").n_params
+    # the rate measured in the device probe's child, turned into time by hand: 2 operations a parameter a token
+    assert f"Expected time: about {format_seconds(windows * 512 * 2 * n / o.flops)}" in o.cal_note.text()
     argv = page.command()
     assert argv[argv.index("--imatrix-chunks") + 1] == "64"  # bounded by default, as llama-imatrix's --chunks
     o.windows.setValue(4)
@@ -280,10 +290,7 @@ def test_importance_matrix_is_bounded_and_its_time_said_before_it_starts(qtbot, 
         wiz.next_btn.click()
     rate = window.state.get(QUANTIZE_IMATRIX_RATE)
     assert rate > 0  # the run's own pace, kept for the next estimate
-    n = estimate(load_plan(tiny_model), "F16").n_params
     wiz.back()
     assert "the rate of the last importance matrix run here" in o.cal_note.text()
     seconds = 4 * 512 * 2 * n / rate
-    from app.jobs import format_seconds
-
     assert f"Expected time: about {format_seconds(seconds)}" in o.cal_note.text()

@@ -406,3 +406,27 @@ def test_search_marks_what_nibble_converts_and_points_at_a_gguf(hub_models):
     assert rows["acme/odd-gpt"]["convertible"] is False and rows["acme/tiny-chat"]["convertible"] is True
     table = _cli("search", "odd-gpt").stdout.splitlines()
     assert "CONVERTS" in table[0] and " no " in table[1]
+
+
+def test_names_read_in_the_app_are_kept_for_its_child_processes(tmp_path, monkeypatch):
+    """Where transformers is loaded in the app, the model-type names the repository-code policy needs are kept in
+    Nibble's data folder, and a child process (the calibration count) reads them there instead of importing torch."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    import engine.models.resolve as resolve
+    from engine.core.spawn import child_env
+
+    monkeypatch.setenv("NIBBLE_HOME", str(tmp_path))
+    monkeypatch.setattr(resolve, "NAMES_FROM_CHILD", True)
+    resolve.transformers_names()
+    kept = list((tmp_path / "transformers-names").glob("*.json"))
+    assert [p.name for p in kept] == [f"{transformers.__version__}.json"]
+    d = json.loads(kept[0].read_text(encoding="utf-8"))
+    assert set(d["types"]) == set(CONFIG_MAPPING_NAMES) and d["causal_lm"] == dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    code = ("import sys, engine.models.resolve as r; r.NAMES_FROM_CHILD = True; "
+            "t, m = r.transformers_names(); print(len(t), m['llama'], 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(NIBBLE_HOME=str(tmp_path)), capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split() == [str(len(CONFIG_MAPPING_NAMES)), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES["llama"], "False"]

@@ -13,9 +13,9 @@ from engine.analysis.compare import token_pieces  # noqa: F401  (the text each g
 from engine.analysis.stats import LayerSummary, StatsReport, TensorStats, layer_of  # noqa: F401  (Analysis reads these)
 from engine.core.errors import NibbleError  # noqa: F401  (views catch it)
 from engine.core.units import format_kld, human_bytes  # noqa: F401  (the one byte and KLD formatters)
-from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate, load_plan  # noqa: F401
+from engine.estimate import AwqCost, Estimate, ModelPlan, awq_cost, estimate  # noqa: F401
 from engine.estimate import context_choices  # noqa: F401  (the wizard's context list)
-from engine.estimate.timing import ImatrixTime, imatrix_time, measured_flops, probe_flops  # noqa: F401
+from engine.estimate.timing import ImatrixTime, imatrix_time, measured_flops  # noqa: F401
 from engine.gguf.imatrix import WINDOW_TOKENS  # noqa: F401  (what importance matrix windows hold)
 from engine.pipelines.queue import output_name  # noqa: F401  (the one rule for naming outputs)
 from engine.gguf.types import QuantType  # noqa: F401  (the wizard's type list holds these)
@@ -58,12 +58,14 @@ from app.services.library import (  # noqa: F401  (models, the library, handing 
 )
 
 from app.services.quantize import (  # noqa: F401  (the Quantize wizard)
+    load_plan,
     gguf_types,
     outputs_dir,
     inside_install,
     sizable_types,
     CalibrationText,
     calibration_text,
+    calibration_count_command,
     fit_samples,
     check_outputs,
     estimate_or_error,

@@ -48,13 +48,15 @@ class CalibrationText:
     tokens: int
 
 
-def calibration_text(model: str, path: str | None) -> CalibrationText:
-    """Count the tokens of ``path`` (None or "default": the text Nibble uses for ``model``); seconds on big files."""
-    from engine.models.calibration import calibration_file, count_tokens
-    from engine.models.resolve import resolve_model_path
+def calibration_count_command(model: str, path: str | None) -> tuple[str, ...]:
+    """The engine module and arguments that count the tokens of ``path`` (None or "": the text Nibble uses for
+    ``model``) in a child process (``app.jobs.run_module_in_child``); seconds on big files. Its result is read
+    with :func:`calibration_text`."""
+    return ("engine.models.calibration", model, path or "")
 
-    src = resolve_model_path(model)
-    return CalibrationText(str(calibration_file(path or None, src)), count_tokens(src, path or None))
+
+def calibration_text(result: dict) -> CalibrationText:
+    return CalibrationText(str(result["path"]), int(result["tokens"]))
 
 
 def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
@@ -126,6 +128,16 @@ class MixPreview:
     predicted_kld: float
     uniform: tuple[tuple[str, int, float], ...]  # (type, file bytes, predicted KLD), smallest first
     type_counts: dict[str, int]  # tensors per type
+
+
+def load_plan(model: str) -> ModelPlan:
+    """The model's plan for the estimates, read in a worker thread, with the range of a mix's size worked out
+    there too (tens of milliseconds of Python the UI thread would otherwise spend when the plan arrives)."""
+    from engine.estimate import load_plan as read
+
+    plan = read(model)
+    mix_size_range(plan)
+    return plan
 
 
 def mix_size_range(plan: ModelPlan) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """What this machine has to run models on: its devices (CPU, CUDA GPUs, Apple Metal) and what is free on
 them (RAM, VRAM, disk at the output folder). The one place that asks; the estimate, the runtimes, AWQ and
-the app all read it. ``python -m engine.core.devices DIR`` prints :func:`probe` as JSON (the app asks in a
-child so that importing torch cannot stall its window)."""
+the app all read it. ``python -m engine.core.devices DIR [--flops]`` prints :func:`probe` as one JSON line,
+then, with ``--flops``, ``{"flops": ...}`` from :func:`probe_flops` (the app asks in a child at ``nice 10``
+so that importing torch, or the matrix products keeping every core busy, cannot stall its window)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,25 @@ def probe(out_dir: str = ".") -> dict:
     return {"devices": [dataclasses.asdict(d) for d in devs], "machine": machine}
 
 
+def probe_flops(seconds: float = 0.25) -> float:
+    """Floating-point operations per second of float32 matrix products on this machine (all cores)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random((512, 512), dtype=np.float32)
+    b = rng.random((512, 1024), dtype=np.float32)
+    a @ b  # warm up the BLAS threads
+    n, t0 = 0, time.perf_counter()
+    while True:
+        a @ b
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return n * 2 * 512 * 512 * 1024 / dt
+
 
 if __name__ == "__main__":
-    print(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else ".")))
+    args = [a for a in sys.argv[1:] if a != "--flops"]
+    print(json.dumps(probe(args[0] if args else ".")), flush=True)
+    if "--flops" in sys.argv[1:]:
+        print(json.dumps({"flops": probe_flops()}), flush=True)

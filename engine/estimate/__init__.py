@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from engine.core.errors import NibbleError
 from engine.estimate.file_size import FileLayout, layout, source_gguf_bytes
 from engine.core.devices import Machine, probe_machine
-from engine.estimate.memory import KV_TYPES, Part, QuantizeCost, RunMemory, kv_cache_bytes, quantize_cost, run_memory
+from engine.estimate.memory import (KV_TYPES, Part, QuantizeCost, RunMemory, kv_cache_bytes, quantize_cost, run_memory,
+                                    weights_by_layer)
 from engine.estimate.plan import ModelPlan, PlanTensor
 from engine.estimate.plan import load_plan as _read_plan
 from engine.estimate.tensor_types import file_types, parse_file_type
@@ -145,12 +146,16 @@ def load_plan(model) -> ModelPlan:
 
 
 def prepare(plan: ModelPlan) -> None:
-    """Compute and cache the per-tensor types and file layout of every file type for ``plan``."""
+    """Compute and cache the per-tensor types and file layout of every file type for ``plan``, with what each
+    estimate sums over the tensors: the app's first estimates of every type, on its UI thread, are then
+    arithmetic on a few numbers too."""
     for t in file_types():
         try:
-            layout(plan, parse_file_type(t))
+            lay = layout(plan, parse_file_type(t))
         except NibbleError:  # a type llama.cpp cannot make for these shapes; estimate() says so if asked
-            pass
+            continue
+        weights_by_layer(plan, lay)
+        quantize_cost(plan, lay)
 
 
 def _check(plan: ModelPlan, ctx: int, kv_type: str, gpu_layers: int) -> None:

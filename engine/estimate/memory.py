@@ -163,7 +163,7 @@ def run_memory(plan: ModelPlan, lay: FileLayout, ctx: int, kv_type: str = "f16",
     gpu_layers = max(0, min(gpu_layers, n_layer + 1))
     first_gpu = n_layer - min(gpu_layers, n_layer)
     flash = kv_type != "f16"  # llama.cpp quantizes the V cache only with flash attention
-    per_layer, per_layer_repack, embd, output = _weights_by_layer(plan, lay)
+    per_layer, per_layer_repack, embd, output = weights_by_layer(plan, lay)
     w_vram = sum(per_layer[first_gpu:]) if gpu_layers else 0
     w_ram = sum(per_layer[:first_gpu]) + embd
     repack = sum(per_layer_repack[:first_gpu])
@@ -203,7 +203,7 @@ def run_memory(plan: ModelPlan, lay: FileLayout, ctx: int, kv_type: str = "f16",
                      compute_bytes=compute_ram + compute_vram, overhead_bytes=overhead, parts=parts)
 
 
-def _weights_by_layer(plan: ModelPlan, lay: FileLayout):
+def weights_by_layer(plan: ModelPlan, lay: FileLayout):
     """Weight bytes per block, repackable bytes per block, token embeddings, and output tensors."""
     key = ("by_layer", id(lay))  # layouts live in the plan cache, so their ids stay unique
     hit = plan._cache.get(key)
@@ -232,6 +232,14 @@ def quantize_cost(plan: ModelPlan, lay: FileLayout) -> QuantizeCost:
     (exact size; deleted at the end), then llama.cpp quantizes it. Both hold about one tensor at a time:
     the quantizer keeps the source rows, an F32 copy and the quantized rows of the largest tensor.
     """
+    key = ("quantize_cost", id(lay))  # as in weights_by_layer: computed once a layout
+    hit = plan._cache.get(key)
+    if hit is None:
+        hit = plan._cache[key] = _quantize_cost(plan, lay)
+    return hit
+
+
+def _quantize_cost(plan: ModelPlan, lay: FileLayout) -> QuantizeCost:
     held, largest, src_bytes = 0, plan.tensors[0], 0
     for t, b in zip(plan.tensors, lay.sizes):
         src = int(t.n_elements * _type_bytes(t.src_type))

@@ -54,6 +54,13 @@ def mix_layout(plan: ModelPlan, chosen: dict[str, str]) -> FileLayout:
 
 def size_range(plan: ModelPlan) -> tuple[int, int]:
     """Smallest and largest file a mix can make: every tensor at its smallest candidate, or all F16."""
+    hit = plan._cache.get("size_range")
+    if hit is None:
+        hit = plan._cache["size_range"] = _size_range(plan)
+    return hit
+
+
+def _size_range(plan: ModelPlan) -> tuple[int, int]:
     cands = candidate_map(plan)
     lo = {n: min(c, key=lambda t: tensor_bytes(QT[t], _ne(plan, n))) for n, c in cands.items()}
     return layout_for_types(plan, _types(plan, lo)).file_bytes, layout_for_types(plan, _types(plan, {n: "F16" for n in cands})).file_bytes

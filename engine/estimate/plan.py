@@ -22,6 +22,7 @@ from engine.core.errors import NibbleError
 from engine.models import families
 from engine.models.families.hparams import text_config
 
+_BLOCK = re.compile(r"blk\.(\d+)\.")
 _SAFETENSORS_DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F32"}
 
 
@@ -55,7 +56,7 @@ class PlanTensor:
     @property
     def layer(self) -> int:
         """Block index for ``blk.N.*`` tensors, -1 for the rest (embeddings, output, norms)."""
-        m = re.match(r"blk\.(\d+)\.", self.name)
+        m = _BLOCK.match(self.name)
         return int(m.group(1)) if m else -1
 
 

@@ -68,17 +68,20 @@ _IQ_LOW = {FT.MOSTLY_IQ2_XXS, FT.MOSTLY_IQ2_XS, FT.MOSTLY_IQ1_S, FT.MOSTLY_IQ2_S
 
 def file_types() -> list[str]:
     """Names of the file types this module can size, e.g. ``Q4_K_M``, in llama.cpp's numbering order."""
-    return [ft_name(ft) for ft in sorted(DEFAULT_TYPE, key=lambda f: f.value)]
+    return list(_BY_NAME)
 
 
 def ft_name(ft: FT) -> str:
     return ft.name.replace("MOSTLY_", "").replace("ALL_", "")
 
 
+# name -> file type, in llama.cpp's numbering order (the app estimates every type on each change of a setting)
+_BY_NAME = {ft_name(ft): ft for ft in sorted(DEFAULT_TYPE, key=lambda f: f.value)}
+
+
 def parse_file_type(name: str) -> FT:
     """The llama.cpp file type ``name`` stands for (aliases accepted: :func:`engine.gguf.types.parse_type`)."""
-    key = parse_type(name, file_types())
-    return next(ft for ft in DEFAULT_TYPE if ft_name(ft) == key)
+    return _BY_NAME[parse_type(name, file_types())]
 
 
 def is_quantized(t: QT) -> bool:

@@ -1,33 +1,16 @@
 """How long the calibration part of a quantization will take on this machine, said before it starts.
 
 A forward pass costs about 2 floating-point operations per parameter per token; the machine's rate is
-measured by a short matrix-multiply probe (:func:`probe_flops`). The importance matrix runs ``windows``
-windows of :data:`engine.gguf.imatrix.WINDOW_TOKENS` tokens through the model.
+measured by a short matrix-multiply probe (:func:`engine.core.devices.probe_flops`; the app runs it in the
+device probe's child process). The importance matrix runs ``windows`` windows of
+:data:`engine.gguf.imatrix.WINDOW_TOKENS` tokens through the model.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from engine.gguf.imatrix import WINDOW_TOKENS
-
-
-def probe_flops(seconds: float = 0.25) -> float:
-    """Floating-point operations per second of float32 matrix products on this machine (all cores)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = rng.random((512, 512), dtype=np.float32)
-    b = rng.random((512, 1024), dtype=np.float32)
-    a @ b  # warm up the BLAS threads
-    n, t0 = 0, time.perf_counter()
-    while True:
-        a @ b
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds:
-            return n * 2 * 512 * 512 * 1024 / dt
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,26 @@ def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
 def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
     """The most samples of ``seqlen`` tokens, at most ``samples``, that ``tokens`` of text hold (0: not one)."""
     return max(0, min(samples, tokens // max(seqlen, 1)))
+
+
+def main(argv: list[str]) -> dict:
+    """``python -m engine.models.calibration MODEL [TEXT]``: the text's file and token count, as one JSON line
+    (``{"error": ...}`` for a problem the user can fix). The app counts in this child process at ``nice 10``:
+    writing the demo's dialogues and tokenizing keep a core busy for a fraction of a second, beside the
+    window's own thread."""
+    from engine.models import resolve
+
+    resolve.NAMES_FROM_CHILD = True  # transformers' names as the app keeps them, not an import of torch here
+    try:
+        model = resolve.resolve_model_path(argv[0])
+        text = argv[1] if len(argv) > 1 and argv[1] else None
+        return {"path": str(calibration_file(text, model)), "tokens": count_tokens(model, text)}
+    except NibbleError as exc:
+        return {"error": str(exc)}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(main(sys.argv[1:])), flush=True)

@@ -4,6 +4,7 @@ never downloads (that is :mod:`engine.hub.download`'s job); also the one policy 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,21 +45,21 @@ def transformers_names() -> tuple[frozenset, dict]:
 
     Importing them imports torch, which holds Python's interpreter lock for about 0.2 s: in the app, whose
     window must not stall (:data:`NAMES_FROM_CHILD`), they are read once per transformers version in a child
-    process and kept in Nibble's data folder. Elsewhere, or once transformers is loaded, they are read here."""
+    process and kept in Nibble's data folder (where the app's child processes read them too). Elsewhere, or
+    once transformers is loaded, they are read here."""
     if not NAMES_FROM_CHILD or "transformers.models.auto.modeling_auto" in sys.modules:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+        if NAMES_FROM_CHILD and not _names_file().is_file():
+            _keep_names({"types": sorted(CONFIG_MAPPING_NAMES), "causal_lm": dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)})
         return frozenset(CONFIG_MAPPING_NAMES), dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
-    import importlib.metadata
     import subprocess
 
     from engine.core.spawn import child_env
-    from engine.core.resources import data_dir
 
-    cache = data_dir() / "transformers-names" / f"{importlib.metadata.version('transformers')}.json"
     try:
-        d = json.loads(cache.read_text(encoding="utf-8"))
+        d = json.loads(_names_file().read_text(encoding="utf-8"))
         return frozenset(d["types"]), dict(d["causal_lm"])
     except (OSError, ValueError, KeyError):
         pass
@@ -67,6 +68,25 @@ def transformers_names() -> tuple[frozenset, dict]:
     if out.returncode != 0:  # the library itself is broken: say so through the usual import error
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # noqa: F401
     d = json.loads(out.stdout.strip().splitlines()[-1])
+    _keep_names(d)
+    return frozenset(d["types"]), dict(d["causal_lm"])
+
+
+def _names_file() -> Path:
+    from engine.core.resources import data_dir
+
+    return data_dir() / "transformers-names" / f"{_transformers_version()}.json"
+
+
+@functools.cache
+def _transformers_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("transformers")
+
+
+def _keep_names(d: dict) -> None:
+    cache = _names_file()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
@@ -74,7 +94,6 @@ def transformers_names() -> tuple[frozenset, dict]:
         os.replace(tmp, cache)
     except OSError:
         pass  # read again next time
-    return frozenset(d["types"]), dict(d["causal_lm"])
 
 
 def check_config(config: dict, where: str) -> str | None:

@@ -19,12 +19,21 @@ _GiB = 1024**3
 
 
 def check_gguf(path: pathlib.Path) -> int:
-    """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown)."""
-    from engine.models.inspect import gguf_field
+    """Refuse, in one line, a file that is not a GGUF or is cut short; returns its training context (0: unknown).
 
-    reader = read_whole_gguf(path)
-    arch = gguf_field(reader, "general.architecture", "")
-    return int(gguf_field(reader, f"{arch}.context_length", 0) or 0)
+    Reads only the header's scalars and the tensors' extents: gguf-py's full reader spends tens of
+    milliseconds to seconds of pure Python on the vocabulary, holding the interpreter while the app's UI
+    thread waits (Chat loads models in a worker thread)."""
+    from engine.models.gguf_header import read_gguf_header
+
+    header = read_gguf_header(path)
+    size = path.stat().st_size
+    if header.data_end > size:
+        raise NibbleError(f"{path} is truncated: its tensors need {header.data_end:,} bytes but the file has "
+                          f"{size:,}; download or convert it again")
+    arch = header.get("general.architecture", "")
+    context = header.get(f"{arch}.context_length", 0)
+    return int(context) if isinstance(context, int) else 0
 
 
 def read_whole_gguf(path: pathlib.Path):

@@ -125,11 +125,10 @@ class FormatPage(QWidget):
         self._load_types()
 
     def probe_machine(self) -> None:
-        """Devices and free RAM, VRAM and disk (at the output folder), read in a child process; the matrix
-        rate for the importance matrix's expected time, in a worker thread."""
+        """Devices and free RAM, VRAM and disk (at the output folder), then the matrix rate for the importance
+        matrix's expected time, read in one child process."""
         folder = str(self.options.folder())
-        self._probe = sysinfo.probe_in_child(folder, self._probed, self)
-        self._jobs.append(run_in_thread(services.probe_flops, on_result=self.options.set_flops))
+        self._probe = sysinfo.probe_in_child(folder, self._probed, self, on_flops=self.options.set_flops)
 
     def showEvent(self, event) -> None:
         if self._probe is None:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import services
-from app.jobs import format_seconds, run_in_thread
+from app.jobs import format_seconds, run_module_in_child
 from app.settings import (
     QUANTIZE_AWQ_GROUP,
     QUANTIZE_AWQ_SAMPLES,
@@ -72,7 +72,6 @@ class OptionsPanel(QWidget):
         self.text: services.CalibrationText | None = None  # the calibration text as the model's tokenizer sees it
         self.text_error = ""
         self._counting: tuple | None = None
-        self._jobs: list = []
         self.custom_name = False  # the user typed or picked a name: it no longer follows model and type
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -244,7 +243,7 @@ class OptionsPanel(QWidget):
     # -- the calibration text ----------------------------------------------------------------------
 
     def count_text(self) -> None:
-        """Count the calibration text's tokens with the model's tokenizer (a worker thread)."""
+        """Count the calibration text's tokens with the model's tokenizer (a child process)."""
         if not self.model_path:
             return
         key = (self.model_path, self.cal_path.text().strip())
@@ -252,9 +251,9 @@ class OptionsPanel(QWidget):
             return
         self._counting, self.text, self.text_error = key, None, ""
         self.update_notes()
-        self._jobs.append(run_in_thread(
-            services.calibration_text, *key, on_result=lambda t: self._counted(key, t, ""),
-            on_error=lambda msg: self._counted(key, None, msg)))
+        run_module_in_child(*services.calibration_count_command(*key),
+                            on_result=lambda r: self._counted(key, services.calibration_text(r), ""),
+                            on_error=lambda msg: self._counted(key, None, msg))
 
     def _counted(self, key, text, error: str) -> None:
         if key == self._counting:

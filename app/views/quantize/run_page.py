@@ -130,9 +130,13 @@ class RunPage(QWidget):
         if not self.cancel_btn.isEnabled():  # cancelling: the last figures would only freeze there
             return
         if total > 0:
+            # a progress bar repaints itself at once on each new value (1-15 ms here, for every line of the job's
+            # progress); with its updates held it is painted once, with the rest of the window
+            self.bar.setUpdatesEnabled(False)
             self.bar.setRange(0, total)
             self.bar.setValue(done)
             self.bar.setFormat(f"{done} / {total}")
+            self.bar.setUpdatesEnabled(True)
         stage = STAGE_NAMES.get(self.job.stage, self.job.stage.capitalize()) if self.job else ""
         same = stage and message.lower().startswith(stage.lower())
         self.status.setText(f"{stage}: {message}" if stage and not same else message)
