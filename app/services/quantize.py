@@ -50,7 +50,7 @@ class CalibrationText:
 
 def calibration_count_command(model: str, path: str | None) -> tuple[str, ...]:
     """The engine module and arguments that count the tokens of ``path`` (None or "": the text Nibble uses for
-    ``model``) in a child process (``app.jobs.run_module_in_child``); seconds on big files. Its result is read
+    ``model``) in a child process (``app.children.run_module_in_child``); seconds on big files. Its result is read
     with :func:`calibration_text`."""
     return ("engine.models.calibration", model, path or "")
 

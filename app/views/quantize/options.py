@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from app import services
-from app.jobs import format_seconds, run_module_in_child
+from app.children import run_module_in_child
+from app.jobs import format_seconds
 from app.settings import (
     QUANTIZE_AWQ_GROUP,
     QUANTIZE_AWQ_SAMPLES,
