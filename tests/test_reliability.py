@@ -52,12 +52,16 @@ def _live_children() -> set[int]:
 
 
 def run_in_process(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    """``nibble ARGV`` in this process, as a fresh CLI process would run it: without the app's setting that
+    keeps transformers' names in the data folder (app tests earlier in this process turn it on)."""
     from engine.commands.cli import main
+    from engine.models import resolve
 
     out, err = io.StringIO(), io.StringIO()
     old_term = signal.getsignal(signal.SIGTERM)
-    old_stdin = sys.stdin
+    old_stdin, old_names = sys.stdin, resolve.NAMES_FROM_CHILD
     sys.stdin = io.StringIO(stdin)
+    resolve.NAMES_FROM_CHILD = False
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -70,7 +74,7 @@ def run_in_process(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
                 traceback.print_exc(file=err)
                 rc = 1
     finally:
-        sys.stdin = old_stdin
+        sys.stdin, resolve.NAMES_FROM_CHILD = old_stdin, old_names
         signal.signal(signal.SIGTERM, old_term)
     return rc, out.getvalue(), err.getvalue()
 
