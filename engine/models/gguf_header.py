@@ -41,21 +41,31 @@ class _Cut(Exception):
     pass
 
 
-def read_gguf_header(path: Path) -> GGUFHeader:
-    """The header of the GGUF at ``path``, refusing in one line a file that is not a GGUF or whose header is
-    cut short or unreadable (the tensor data itself is not read: compare ``data_end`` with the file's size)."""
-    path = Path(path)
+def check_gguf_file(path: Path) -> None:
+    """Refuse in one line a missing file or one that does not start with GGUF's magic."""
     if not path.is_file():
         raise NibbleError(f"{path}: no such file")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise NibbleError(f"{path} is not a GGUF file (no GGUF magic); give a .gguf model or a model folder")
+
+
+def corrupt_gguf(path: Path, exc: BaseException) -> NibbleError:
+    """The one-line error for a GGUF whose header or layout cannot be read."""
+    return NibbleError(f"{path} is truncated or corrupt ({type(exc).__name__}); download or convert it again")
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """The header of the GGUF at ``path``, refusing in one line a file that is not a GGUF or whose header is
+    cut short or unreadable (the tensor data itself is not read: compare ``data_end`` with the file's size)."""
+    path = Path(path)
+    check_gguf_file(path)
+    with open(path, "rb") as f:
         try:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _parse(buf)
         except (_Cut, struct.error, ValueError, OverflowError, KeyError, UnicodeDecodeError) as exc:
-            raise NibbleError(f"{path} is truncated or corrupt ({type(exc).__name__}); "
-                              "download or convert it again") from None
+            raise corrupt_gguf(path, exc) from None
 
 
 def _parse(buf) -> GGUFHeader:

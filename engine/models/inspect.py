@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.core.errors import NibbleError
 from engine.models.resolve import ORIGINAL
 
 
@@ -66,15 +65,13 @@ def open_gguf(path: Path):
     """gguf.GGUFReader over ``path`` with a one-line error for files that are not (whole) GGUFs."""
     import gguf
 
-    if not path.is_file():
-        raise NibbleError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise NibbleError(f"{path} is not a GGUF file (no GGUF magic); give a .gguf model or a model folder")
+    from engine.models.gguf_header import check_gguf_file, corrupt_gguf
+
+    check_gguf_file(path)
     try:
         return gguf.GGUFReader(path)
     except Exception as exc:  # truncated files raise ValueError/IndexError from numpy memmaps
-        raise NibbleError(f"{path} is truncated or corrupt ({type(exc).__name__}); download or convert it again") from exc
+        raise corrupt_gguf(path, exc) from exc
 
 
 def gguf_field(reader, key: str, default=None):
