@@ -132,6 +132,7 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
         if not got["devices"]:  # the child failed before its first line: the CPU is always there
             devices_line({})
         _probes.discard(proc)
+        proc.deleteLater()  # with it go the connections, and the callbacks they hold (the page that asked)
 
     proc.readyReadStandardOutput.connect(read)
     proc.finished.connect(finished)

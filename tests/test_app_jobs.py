@@ -201,3 +201,22 @@ def test_eta_and_time_format(monkeypatch):
     assert format_seconds(42) == "42 s"
     assert format_seconds(125) == "2 min 05 s"
     assert format_seconds(7300) == "2 h 01 min"
+
+
+def test_machine_probe_child_reports_then_lets_go_of_its_process(qtbot, settings, tmp_path):
+    """The device probe's child hands over the devices (the CPU at least), and once it has ended its QProcess
+    and the connections holding the caller's callbacks are deleted, not kept for the app's lifetime."""
+    import shiboken6
+
+    from app import sysinfo
+
+    got = []
+    proc = sysinfo.probe_in_child(str(tmp_path), lambda devices, machine: got.append((devices, machine)))
+    qtbot.waitUntil(lambda: bool(got), timeout=60000)
+    devices, machine = got[0]
+    assert any(d.key == "cpu" and d.usable for d in devices)
+    total = psutil.virtual_memory().total
+    assert machine is not None and 0 < machine.free_ram_bytes <= total
+    qtbot.waitUntil(lambda: not shiboken6.isValid(proc), timeout=30000)
+    assert proc not in sysinfo._probes
+
