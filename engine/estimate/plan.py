@@ -19,8 +19,8 @@ from pathlib import Path
 import gguf
 
 from engine.core.errors import NibbleError
+from engine.estimate.metadata import kv_section_bytes, predict_metadata_bytes
 from engine.models import families
-from engine.models.families.hparams import text_config
 
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 _SAFETENSORS_DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F32"}
@@ -184,7 +184,7 @@ def plan_from_folder(folder: Path) -> ModelPlan:
     for f in files:
         tensors.update(read_safetensors_header(f))
         source_bytes += f.stat().st_size
-    meta_bytes = _predict_metadata_bytes(config, folder.name, _read_json(folder / "tokenizer.json"),
+    meta_bytes = predict_metadata_bytes(config, folder.name, _read_json(folder / "tokenizer.json"),
                                          _read_json(folder / "tokenizer_config.json"))
     return plan_from_hf(config, tensors, source=str(folder), source_kind="folder",
                         source_bytes=source_bytes, metadata_bytes=meta_bytes, name=folder.name)
@@ -205,23 +205,13 @@ def _plan_via_converter(folder: Path) -> ModelPlan:
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.close()
-        kv_bytes = _kv_section_bytes(gguf.GGUFReader(head, "r"))
+        kv_bytes = kv_section_bytes(gguf.GGUFReader(head, "r"))
     base = plan_from_hf(src.config, {n: {"dtype": i.dtype, "shape": list(i.shape)} for n, i in src.tensors.items()},
                         source=str(folder), source_kind="folder", source_bytes=src.total_bytes, metadata_bytes=0,
                         name=folder.name)
     base.metadata_bytes = kv_bytes
     base.metadata_exact = True
     return base
-
-
-def _kv_section_bytes(reader: gguf.GGUFReader) -> int:
-    """Bytes of a GGUF's key/value section as the quantizer will write it (with its two keys set)."""
-    kv_bytes = sum(int(sum(p.nbytes for p in f.parts)) for f in reader.fields.values()
-                   if not f.name.startswith("GGUF."))
-    for key in ("general.file_type", "general.quantization_version"):
-        if key not in reader.fields:
-            kv_bytes += _u32_kv(key)
-    return kv_bytes
 
 
 def plan_from_hub(repo_id: str) -> ModelPlan:
@@ -262,7 +252,7 @@ def plan_from_hub(repo_id: str) -> ModelPlan:
             tok = data
         else:
             tok_cfg = data
-    meta_bytes = _predict_metadata_bytes(config, repo_id.split("/")[-1], tok, tok_cfg)
+    meta_bytes = predict_metadata_bytes(config, repo_id.split("/")[-1], tok, tok_cfg)
     return plan_from_hf(config, tensors, source=repo_id, source_kind="hub", source_bytes=source_bytes,
                         metadata_bytes=meta_bytes, name=repo_id.split("/")[-1])
 
@@ -326,55 +316,6 @@ def _read_json(path: Path):
         return None
 
 
-def _u32_kv(key: str) -> int:
-    return 8 + len(key.encode()) + 4 + 4
-
-
-def _kv_string(key: str, value: str) -> int:
-    return 8 + len(key.encode()) + 4 + 8 + len(value.encode())
-
-
-def _kv_array_header(key: str) -> int:
-    return 8 + len(key.encode()) + 4 + 4 + 8
-
-
-def _predict_metadata_bytes(config: dict, name: str, tokenizer: dict | None, tok_config: dict | None) -> int:
-    """Predict the GGUF key/value section the converter writes: hyperparameters plus the tokenizer.
-
-    The tokenizer dominates (one string per token, a type per token, merges); it is sized from
-    tokenizer.json. Hyperparameter keys are a few dozen small values.
-    """
-    total = 24 * 60 + _kv_string("general.name", name)  # ~24 scalar keys of ~60 bytes
-    total += _u32_kv("general.file_type") + _u32_kv("general.quantization_version")
-    cfg = text_config(config)
-    n_vocab = int(cfg.get("vocab_size") or 0)
-    if tokenizer:
-        model = tokenizer.get("model") or {}
-        vocab = model.get("vocab") or {}
-        if isinstance(vocab, list):  # unigram: [piece, score]
-            pieces = [p[0] for p in vocab]
-        else:
-            pieces = list(vocab)
-        added = [t.get("content", "") for t in tokenizer.get("added_tokens") or []]
-        known = set(pieces)
-        pieces += [a for a in added if a not in known]
-        n_tok = max(len(pieces), n_vocab)
-        pad = n_tok - len(pieces)
-        total += _kv_array_header("tokenizer.ggml.tokens")
-        total += sum(8 + len(p.encode()) for p in pieces) + pad * (8 + len("[PAD00000]"))
-        total += _kv_array_header("tokenizer.ggml.token_type") + 4 * n_tok
-        if model.get("type") in ("Unigram",) or model.get("byte_fallback"):
-            total += _kv_array_header("tokenizer.ggml.scores") + 4 * n_tok
-        merges = model.get("merges") or []
-        if merges:
-            total += _kv_array_header("tokenizer.ggml.merges")
-            total += sum(8 + len((m if isinstance(m, str) else " ".join(m)).encode()) for m in merges)
-        total += _kv_string("tokenizer.ggml.pre", "default") + _kv_string("tokenizer.ggml.model", "gpt2")
-    if tok_config and isinstance(tok_config.get("chat_template"), str):
-        total += _kv_string("tokenizer.chat_template", tok_config["chat_template"])
-    return total
-
-
 # --------------------------------------------------------------------------------------------------
 # GGUF files
 
@@ -436,7 +377,7 @@ def plan_from_gguf(path: Path) -> ModelPlan:
     recurrent, interval = field(f"{arch}.attention.recurrent_layers"), field(f"{arch}.full_attention_interval")
     if recurrent is None and interval:  # llama.cpp's default: every interval-th layer full attention
         recurrent = [(il + 1) % int(interval) != 0 for il in range(n_layer)]
-    kv_bytes = _kv_section_bytes(reader)
+    kv_bytes = kv_section_bytes(reader)
     data_bytes = path.stat().st_size - reader.data_offset
     return ModelPlan(
         source=str(path), source_kind="gguf", arch=arch, name=str(field("general.name", path.stem)),
