@@ -190,6 +190,25 @@ def test_engine_cli_runs_without_qt(tmp_path):
     assert "nibble" in out.stdout
 
 
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """``nibble --help`` and every command's option parsing load none of numpy, torch, transformers, the Hub
+    client or llama.cpp: a command imports what its work needs once its options are read, so a mistyped
+    option is answered at once and no command waits for another's libraries."""
+    heavy = ("numpy", "torch", "transformers", "huggingface_hub", "llama_cpp", "safetensors", "gguf")
+    code = (
+        "import sys\n"
+        "from engine.commands.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "parser.format_help()\n"
+        "for cmd in parser._subparsers._group_actions[0].choices.values():\n"
+        "    cmd.format_help()\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported while parsing options: {out.stdout.strip()}"
+
+
 # Calls that find a module by a string: what the app must not do to reach the engine.
 _NAME_LOOKUPS = ("import_module", "__import__", "run_module", "find_spec")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from engine.commands import _args
 
-from engine.runtime import Runtime, open_runtime, uses_torch
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
 
 
 def add_runtime_arguments(parser, ctx_default: int = 2048, ctx_help: str | None = None) -> None:
@@ -25,6 +27,8 @@ def open_from_args(path: str, args, n_ctx: int | None = None, partner: str | Non
                    kv_type: str = "f16") -> Runtime:
     """Open ``path`` with the command's runtime options; ``partner``: the other model of a pair, if any;
     ``kv_type``: the KV cache type (GGUF)."""
+    from engine.runtime import open_runtime, uses_torch
+
     rt = open_runtime(path, device=args.device, gpu_layers=args.gpu_layers, n_ctx=n_ctx or args.ctx,
                       threads=args.threads, share_with_torch=partner is not None and uses_torch(partner),
                       kv_type=kv_type)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 
-from engine.analysis.bench import bench
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 from engine.core.progress import TextReporter
@@ -26,6 +25,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from engine.analysis.bench import bench
+
     quiet_libraries()
     n_ctx = args.ctx or max(args.n_prompt, args.n_gen) + 8
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None

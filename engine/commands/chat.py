@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from engine.core.errors import NibbleError
-from engine.runtime.chat import ChatSettings, Conversation
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
 
@@ -29,6 +28,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from engine.runtime.chat import ChatSettings, Conversation
+
     quiet_libraries()
     settings = ChatSettings(system_prompt=args.system, temperature=args.temperature, top_p=args.top_p,
                             max_tokens=args.max_tokens, stop=tuple(args.stop), seed=args.seed)

@@ -8,7 +8,6 @@ import sys
 
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.analysis.compare import compare
 from engine.core.errors import NibbleError
 from engine.core.progress import TextReporter
 from engine.core.units import format_kld
@@ -42,6 +41,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from engine.analysis.compare import compare
+
     quiet_libraries()
     if args.speed and args.tasks is None and args.prompt is None:
         return run_speed(args)

@@ -7,7 +7,6 @@ import sys
 
 from engine.commands import _args
 from engine.commands._models import add_runtime_arguments, open_from_args, quiet_libraries
-from engine.analysis.evaluate import default_text_for, evaluate, read_eval_text
 from engine.core.progress import TextReporter
 from engine.core.units import format_kld
 
@@ -38,6 +37,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from engine.analysis.evaluate import default_text_for, evaluate, read_eval_text
+
     quiet_libraries()
     if args.ctx_sweep is not None:
         return run_sweep(args)
@@ -86,6 +87,7 @@ def run(args) -> int:
 
 def run_sweep(args) -> int:
     """``--ctx-sweep``: KLD and same-top-token at each length, and by position within the longest window."""
+    from engine.analysis.evaluate import default_text_for, read_eval_text
     from engine.analysis.sweep import context_sweep, parse_lengths
     from engine.models.inspect import inspect_model
 

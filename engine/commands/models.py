@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from engine.core.units import human_bytes, table
-from engine.models.resolve import GGUF, ORIGINAL
 
 NAME = "models"
 HELP = "List models in the local Hugging Face cache and in Nibble's library (works offline)"
@@ -19,6 +18,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from engine.models.resolve import GGUF, ORIGINAL
+
     from engine import hub
     from engine.models import library
 

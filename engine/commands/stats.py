@@ -7,7 +7,6 @@ import sys
 
 from engine.commands import _args
 from engine.core.progress import TextReporter
-from engine.analysis.stats import compute_stats
 
 NAME = "stats"
 HELP = "weight and quantization-error statistics, tensor by tensor, of a GGUF or AWQ model against the original"
@@ -23,6 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from engine.analysis.stats import compute_stats
+
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
     report = compute_stats(args.original, args.quantized, bins=args.bins, top=args.top, reporter=reporter)
     if args.json:
