@@ -1,6 +1,7 @@
 """Short reads in a child process: ``python -m MODULE ...`` at ``nice 10`` for work whose pure Python would
 otherwise hold the app's interpreter (and so the UI thread) for a noticeable while, such as counting a
-calibration text's tokens. Longer engine commands with progress go through :class:`app.jobs.ProcessJob`."""
+calibration text's tokens or probing the machine. Longer engine commands with progress go through
+:class:`app.jobs.ProcessJob`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from engine.core.spawn import child_env, module_argv
 _children: set[QProcess] = set()
 
 
-def run_module_in_child(module: str, *args: str, on_result: Callable[[dict], None],
-                        on_error: Callable[[str], None]) -> QProcess:
-    """``python -m module args`` at ``nice 10`` for a short read whose Python would otherwise hold the app's
-    interpreter; its last line of output is one JSON object: ``{"error": message}`` goes to ``on_error``,
-    anything else to ``on_result`` (both on the UI thread)."""
-    proc = QProcess()  # not owned by a widget: it may outlive the page that asked
+def start_module_in_child(module: str, *args: str, on_finished: Callable[[QProcess], None]) -> QProcess:
+    """Start ``python -m module args`` at ``nice 10`` with Nibble's environment; ``on_finished(proc)`` runs on the
+    UI thread when it has ended, and then the process object is deleted, and with it the connections that hold
+    the caller's callbacks. Until then a reference is kept here: the child may outlive the page that asked."""
+    proc = QProcess()  # not owned by a widget
     _children.add(proc)
     env = QProcessEnvironment()
     for key, value in child_env().items():
@@ -30,6 +30,29 @@ def run_module_in_child(module: str, *args: str, on_result: Callable[[dict], Non
 
     def finished(*_):
         _children.discard(proc)
+        try:
+            on_finished(proc)
+        finally:
+            try:
+                proc.deleteLater()
+            except RuntimeError:  # the app is closing: Qt has deleted it already
+                pass
+
+    proc.finished.connect(finished)
+    argv = module_argv(module, *args)
+    if NICE:
+        argv = [NICE, "-n", "10", *argv]
+    proc.start(argv[0], argv[1:])
+    return proc
+
+
+def run_module_in_child(module: str, *args: str, on_result: Callable[[dict], None],
+                        on_error: Callable[[str], None]) -> QProcess:
+    """``python -m module args`` at ``nice 10`` for a short read whose Python would otherwise hold the app's
+    interpreter; its last line of output is one JSON object: ``{"error": message}`` goes to ``on_error``,
+    anything else to ``on_result`` (both on the UI thread)."""
+
+    def finished(proc: QProcess) -> None:
         try:
             out = bytes(proc.readAllStandardOutput()).decode("utf-8", "replace").strip().splitlines()
             err = bytes(proc.readAllStandardError()).decode("utf-8", "replace").strip().splitlines()
@@ -49,9 +72,4 @@ def run_module_in_child(module: str, *args: str, on_result: Callable[[dict], Non
         except RuntimeError:  # the page that asked is gone
             pass
 
-    proc.finished.connect(finished)
-    argv = module_argv(module, *args)
-    if NICE:
-        argv = [NICE, "-n", "10", *argv]
-    proc.start(argv[0], argv[1:])
-    return proc
+    return start_module_in_child(module, *args, on_finished=finished)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 
 from engine.core.devices import Device, Machine, devices, probe  # noqa: F401  (the views read devices through here)
-from engine.core.spawn import child_env, module_argv
 
 
 def llama_cpp_version() -> str:
@@ -57,8 +56,6 @@ def _dist(name: str) -> str:
     except PackageNotFoundError:
         return "not installed"
 
-_probes: set = set()
-
 
 def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
     """Run :func:`probe` in a child process and hand its result to ``on_result(devices, machine)``; with
@@ -71,19 +68,8 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
     """
     import json as _json
 
-    from PySide6.QtCore import QProcess
+    from app.children import start_module_in_child
 
-    from app.jobs import NICE, REPO_ROOT
-
-    proc = QProcess()  # not owned by a widget: it may outlive the page that asked
-    _probes.add(proc)
-    proc.setWorkingDirectory(str(REPO_ROOT))
-    from PySide6.QtCore import QProcessEnvironment
-
-    env = QProcessEnvironment()
-    for key, value in child_env().items():
-        env.insert(key, value)
-    proc.setProcessEnvironment(env)
     got = {"devices": False}
 
     def devices_line(data: dict) -> None:
@@ -121,7 +107,7 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
         except RuntimeError:  # the app is closing
             pass
 
-    def finished(*_):
+    def finished(_proc):
         read()
         try:
             rest = bytes(proc.readAllStandardOutput()).strip()
@@ -131,13 +117,8 @@ def probe_in_child(out_dir: str, on_result, parent=None, on_flops=None):
             line(rest)
         if not got["devices"]:  # the child failed before its first line: the CPU is always there
             devices_line({})
-        _probes.discard(proc)
-        proc.deleteLater()  # with it go the connections, and the callbacks they hold (the page that asked)
 
-    proc.readyReadStandardOutput.connect(read)
-    proc.finished.connect(finished)
-    argv = module_argv("engine.core.devices", out_dir, *(["--flops"] if on_flops is not None else []))
-    if NICE:
-        argv = [NICE, "-n", "10", *argv]
-    proc.start(argv[0], argv[1:])
+    proc = start_module_in_child("engine.core.devices", out_dir, *(["--flops"] if on_flops is not None else []),
+                                 on_finished=finished)
+    proc.readyReadStandardOutput.connect(read)  # no output is read before control is back in the event loop
     return proc

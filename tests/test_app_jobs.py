@@ -208,7 +208,7 @@ def test_machine_probe_child_reports_then_lets_go_of_its_process(qtbot, settings
     and the connections holding the caller's callbacks are deleted, not kept for the app's lifetime."""
     import shiboken6
 
-    from app import sysinfo
+    from app import children, sysinfo
 
     got = []
     proc = sysinfo.probe_in_child(str(tmp_path), lambda devices, machine: got.append((devices, machine)))
@@ -218,5 +218,5 @@ def test_machine_probe_child_reports_then_lets_go_of_its_process(qtbot, settings
     total = psutil.virtual_memory().total
     assert machine is not None and 0 < machine.free_ram_bytes <= total
     qtbot.waitUntil(lambda: not shiboken6.isValid(proc), timeout=30000)
-    assert proc not in sysinfo._probes
+    assert proc not in children._children
 
