@@ -46,17 +46,19 @@ def run(args) -> int:
         from engine.core.errors import NibbleError
 
         raise NibbleError("a CSV file is written for a context sweep; add the lengths to sweep", setting="context length")
-    from engine.models.demo import is_demo_model
+    from engine.models.demo import TASK_CONTEXT, is_demo_model
 
-    ref_is_demo = is_demo_model(args.reference)
+    run_task = args.task == "demo" or (args.task == "auto" and is_demo_model(args.reference))
+    # the windows are --ctx tokens; the runtimes also hold the task's longest question when it runs
+    n_ctx = max(args.ctx, TASK_CONTEXT) if run_task else args.ctx
     text, text_path = read_eval_text(args.text) if args.text else default_text_for(args.reference)
     reporter = TextReporter() if not args.json and sys.stderr.isatty() else None
     task = {}
-    with open_from_args(args.reference, args, n_ctx=args.ctx, partner=args.candidate) as ref, \
-            open_from_args(args.candidate, args, n_ctx=args.ctx, partner=args.reference, kv_type=args.kv_type) as cand:
+    with open_from_args(args.reference, args, n_ctx=n_ctx, partner=args.candidate) as ref, \
+            open_from_args(args.candidate, args, n_ctx=n_ctx, partner=args.reference, kv_type=args.kv_type) as cand:
         result = evaluate(ref, cand, text, ctx=args.ctx, reporter=reporter, text_name=str(text_path),
                           max_chunks=args.chunks)
-        if args.task == "demo" or (args.task == "auto" and ref_is_demo):
+        if run_task:
             from engine.analysis.tasks import runtime_chat, score_task
 
             for side, rt in (("reference", ref), ("candidate", cand)):

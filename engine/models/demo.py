@@ -1,14 +1,17 @@
 """Nibble's demo model: where it lives, its chat template, and the questions it was trained and tested on.
 
 The demo is a small Llama-architecture chat model trained by ``benchmarks/demo_model/train.py`` on
-dialogues generated here: arithmetic, unit conversions, counting and facts from a table this module
-holds. Every question has one checkable answer, so quantization damage shows as wrong answers.
+dialogues generated here: arithmetic, unit conversions, counting, facts from a table this module
+holds, and recalling a code stated hundreds of tokens earlier. Every question has one checkable
+answer, so quantization damage shows as wrong answers (and the recall task shows what a long context
+or a quantized KV cache costs).
 
 Questions fall into a training split or a held-out split by a hash of their *split key*. For sums,
 differences and products the key is the pair of operands, so a held-out sum was never seen in any
 wording; for the other kinds (which are recalled, not computed) the key is the question's exact text, so a
-held-out question is a wording of a fact the model never saw in that wording. Training dialogues
-only ever contain training-split questions.
+held-out question is a wording of a fact the model never saw in that wording. Sums of two one-digit
+numbers (what people type first) are never held out. Training dialogues only ever contain
+training-split questions.
 
 Scoring answers to held-out questions is :mod:`engine.analysis.tasks`' job. Imports nothing heavy: no
 torch, no transformers, no Qt.
@@ -20,6 +23,7 @@ import json
 import os
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,18 +33,24 @@ from engine.core.resources import DEMO_DIR, resource_path
 
 DEMO_NAME = "demo"
 
-CATEGORIES = ("arithmetic", "conversion", "counting", "facts")
+CATEGORIES = ("arithmetic", "conversion", "counting", "facts", "recall")
 # What a person calls each category in a sentence such as "Q2_K gets 41% of sums right".
 CATEGORY_LABELS = {
     "arithmetic": "sums",
     "conversion": "unit conversions",
     "counting": "counts",
     "facts": "facts",
+    "recall": "long-context recalls",
 }
+
+# How often each category is drawn for a training dialogue (recall messages are long: at 8 in 100
+# dialogues they are about half the training tokens).
+TRAIN_WEIGHTS = (35, 12, 23, 14, 8)
 
 # About one key in HELDOUT_MOD is held out.
 HELDOUT_MOD = 8
 _SPLIT_SALT = "nibble-demo-split-v1:"
+_ALWAYS_TRAIN = "easy:"  # split keys of questions that are never held out
 
 # Chat format (ChatML with a BOS token). The Jinja template shipped in tokenizer_config.json renders
 # exactly what render_chat() does; a test checks that.
@@ -129,6 +139,9 @@ UNITS = (
 
 COUNT_ITEMS = ("apple", "pear", "plum", "lemon", "grape", "peach", "melon", "cherry", "mango", "kiwi")
 COUNT_WORDS = ("cat", "dog", "bird", "fish", "cow")
+# The longest list counted and the longest line of words a word is counted in.
+COUNT_LIST_MAX = 40
+COUNT_WORDS_MAX = 40
 
 ARITH_TEMPLATES = {
     "add": ("What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}.",
@@ -167,15 +180,47 @@ COUNT_WORD_TEMPLATES = (
     "In \"{s}\", how many times is {w} written?",
 )
 
+# Names that hold the codes of the recall task (each at most once in a question).
+NAMES = (
+    "Ann", "Bob", "Carl", "Dana", "Eve", "Finn", "Gail", "Hugo", "Ivy", "Jack", "Kate", "Leo", "Mia", "Ned",
+    "Olga", "Paul", "Rita", "Sam", "Tina", "Uma", "Vic", "Walt", "Yara", "Zoe", "Alan", "Beth", "Cora",
+    "Dave", "Emma", "Fred", "Gwen", "Hank", "Iris", "Joel", "Kim", "Lily", "Max", "Nina", "Omar", "Pia",
+    "Rosa", "Seth", "Tom", "Ursula", "Vera", "Will", "Xena", "Yusuf", "Zack", "Amy", "Ben", "Cleo", "Dan",
+    "Ella", "Fay", "Gus", "Hope", "Ian", "Jill", "Karl", "Lena", "Mark", "Nora", "Otto", "Peg", "Ray",
+    "Sue", "Ted", "Val", "Wes",
+)
+RECALL_INTROS = ("Remember these codes.", "Here are some codes.", "Keep these codes in mind.")
+RECALL_TEMPLATES = ("What is {n}'s code?", "What was the code for {n}?", "Which code does {n} have?")
+# Held-out recall questions ask about a code stated this many codes (about 10 tokens each) or more
+# before the question: more than 500 tokens back.
+RECALL_HELDOUT_GAP = 52
+# The context a runtime needs for every held-out question and its reply (a recall question is up to
+# about 800 tokens): the demo's trained context.
+TASK_CONTEXT = 1024
+
 SMALL_TALK = (
     (("Hello!", "Hi!", "Hello", "Hi there.", "Good morning!"),
-     "Hello! Ask me a sum, a unit conversion, a count or a simple fact."),
+     "Hello! Ask me a sum, a unit conversion, a count, a simple fact, or a code you told me."),
     (("Who are you?", "What are you?", "What can you do?"),
-     "I am the Nibble demo model, a small chat model. I can do sums, unit conversions, counting "
-     "and a few facts."),
+     "I am the Nibble demo model, a small chat model. I can do sums, unit conversions, counting, "
+     "a few facts, and recall codes from a long message."),
     (("Thanks!", "Thank you.", "Thanks a lot!"), "You're welcome!"),
 )
 SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly.", "You are the Nibble demo model.")
+
+
+# What people type first, and what the model card shows: the shipped demo answers each right (unquantized).
+EXAMPLE_QUESTIONS = (
+    ("What is 2 plus 3?", "5"),
+    ("What is 25 + 17?", "42"),
+    ("What is 7 times 8?", "56"),
+    ("What is 100 - 1?", "99"),
+    ("Convert 3 kilometers to meters.", "3000"),
+    ("How many items are in this list: apple, pear, plum?", "3"),
+    ("What is the capital of France?", "Paris"),
+    ("How many legs does a spider have?", "8"),
+    ("What is the opposite of hot?", "cold"),
+)
 
 
 @dataclass(frozen=True)
@@ -183,7 +228,7 @@ class Question:
     """One generated question with its checkable answer."""
 
     category: str  # one of CATEGORIES
-    kind: str  # finer kind: add, sub, mul, convert, count_list, count_word, capital, capital_of, legs, opposite
+    kind: str  # finer kind: add, sub, mul, convert, count_list, count_word, capital, capital_of, legs, opposite, recall
     text: str  # the user's message
     answer: str  # the canonical answer: a number or a word
     reply: str  # the reference assistant reply, ending in the answer
@@ -195,6 +240,8 @@ class Question:
 
 
 def is_heldout_key(split_key: str) -> bool:
+    if split_key.startswith(_ALWAYS_TRAIN):
+        return False
     digest = hashlib.sha256((_SPLIT_SALT + split_key).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % HELDOUT_MOD == 0
 
@@ -207,20 +254,27 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def _operand(rng: random.Random, lo: int = 0) -> int:
+    """A number of one, two or three digits (each as likely), so small sums are as common as large ones."""
+    digits = rng.choice((1, 2, 3))
+    return rng.randint(max(lo, 0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits - 1)
+
+
 def _arith(rng: random.Random, kind: str) -> Question:
     if kind == "mul":
-        a, b = rng.randint(2, 99), rng.randint(2, 9)
+        a, b = _operand(rng, lo=2), rng.randint(2, 9)
         c = a * b
     elif kind == "add":
-        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        a, b = _operand(rng), _operand(rng)
         c = a + b
     else:
-        a = rng.randint(0, 999)
-        b = rng.randint(0, a)
+        a = _operand(rng)
+        b = rng.randint(0, a) if rng.random() < 0.5 else min(a, _operand(rng))
         c = a - b
     text = rng.choice(ARITH_TEMPLATES[kind]).format(a=a, b=b)
     reply = f"{a} {ARITH_SIGN[kind]} {b} = {c}."
-    return Question("arithmetic", kind, text, str(c), reply, f"{kind}:{a}:{b}")
+    easy = _ALWAYS_TRAIN if a < 10 and b < 10 else ""
+    return Question("arithmetic", kind, text, str(c), reply, f"{easy}{kind}:{a}:{b}")
 
 
 def _conversion(rng: random.Random) -> Question:
@@ -233,14 +287,17 @@ def _conversion(rng: random.Random) -> Question:
 
 
 def _counting(rng: random.Random) -> Question:
+    """Lists of one to COUNT_LIST_MAX items, or a word counted in a line of up to COUNT_WORDS_MAX words.
+
+    Long counts need fine distinctions (31 items against 32), the first thing coarse weights lose."""
     if rng.random() < 0.5:
-        k = rng.randint(1, 12)
+        k = rng.randint(1, COUNT_LIST_MAX)
         items = [rng.choice(COUNT_ITEMS) for _ in range(k)]
         text = rng.choice(COUNT_LIST_TEMPLATES).format(s=", ".join(items))
         reply = f"There {'is 1 item' if k == 1 else f'are {k} items'}."
         return Question("counting", "count_list", text, str(k), reply, text)
     w = rng.choice(COUNT_WORDS)
-    k = rng.randint(3, 12)
+    k = rng.randint(3, COUNT_WORDS_MAX)
     seq = [rng.choice(COUNT_WORDS) for _ in range(k)]
     c = seq.count(w)
     text = rng.choice(COUNT_WORD_TEMPLATES).format(w=w, s=" ".join(seq))
@@ -274,10 +331,31 @@ def _fact(rng: random.Random) -> Question:
     return Question("facts", kind, text, o, f"The opposite of {w} is {o}.", text)
 
 
-def random_question(rng: random.Random, category: str | None = None) -> Question:
-    """One question of any split; ``category`` picks the category, else drawn by training weights."""
+def _recall(rng: random.Random, records: int | None = None, gap: int | None = None) -> Question:
+    """A message listing ``records`` names with three-digit codes, then asking for one of them
+    ``gap`` codes before the end (drawn when not given): a long context has to be attended to."""
+    records = records or rng.randint(4, len(NAMES) - 10)
+    gap = rng.randint(1, records) if gap is None else min(gap, records)
+    names = rng.sample(NAMES, records)
+    codes = [rng.randint(100, 999) for _ in names]
+    target = records - gap
+    lines = " ".join(f"{n}'s code is {c}." for n, c in zip(names, codes))
+    ask = rng.choice(RECALL_TEMPLATES).format(n=names[target])
+    text = f"{rng.choice(RECALL_INTROS)} {lines} {ask}"
+    reply = f"{names[target]}'s code is {codes[target]}."
+    return Question("recall", "recall", text, str(codes[target]), reply, text)
+
+
+def random_question(rng: random.Random, category: str | None = None, heldout: bool = False) -> Question:
+    """One question of any split; ``category`` picks the category, else drawn by training weights.
+
+    Held-out recall questions are all long (a code stated 500+ tokens before the question)."""
     if category is None:
-        category = rng.choices(CATEGORIES, weights=(40, 20, 20, 20))[0]
+        category = rng.choices(CATEGORIES, weights=TRAIN_WEIGHTS)[0]
+    if category == "recall":
+        if heldout:
+            return _recall(rng, len(NAMES) - rng.randint(0, 8), RECALL_HELDOUT_GAP + rng.randint(0, 8))
+        return _recall(rng)
     if category == "arithmetic":
         return _arith(rng, rng.choices(("add", "sub", "mul"), weights=(40, 35, 25))[0])
     if category == "conversion":
@@ -291,7 +369,7 @@ def random_question(rng: random.Random, category: str | None = None) -> Question
 
 def _question_in_split(rng: random.Random, heldout: bool, category: str | None = None) -> Question:
     while True:
-        q = random_question(rng, category)
+        q = random_question(rng, category, heldout)
         if is_heldout(q) == heldout:
             return q
 
@@ -320,7 +398,20 @@ def training_dialogues(n: int, seed: int = 0) -> Iterator[list[dict]]:
         for _ in range(turns):
             q = _question_in_split(rng, False)
             msgs += [{"role": "user", "content": q.text}, {"role": "assistant", "content": q.reply}]
+            if q.category == "recall":
+                msgs += _recall_followups(rng, q)
         yield msgs
+
+
+def _recall_followups(rng: random.Random, q: Question) -> list[dict]:
+    """Zero to three more questions about the codes a recall message listed, as a user asks on."""
+    asked = q.reply.split("'")[0]
+    codes = [(n, c) for n, c in re.findall(r"(\w+)'s code is (\d+)\.", q.text) if n != asked]
+    out: list[dict] = []
+    for name, code in rng.sample(codes, min(len(codes), rng.choice((0, 1, 2, 3)))):
+        out += [{"role": "user", "content": rng.choice(RECALL_TEMPLATES).format(n=name)},
+                {"role": "assistant", "content": f"{name}'s code is {code}."}]
+    return out
 
 
 def question_messages(q: Question) -> list[dict]:
