@@ -168,11 +168,14 @@ def test_immutable_output_is_refused_before_work(ws, tmp_path):
 # --- a full disk (a file-size limit), as real processes ----------------------------------------------
 
 
-@pytest.mark.parametrize("what, argv, fsize", [
-    ("conversion", ["quantize", "{ws}/m", "--type", "Q8_0", "--out", "{out}/x.gguf"], 4 << 20),
-    ("llama.cpp's quantizer", ["quantize", "{ws}/m", "--type", "F32", "--out", "{out}/x.gguf"], 12 << 20),
+# File size limits as fractions of the demo's bf16 weights: half of them stops the conversion; one and a half
+# lets the bf16 conversion through and stops llama.cpp's quantizer writing F32 (twice the weights).
+@pytest.mark.parametrize("what, argv, weights_fraction", [
+    ("conversion", ["quantize", "{ws}/m", "--type", "Q8_0", "--out", "{out}/x.gguf"], 0.5),
+    ("llama.cpp's quantizer", ["quantize", "{ws}/m", "--type", "F32", "--out", "{out}/x.gguf"], 1.5),
 ])
-def test_full_disk_is_one_line_and_leaves_nothing(what, argv, fsize, ws, tmp_path):
+def test_full_disk_is_one_line_and_leaves_nothing(what, argv, weights_fraction, ws, tmp_path):
+    fsize = int(weights_fraction * (ws / "m" / "model.safetensors").stat().st_size)
     out = tmp_path / "out"
     out.mkdir()
     before = snapshot(ws)
