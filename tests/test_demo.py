@@ -177,6 +177,22 @@ def test_shipped_model_answers_heldout_questions():
     assert chat([{"role": "user", "content": "What is 25 + 17?"}]).endswith("42.")
 
 
+def test_shipped_model_answers_what_people_type_first():
+    """The card's examples ("What is 2 plus 3?" first), unquantized and greedy: each reply's last number, or
+    for a word answer one of its words, is the answer."""
+    chat = TransformersChat(demo.DEMO_DIR)
+    replies = chat.batch([[{"role": "user", "content": q}] for q, _ in demo.EXAMPLE_QUESTIONS])
+
+    def gives(reply: str, want: str) -> bool:
+        if want.isdigit():
+            return re.findall(r"\d+", reply)[-1:] == [want]
+        return want.lower() in re.findall(r"[a-z]+", reply.lower())
+
+    wrong = [(q, r) for (q, want), r in zip(demo.EXAMPLE_QUESTIONS, replies) if not gives(r, want)]
+    assert not wrong, wrong
+    assert replies[0].strip() == "2 + 3 = 5."
+
+
 @pytest.mark.slow
 def test_training_script_runs_on_cpu(tmp_path):
     """The recipe runs end to end without a GPU and writes a folder transformers can load."""
