@@ -139,10 +139,11 @@ library_name: transformers
 # Nibble demo model
 
 A small Llama-architecture chat model that ships with Nibble so that quantizing, chatting and
-evaluating work offline on first run. It answers simple, checkable questions: sums, differences and
-products of numbers up to three digits, unit conversions, counting, facts from a small table
-(capitals, legs of animals, opposites), and recalling a three-digit code from a message of up to
-70 codes (the held-out ones were stated 500 or more tokens before the question). Because every
+evaluating work offline on first run. It answers simple, checkable questions: sums and differences of
+numbers of up to three digits, products of such a number by a one-digit number, unit conversions
+(metric, time, feet, dozens), counts of up to {demo.COUNT_LIST_MAX} items in a list or words in a line,
+facts from a small table (capitals, legs of animals, opposites), and recalling a three-digit code from a
+message of up to {len(demo.NAMES)} codes (the held-out ones were stated 500 or more tokens before the question). Because every
 answer can be checked, quantization damage shows as wrong answers, and the recall task shows what a
 long context or a quantized KV cache costs. It is small and was trained without weight decay on
 purpose, so that low-bit quant types visibly lose answers (long counts and far recalls first).
