@@ -19,9 +19,9 @@ torch, no transformers, no Qt.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import hashlib
 import random
 import re
 from dataclasses import dataclass
