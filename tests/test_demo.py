@@ -123,6 +123,28 @@ def test_every_table_fact_has_a_training_wording():
         assert some_training(demo.OPPOSITE_TEMPLATES, w=o)
 
 
+def test_calibration_text_is_written_anew_when_the_generator_changes(monkeypatch, tmp_path):
+    """The demo's calibration dialogues are cached in the data folder; a Nibble whose generator writes other
+    dialogues (a new demo) must not calibrate on the text an older one left there."""
+    monkeypatch.setenv("NIBBLE_HOME", str(tmp_path))
+
+    def fresh(n: int) -> str:
+        return "".join(demo.render_chat(d) for d in demo.training_dialogues(n, 11))
+
+    first = demo.calibration_path(n=50, seed=11)
+    assert first.read_text(encoding="utf-8") == fresh(50)
+    try:
+        monkeypatch.setattr(demo, "COUNT_LIST_MAX", 12)  # a generator that counts shorter lists
+        demo._generator_tag.cache_clear()
+        second = demo.calibration_path(n=50, seed=11)
+        assert second != first and second.read_text(encoding="utf-8") == fresh(50)
+        assert first.read_text(encoding="utf-8") != fresh(50)
+    finally:
+        monkeypatch.undo()
+        demo._generator_tag.cache_clear()
+    assert demo.calibration_path(n=50, seed=11).name == first.name  # the current generator: the first name again
+
+
 def test_scorer_gives_an_oracle_full_marks_and_a_wrong_answerer_none():
     questions = demo.heldout_questions(80, seed=5)
     by_text = {q.text: q for q in questions}

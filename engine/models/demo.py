@@ -19,6 +19,7 @@ torch, no transformers, no Qt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -456,15 +457,25 @@ def is_demo_model(path: str | Path | None) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=None)
+def _generator_tag(seed: int) -> str:
+    """A digest of what this version's generator writes (200 dialogues: every category): it changes when a
+    new Nibble generates other dialogues, so a text cached by an older one is not taken for the current."""
+    text = "".join(render_chat(d) for d in training_dialogues(200, seed))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
 def calibration_path(n: int = 2400, seed: int = 11) -> Path:
     """A calibration text for the demo model and models trained like it: training-split dialogues in its
-    chat format (what it was made for, as general English is not), written once into Nibble's data folder.
+    chat format (what it was made for, as general English is not), written once into Nibble's data folder
+    (under a name that carries the generator's digest, so the demo shipped with another version of Nibble
+    gets its own dialogues).
 
     AWQ's search and the importance matrix then see the activations the model has when it is used.
     """
     from engine.models.library import data_dir
 
-    path = data_dir() / f"demo-calibration-{n}-{seed}.txt"
+    path = data_dir() / f"demo-calibration-{n}-{seed}-{_generator_tag(seed)}.txt"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
