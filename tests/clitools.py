@@ -6,7 +6,15 @@ half there (usually the part that says what to do), so the tests hold every erro
 
 from __future__ import annotations
 
+import signal
 import subprocess
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a child that a test sends Ctrl-C (SIGINT) to: SIGINT back to its default, as in a
+    process started from a terminal. A suite run as a background job of a script (``pytest &``) inherits
+    SIGINT ignored, and Python then leaves it ignored in every child, so the interrupt would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:

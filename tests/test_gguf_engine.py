@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clitools import one_error_line
+from clitools import ctrl_c_reaches_it, one_error_line
 from engine.core.errors import Cancelled, NibbleError
 from engine.core.progress import Reporter
 from tinymodels import make_model
@@ -268,7 +268,8 @@ def test_cli_json_progress_and_ctrl_c(models, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "engine", "quantize", str(models["llama3"]), "--type", "IQ2_XS",
                           "--calibration", "default", "--out", str(slow / "x.gguf"), "--json-progress"],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=ctrl_c_reaches_it)
     for line in p.stdout:
         e = json.loads(line)
         if e.get("stage") == "imatrix" and e["done"] < e["total"]:

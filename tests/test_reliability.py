@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clitools import ctrl_c_reaches_it
 from reliability_cases import CASES, ROOT, build_workspace, changes, snapshot
 from tests.hubserver import llama_config, tiny_safetensors
 
@@ -209,7 +210,7 @@ def _start_quantize(ws: Path, out: Path) -> subprocess.Popen:
     argv = module_argv("engine.commands.cli", "quantize", str(ws / "m"), "--type", "Q4_K_M", "--out", str(out / "x.gguf"),
                        "--calibration", "default", "--json-progress")
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=child_env({"HF_HUB_OFFLINE": "1"}))
+                            env=child_env({"HF_HUB_OFFLINE": "1"}), preexec_fn=ctrl_c_reaches_it)
 
 
 def _wait_for(proc: subprocess.Popen, stage: str) -> list[psutil.Process]:
@@ -323,7 +324,8 @@ def test_ctrl_c_during_a_download_keeps_the_part_and_the_next_run_resumes(hub_se
     env = child_env({k: os.environ[k] for k in ("HF_ENDPOINT", "HF_HOME", "NIBBLE_HOME")})
     env.pop("HF_HUB_OFFLINE", None)
     proc = subprocess.Popen(module_argv("engine.commands.cli", "download", "acme/slow", "--json-progress"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=ctrl_c_reaches_it)
     for line in proc.stdout:
         if json.loads(line).get("file") == "model.safetensors":
             break
