@@ -36,3 +36,19 @@ def test_a_non_gguf_candidate_keeps_the_original_in_transformers(tiny_llama_dir)
     r = compare_speed(tiny_llama_dir, tiny_llama_dir, n_prompt=8, n_gen=4, repetitions=1)
     assert r.original.runtime == r.quantized.runtime == "transformers (float32)"
     assert r.original.model == str(tiny_llama_dir)
+
+
+def test_each_side_reports_its_own_peak_memory_not_its_starters(tiny_gguf_q4):
+    """The app holds hundreds of MiB (torch, Qt) when it starts a bench child, and the Compare view showed that
+    as both sides' peak memory. With 1 GiB held by the starter (its RSS read with psutil), the child's peak
+    for a tiny GGUF must stay far below it."""
+    import psutil
+
+    from engine.pipelines.speed import bench_in_child
+
+    ballast = np.ones(2**27)  # 1 GiB, every page touched
+    starter = psutil.Process().memory_info().rss
+    assert starter > 2**30
+    r = bench_in_child(tiny_gguf_q4, n_prompt=8, n_gen=4, repetitions=1)
+    assert 0 < r.peak_rss_bytes < starter / 2, (r.peak_rss_bytes, starter)
+    del ballast

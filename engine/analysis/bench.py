@@ -48,15 +48,18 @@ class BenchResult:
 
 
 def _peak_rss(pid: int | None = None) -> int:
-    """Peak resident memory of this process, or of process ``pid`` (a model's child process)."""
+    """Peak resident memory of this process, or of process ``pid`` (a model's child process).
+
+    On Linux it is the process's own high-water mark (VmHWM), which starts anew at exec: getrusage's
+    ru_maxrss survives exec, so a bench child started by the app would report the app's memory as its own."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     if pid is not None:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
         return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
