@@ -22,7 +22,8 @@ TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_XXS"]
 
 
 def main() -> int:
-    from engine.models.demo import heldout_text, render_chat, training_dialogues
+    from engine.models.demo import heldout_text, render_chat
+    from engine.models.demo_questions import training_dialogues
     from engine.analysis.evaluate import evaluate
     from engine.gguf.quantize import find_type, quantize
     from engine.runtime import open_runtime

@@ -37,7 +37,8 @@ def _nibble(args: list[str], home: Path) -> float:
 
 def main() -> int:
     from engine.analysis.evaluate import evaluate
-    from engine.models.demo import heldout_text, render_chat, training_dialogues
+    from engine.models.demo import heldout_text, render_chat
+    from engine.models.demo_questions import training_dialogues
     from engine.models.source import resolve_model_path
     from engine.runtime import open_runtime
 

@@ -12,6 +12,7 @@ import pytest
 
 from engine.analysis import tasks
 from engine.models import demo
+from engine.models import demo_questions
 from engine.core.errors import Cancelled
 from engine.core.progress import Reporter
 from transformers_chat import TransformersChat
@@ -77,24 +78,24 @@ def test_tokenizer_is_byte_level_bpe_with_chat_template():
 
 
 def test_generator_is_deterministic_and_seeded():
-    assert list(demo.training_dialogues(50, seed=3)) == list(demo.training_dialogues(50, seed=3))
-    assert list(demo.training_dialogues(50, seed=3)) != list(demo.training_dialogues(50, seed=4))
-    assert demo.heldout_questions(60, seed=1) == demo.heldout_questions(60, seed=1)
-    assert demo.heldout_questions(200)[:40] == demo.heldout_questions(40)
-    counts = {c: sum(q.category == c for q in demo.heldout_questions(200)) for c in demo.CATEGORIES}
-    assert counts == {c: 200 // len(demo.CATEGORIES) for c in demo.CATEGORIES}
+    assert list(demo_questions.training_dialogues(50, seed=3)) == list(demo_questions.training_dialogues(50, seed=3))
+    assert list(demo_questions.training_dialogues(50, seed=3)) != list(demo_questions.training_dialogues(50, seed=4))
+    assert demo_questions.heldout_questions(60, seed=1) == demo_questions.heldout_questions(60, seed=1)
+    assert demo_questions.heldout_questions(200)[:40] == demo_questions.heldout_questions(40)
+    counts = {c: sum(q.category == c for q in demo_questions.heldout_questions(200)) for c in demo_questions.CATEGORIES}
+    assert counts == {c: 200 // len(demo_questions.CATEGORIES) for c in demo_questions.CATEGORIES}
 
 
 def test_heldout_questions_never_appear_in_training_data():
-    held = demo.heldout_questions(400, seed=0) + demo.heldout_questions(400, seed=9)
-    assert all(demo.is_heldout(q) for q in held)
+    held = demo_questions.heldout_questions(400, seed=0) + demo_questions.heldout_questions(400, seed=9)
+    assert all(demo_questions.is_heldout(q) for q in held)
     held_texts = {q.text for q in held}
     held_pairs = {q.split_key for q in held if q.kind in ("add", "sub", "mul")}
     assert len(held_pairs) > 50
     seen_texts, seen_pairs = set(), set()
     reply_re = re.compile(r"(\d+) ([-+*]) (\d+) = ")
     kinds = {"+": "add", "-": "sub", "*": "mul"}
-    for dialogue in demo.training_dialogues(30000, seed=0):
+    for dialogue in demo_questions.training_dialogues(30000, seed=0):
         for m in dialogue:
             if m["role"] == "user":
                 seen_texts.add(m["content"])
@@ -110,17 +111,17 @@ def test_heldout_questions_never_appear_in_training_data():
 def test_every_table_fact_has_a_training_wording():
     """A held-out fact question is a new wording of a fact the model could have learned."""
     def some_training(templates, **values):
-        return any(not demo.is_heldout_key(t.format(**values)) for t in templates)
+        return any(not demo_questions.is_heldout_key(t.format(**values)) for t in templates)
 
-    for country, city in demo.CAPITALS.items():
-        assert some_training(demo.CAPITAL_TEMPLATES, c=country)
-        assert some_training(demo.CAPITAL_OF_TEMPLATES, x=city)
-    for animal in demo.LEGS:
+    for country, city in demo_questions.CAPITALS.items():
+        assert some_training(demo_questions.CAPITAL_TEMPLATES, c=country)
+        assert some_training(demo_questions.CAPITAL_OF_TEMPLATES, x=city)
+    for animal in demo_questions.LEGS:
         a = "an" if animal[0] in "aeiou" else "a"
-        assert some_training(demo.LEGS_TEMPLATES, a=a, A=a.capitalize(), x=animal)
-    for w, o in demo.OPPOSITES.items():
-        assert some_training(demo.OPPOSITE_TEMPLATES, w=w)
-        assert some_training(demo.OPPOSITE_TEMPLATES, w=o)
+        assert some_training(demo_questions.LEGS_TEMPLATES, a=a, A=a.capitalize(), x=animal)
+    for w, o in demo_questions.OPPOSITES.items():
+        assert some_training(demo_questions.OPPOSITE_TEMPLATES, w=w)
+        assert some_training(demo_questions.OPPOSITE_TEMPLATES, w=o)
 
 
 def test_calibration_text_is_written_anew_when_the_generator_changes(monkeypatch, tmp_path):
@@ -129,12 +130,12 @@ def test_calibration_text_is_written_anew_when_the_generator_changes(monkeypatch
     monkeypatch.setenv("NIBBLE_HOME", str(tmp_path))
 
     def fresh(n: int) -> str:
-        return "".join(demo.render_chat(d) for d in demo.training_dialogues(n, 11))
+        return "".join(demo.render_chat(d) for d in demo_questions.training_dialogues(n, 11))
 
     first = demo.calibration_path(n=50, seed=11)
     assert first.read_text(encoding="utf-8") == fresh(50)
     try:
-        monkeypatch.setattr(demo, "COUNT_LIST_MAX", 12)  # a generator that counts shorter lists
+        monkeypatch.setattr(demo_questions, "COUNT_LIST_MAX", 12)  # a generator that counts shorter lists
         demo._generator_tag.cache_clear()
         second = demo.calibration_path(n=50, seed=11)
         assert second != first and second.read_text(encoding="utf-8") == fresh(50)
@@ -146,7 +147,7 @@ def test_calibration_text_is_written_anew_when_the_generator_changes(monkeypatch
 
 
 def test_scorer_gives_an_oracle_full_marks_and_a_wrong_answerer_none():
-    questions = demo.heldout_questions(80, seed=5)
+    questions = demo_questions.heldout_questions(80, seed=5)
     by_text = {q.text: q for q in questions}
 
     def oracle(messages):
@@ -163,7 +164,7 @@ def test_scorer_gives_an_oracle_full_marks_and_a_wrong_answerer_none():
 
     full = tasks.score_task(oracle, n=80, seed=5)
     assert full.overall == 1.0 and full.total == 80
-    assert all(c.accuracy == 1.0 and c.total == 80 // len(demo.CATEGORIES) for c in full.per_category.values())
+    assert all(c.accuracy == 1.0 and c.total == 80 // len(demo_questions.CATEGORIES) for c in full.per_category.values())
     assert tasks.score_task(terse, n=80, seed=5).overall == 1.0
     none = tasks.score_task(off_by_one, n=80, seed=5)
     assert none.overall == 0.0 and none.correct == 0
@@ -192,8 +193,8 @@ def test_scorer_reports_progress_and_stops_when_cancelled():
 def test_shipped_model_answers_heldout_questions():
     """The real demo, unquantized, greedy on the CPU: most held-out answers are right."""
     chat = TransformersChat(demo.DEMO_DIR)
-    questions = demo.heldout_questions(20, seed=123)
-    replies = chat.batch([demo.question_messages(q) for q in questions])
+    questions = demo_questions.heldout_questions(20, seed=123)
+    replies = chat.batch([demo_questions.question_messages(q) for q in questions])
     score = tasks.score_answers(questions, replies)
     assert score.overall >= 0.8, [(i.question.text, i.reply) for i in score.items if not i.correct]
     assert chat([{"role": "user", "content": "What is 25 + 17?"}]).endswith("42.")
@@ -203,14 +204,14 @@ def test_shipped_model_answers_what_people_type_first():
     """The card's examples ("What is 2 plus 3?" first), unquantized and greedy: each reply's last number, or
     for a word answer one of its words, is the answer."""
     chat = TransformersChat(demo.DEMO_DIR)
-    replies = chat.batch([[{"role": "user", "content": q}] for q, _ in demo.EXAMPLE_QUESTIONS])
+    replies = chat.batch([[{"role": "user", "content": q}] for q, _ in demo_questions.EXAMPLE_QUESTIONS])
 
     def gives(reply: str, want: str) -> bool:
         if want.isdigit():
             return re.findall(r"\d+", reply)[-1:] == [want]
         return want.lower() in re.findall(r"[a-z]+", reply.lower())
 
-    wrong = [(q, r) for (q, want), r in zip(demo.EXAMPLE_QUESTIONS, replies) if not gives(r, want)]
+    wrong = [(q, r) for (q, want), r in zip(demo_questions.EXAMPLE_QUESTIONS, replies) if not gives(r, want)]
     assert not wrong, wrong
     assert replies[0].strip() == "2 + 3 = 5."
 

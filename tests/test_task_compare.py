@@ -147,7 +147,7 @@ def test_bad_task_files_are_refused_in_one_line(tiny_model, tiny_q2, tmp_path):
 
 def test_demo_task_set_is_the_held_out_questions():
     from engine.analysis.taskset import demo_tasks
-    from engine.models.demo import heldout_questions
+    from engine.models.demo_questions import heldout_questions
 
     items = demo_tasks(12)
     assert [(i.prompt, i.answer) for i in items] == [(q.text, q.answer) for q in heldout_questions(12)]

@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from engine.analysis import tasks  # noqa: E402
 from engine.core.units import format_kld  # noqa: E402
-from engine.models import demo  # noqa: E402
+from engine.models import demo, demo_questions  # noqa: E402
 from transformers_chat import TransformersChat  # noqa: E402
 
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
@@ -33,7 +33,7 @@ def kld_tokens(model_dir: Path = demo.DEMO_DIR, n_windows: int = 2, ctx: int = 5
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    text = "".join(demo.render_chat(d) for d in demo.training_dialogues(40 * n_windows, seed=1000))
+    text = "".join(demo.render_chat(d) for d in demo_questions.training_dialogues(40 * n_windows, seed=1000))
     ids = tok(text, add_special_tokens=False)["input_ids"]
     windows = []
     for i in range(n_windows):
@@ -106,9 +106,9 @@ def main(argv=None) -> int:
 
     windows = kld_tokens(args.model)
     ref = reference_logprobs(windows, args.model)
-    questions = demo.heldout_questions(args.n)
+    questions = demo_questions.heldout_questions(args.n)
     chat = TransformersChat(args.model)
-    base = tasks.score_answers(questions, chat.batch([demo.question_messages(q) for q in questions]))
+    base = tasks.score_answers(questions, chat.batch([demo_questions.question_messages(q) for q in questions]))
     print(f"bf16: {base.summary()}", file=sys.stderr, flush=True)
     rows = [("bf16 (transformers)", args.model / "model.safetensors", base, None)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +123,8 @@ def main(argv=None) -> int:
             rows[-1] = (t, path.stat().st_size, score, q)
         rows[0] = (rows[0][0], rows[0][1].stat().st_size, base, None)
 
-    cats = demo.CATEGORIES
-    print("| type | size | " + " | ".join(demo.CATEGORY_LABELS[c] for c in cats)
+    cats = demo_questions.CATEGORIES
+    print("| type | size | " + " | ".join(demo_questions.CATEGORY_LABELS[c] for c in cats)
           + " | overall | mean KLD | KLD p99 | same top |")
     print("|---|---|" + "---|" * (len(cats) + 4))
     for name, size, score, q in rows:

@@ -1,6 +1,6 @@
 """The demo model's task score: held-out questions asked through any chat, answers checked exactly.
 
-``score_task(generate)`` asks held-out questions (:mod:`engine.models.demo`) through any chat callable
+``score_task(generate)`` asks held-out questions (:mod:`engine.models.demo_questions`) through any chat callable
 (a GGUF in llama.cpp, a Hugging Face or AWQ model through :func:`runtime_chat`) and scores exact match on
 the answer at the end of each reply, so quantization damage shows as wrong answers.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.core.progress import Reporter
-from engine.models.demo import CATEGORIES, CATEGORY_LABELS, Question, heldout_questions, question_messages
+from engine.models.demo_questions import CATEGORIES, CATEGORY_LABELS, Question, heldout_questions, question_messages
 
 _NUMBER = re.compile(r"-?\d+")
 _WORD = re.compile(r"[a-z]+")

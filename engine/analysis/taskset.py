@@ -87,7 +87,7 @@ class TaskCompareResult:
 
 
 def demo_tasks(n: int = 100, seed: int = 0) -> list[TaskItem]:
-    from engine.models.demo import CATEGORY_LABELS, heldout_questions
+    from engine.models.demo_questions import CATEGORY_LABELS, heldout_questions
 
     return [TaskItem(q.text, q.answer, CATEGORY_LABELS[q.category]) for q in heldout_questions(n, seed)]
 

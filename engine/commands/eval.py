@@ -46,7 +46,8 @@ def run(args) -> int:
         from engine.core.errors import NibbleError
 
         raise NibbleError("a CSV file is written for a context sweep; add the lengths to sweep", setting="context length")
-    from engine.models.demo import TASK_CONTEXT, is_demo_model
+    from engine.models.demo import is_demo_model
+    from engine.models.demo_questions import TASK_CONTEXT
 
     run_task = args.task == "demo" or (args.task == "auto" and is_demo_model(args.reference))
     # the windows are --ctx tokens; the runtimes also hold the task's longest question when it runs
