@@ -9,7 +9,7 @@ various.txt and resources/calibration.txt):
 
 Writes OUT/small (the trained model, bf16) and OUT/report.json (1B AWQ time and peak VRAM).
 """
-import json, math, os, shutil, sys, time
+import json, math, os, sys, time
 from pathlib import Path
 import torch
 

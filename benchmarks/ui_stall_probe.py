@@ -78,7 +78,7 @@ def main() -> int:
     from app.state import AppState, ModelEntry
     from app.window import MainWindow
 
-    app = create_app()
+    _app = create_app()  # kept referenced while the window lives
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     win = MainWindow(AppState(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)))

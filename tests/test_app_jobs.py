@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 import threading
@@ -78,7 +77,6 @@ def test_cancel_stops_the_child_and_it_cleans_up(qtbot, settings, tmp_path):
 
 
 def test_child_that_ignores_terminate_is_killed_with_its_children(qtbot, settings, tmp_path):
-    left = tmp_path / ".out.gguf.part.PID.tmp"
     job = ProcessJob(_child(f"""
         import json, os, pathlib, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

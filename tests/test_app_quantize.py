@@ -9,7 +9,6 @@ import pytest
 from PySide6.QtGui import QGuiApplication
 
 
-from app.state import ModelEntry
 
 
 def _to_format_page(qtbot, window, model: pathlib.Path):

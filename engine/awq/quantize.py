@@ -217,7 +217,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                 if not name.startswith("model.layers."):
                     t = reader.get(name)
                     writer.add(name, t.to(torch.float16) if mode == "awq" and t.is_floating_point() else t)
-        files = writer.finish()
+        writer.finish()
         new_cfg = dict(raw_cfg)
         new_cfg.pop("auto_map", None)  # the repository's code is neither run nor copied (engine.models.resolve)
         if mode == "awq":
