@@ -216,16 +216,21 @@ def test_shipped_model_answers_what_people_type_first():
     assert replies[0].strip() == "2 + 3 = 5."
 
 
+def _train_tiny(out: Path, *extra: str) -> None:
+    """A few CPU steps of benchmarks/demo_model/train.py into ``out``."""
+    args = ["--out", str(out), "--device", "cpu", "--steps", "2", "--dialogues", "3000",
+            "--tokenizer-dialogues", "3000", "--vocab", "512", "--layers", "1", "--batch", "2",
+            "--seq", "32", "--warmup", "1", "--eval-every", "0", "--eval-n", "4", *extra]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_model" / "train.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_training_script_runs_on_cpu(tmp_path):
     """The recipe runs end to end without a GPU and writes a folder transformers can load."""
     out = tmp_path / "model"
-    args = ["--out", str(out), "--device", "cpu", "--steps", "2", "--dialogues", "3000",
-            "--tokenizer-dialogues", "3000", "--vocab", "512", "--layers", "1", "--batch", "2",
-            "--seq", "32", "--warmup", "1", "--eval-every", "0", "--eval-n", "4"]
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_model" / "train.py"), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _train_tiny(out)
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "generation_config.json", "README.md"} <= names
@@ -237,3 +242,25 @@ def test_training_script_runs_on_cpu(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(out))
     tok = AutoTokenizer.from_pretrained(str(out))
     assert model.config.num_key_value_heads == 2 and model.config.vocab_size == len(tok) == 512
+    assert model.config.tie_word_embeddings
+
+
+@pytest.mark.slow
+def test_untied_training_gives_an_embedding_that_low_bit_types_quantize(tmp_path):
+    """--untied writes separate input and output embeddings, and llama.cpp's Q3_K_M then stores the input
+    embedding at 3 bits (Q3_K) and the output at Q6_K, where a tied one would be kept at Q6_K."""
+    import gguf
+    from safetensors import safe_open
+
+    from engine.gguf.quantize import quantize
+
+    out = tmp_path / "model"
+    _train_tiny(out, "--untied")
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    assert "separate input and output embeddings" in " ".join((out / "README.md").read_text().split())
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" in f.keys()
+        assert not f.get_tensor("lm_head.weight").equal(f.get_tensor("model.embed_tokens.weight"))
+    quantize(out, "Q3_K_M", tmp_path / "q3.gguf")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "q3.gguf")).tensors}
+    assert types["token_embd.weight"] == "Q3_K" and types["output.weight"] == "Q6_K"

@@ -94,7 +94,7 @@ def build_model(vocab_size: int, tok_ids: dict, args):
         rms_norm_eps=1e-5,
         rope_theta=10000.0,
         hidden_act="silu",
-        tie_word_embeddings=True,
+        tie_word_embeddings=not args.untied,
         initializer_range=0.02,
         bos_token_id=tok_ids["bos"],
         eos_token_id=tok_ids["eos"],
@@ -151,7 +151,7 @@ purpose, so that low-bit quant types visibly lose answers (long counts and far r
 ## Shape
 
 LlamaForCausalLM, hidden size {cfg['hidden']}, FFN width {cfg['ffn']}, {cfg['layers']} layers,
-{cfg['heads']} attention heads with {cfg['kv_heads']} key/value heads (grouped-query attention), tied
+{cfg['heads']} attention heads with {cfg['kv_heads']} key/value heads (grouped-query attention), {'separate input and output' if cfg.get('untied') else 'tied'}
 embeddings, vocabulary of {report['vocab_size']} byte-level BPE tokens with Llama 3's pre-tokenizer
 (numbers are spelled one digit a token), {report['parameters']:,} parameters, stored in bf16,
 trained context {report['ctx']} tokens.
@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--untied", action="store_true",
+                    help="separate input and output embeddings (quantized like the layers at low-bit types, as in most large models)")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq", type=int, default=1024, help="training window in tokens")
@@ -393,7 +395,7 @@ def main(argv=None) -> int:
         "lr_floor": args.lr_floor,
         "mix": args.mix,
         "ctx": args.ctx,
-        "config": {k: getattr(args, k) for k in ("hidden", "ffn", "layers", "heads", "kv_heads")},
+        "config": {k: getattr(args, k) for k in ("hidden", "ffn", "layers", "heads", "kv_heads", "untied")},
         "hardware": hardware,
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
