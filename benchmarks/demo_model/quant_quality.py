@@ -102,10 +102,12 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200, help="held-out questions per type")
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--model", type=Path, default=demo.DEMO_DIR, help="the demo, or a candidate from train.py")
+    ap.add_argument("--no-kld", action="store_true", help="accuracy only (faster, for screening candidates)")
     args = ap.parse_args(argv)
 
-    windows = kld_tokens(args.model)
-    ref = reference_logprobs(windows, args.model)
+    if not args.no_kld:
+        windows = kld_tokens(args.model)
+        ref = reference_logprobs(windows, args.model)
     questions = demo_questions.heldout_questions(args.n)
     chat = TransformersChat(args.model)
     base = tasks.score_answers(questions, chat.batch([demo_questions.question_messages(q) for q in questions]))
@@ -117,20 +119,23 @@ def main(argv=None) -> int:
             quantize(args.model, t, path)
             t0 = time.time()
             score = tasks.score_task(gguf_chat(path), n=args.n)
-            q = gguf_kld(path, windows, ref)
+            q = None if args.no_kld else gguf_kld(path, windows, ref)
             rows.append((t, path, score, q))
-            print(f"{t}: {score.summary()}; KLD {format_kld(q['kld'])} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            kld = f"; KLD {format_kld(q['kld'])}" if q else ""
+            print(f"{t}: {score.summary()}{kld} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
             rows[-1] = (t, path.stat().st_size, score, q)
         rows[0] = (rows[0][0], rows[0][1].stat().st_size, base, None)
 
     cats = demo_questions.CATEGORIES
     print("| type | size | " + " | ".join(demo_questions.CATEGORY_LABELS[c] for c in cats)
-          + " | overall | mean KLD | KLD p99 | same top |")
-    print("|---|---|" + "---|" * (len(cats) + 4))
+          + " | overall | points vs bf16 | mean KLD | KLD p99 | same top |")
+    print("|---|---|" + "---|" * (len(cats) + 5))
     for name, size, score, q in rows:
         accs = " | ".join(f"{score.per_category[c].accuracy:.0%}" for c in cats)
-        kq = f"{format_kld(q['kld'])} | {format_kld(q['kld_p99'])} | {q['same_top']:.1%}" if q else "0 | 0 | 100%"
-        print(f"| {name} | {size / 2**20:.1f} MiB | {accs} | {score.overall:.1%} | {kq} |")
+        kq = f"{format_kld(q['kld'])} | {format_kld(q['kld_p99'])} | {q['same_top']:.1%}" if q else (
+            "0 | 0 | 100%" if name.startswith("bf16") else "— | — | —")
+        points = f"{(score.correct - base.correct) * 100 / base.total:+.1f}"
+        print(f"| {name} | {size / 2**20:.1f} MiB | {accs} | {score.overall:.1%} | {points} | {kq} |")
     return 0
 
 
