@@ -260,5 +260,16 @@ def snapshot(ws: Path) -> dict[str, tuple]:
     return out
 
 
+# Nibble's own note of transformers' model-type names, which any command that checks a model keeps in the data
+# folder whatever its outcome (engine.models.resolve): a cache, not a user's file or an output.
+_NAMES_CACHE = "transformers-names"
+
+
 def changes(before: dict, after: dict) -> list[str]:
-    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)})
+    def cache_only(k: str) -> bool:  # the cache, or a folder made to hold nothing else
+        if _NAMES_CACHE in Path(k).parts:
+            return True
+        inside = [e for e in after if Path(k) in Path(e).parents]
+        return k not in before and bool(inside) and all(_NAMES_CACHE in Path(e).parts for e in inside)
+
+    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and not cache_only(k)})

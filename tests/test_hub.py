@@ -430,3 +430,40 @@ def test_names_read_in_the_app_are_kept_for_its_child_processes(tmp_path, monkey
     out = subprocess.run([sys.executable, "-c", code], env=child_env(NIBBLE_HOME=str(tmp_path)), capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.split() == [str(len(CONFIG_MAPPING_NAMES)), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES["llama"], "False"]
+
+
+_QUANTIZE_AND_SAY_WHAT_LOADED = (
+    "import sys\n"
+    "from engine.commands.cli import main\n"
+    "rc = main(['quantize', sys.argv[1], '--type', 'Q8_0', '--out', sys.argv[2]])\n"
+    "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+)
+
+
+def test_a_gguf_quantize_reads_the_kept_names_instead_of_importing_torch(tmp_path):
+    """The first command keeps transformers' model-type names in the data folder; later ones read them there and
+    quantize to GGUF without importing torch or transformers (seconds of a small model's command), writing the
+    same file. A damaged names file is read again from transformers and replaced."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    from engine.core.spawn import child_env
+    from engine.models import demo
+
+    env = child_env(NIBBLE_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+
+    def run(out: Path) -> list[str]:
+        proc = subprocess.run([sys.executable, "-c", _QUANTIZE_AND_SAY_WHAT_LOADED, str(demo.DEMO_DIR), str(out)],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()[-3:]
+
+    assert run(tmp_path / "first.gguf") == ["0", "True", "True"]
+    kept = list((tmp_path / "home" / "transformers-names").glob("*.json"))
+    assert len(kept) == 1 and set(json.loads(kept[0].read_text())["types"]) == set(CONFIG_MAPPING_NAMES)
+    assert run(tmp_path / "second.gguf") == ["0", "False", "False"]
+    assert (tmp_path / "second.gguf").read_bytes() == (tmp_path / "first.gguf").read_bytes()
+
+    kept[0].write_text('{"types": 7}', encoding="utf-8")
+    assert run(tmp_path / "third.gguf") == ["0", "True", "True"]
+    assert set(json.loads(kept[0].read_text())["types"]) == set(CONFIG_MAPPING_NAMES)
+    assert (tmp_path / "third.gguf").read_bytes() == (tmp_path / "first.gguf").read_bytes()

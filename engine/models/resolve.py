@@ -43,26 +43,26 @@ NAMES_FROM_CHILD = False  # the app sets it: its window must not wait on torch's
 def transformers_names() -> tuple[frozenset, dict]:
     """transformers' model types and its causal-LM architecture for each, as the policy below needs them.
 
-    Importing them imports torch, which holds Python's interpreter lock for about 0.2 s: in the app, whose
-    window must not stall (:data:`NAMES_FROM_CHILD`), they are read once per transformers version in a child
-    process and kept in Nibble's data folder (where the app's child processes read them too). Elsewhere, or
-    once transformers is loaded, they are read here."""
+    Importing them imports torch: about 1.5 s of a command that otherwise needs neither (converting and
+    quantizing to GGUF), and in the app, whose window must not stall (:data:`NAMES_FROM_CHILD`), a hold on
+    Python's interpreter lock. So they are read once per transformers version and kept in Nibble's data folder,
+    where every later process reads them: the app reads them the first time in a child process, a command
+    here. Once transformers is loaded they are read from it."""
+    if "transformers.models.auto.modeling_auto" not in sys.modules:
+        kept = _kept_names()
+        if kept is not None:
+            return kept
     if not NAMES_FROM_CHILD or "transformers.models.auto.modeling_auto" in sys.modules:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-        if NAMES_FROM_CHILD and not _names_file().is_file():
+        if _kept_names() is None:  # none kept yet, or a damaged file
             _keep_names({"types": sorted(CONFIG_MAPPING_NAMES), "causal_lm": dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)})
         return frozenset(CONFIG_MAPPING_NAMES), dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
     import subprocess
 
     from engine.core.spawn import child_env
 
-    try:
-        d = json.loads(_names_file().read_text(encoding="utf-8"))
-        return frozenset(d["types"]), dict(d["causal_lm"])
-    except (OSError, ValueError, KeyError):
-        pass
     out = subprocess.run([sys.executable, "-c", _NAMES_CODE], capture_output=True, text=True, timeout=300,
                          env=child_env(), stdin=subprocess.DEVNULL)
     if out.returncode != 0:  # the library itself is broken: say so through the usual import error
@@ -70,6 +70,19 @@ def transformers_names() -> tuple[frozenset, dict]:
     d = json.loads(out.stdout.strip().splitlines()[-1])
     _keep_names(d)
     return frozenset(d["types"]), dict(d["causal_lm"])
+
+
+def _kept_names() -> tuple[frozenset, dict] | None:
+    """The names kept for this transformers version, or None where there are none (or they are unreadable)."""
+    try:
+        d = json.loads(_names_file().read_text(encoding="utf-8"))
+        types, causal_lm = d["types"], d["causal_lm"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(types, list) and types and all(isinstance(t, str) for t in types)
+            and isinstance(causal_lm, dict) and all(isinstance(v, str) for v in causal_lm.values())):
+        return None  # not what this module writes: read them again
+    return frozenset(types), dict(causal_lm)
 
 
 def _names_file() -> Path:
