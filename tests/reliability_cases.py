@@ -266,10 +266,5 @@ _NAMES_CACHE = "transformers-names"
 
 
 def changes(before: dict, after: dict) -> list[str]:
-    def cache_only(k: str) -> bool:  # the cache, or a folder made to hold nothing else
-        if _NAMES_CACHE in Path(k).parts:
-            return True
-        inside = [e for e in after if Path(k) in Path(e).parents]
-        return k not in before and bool(inside) and all(_NAMES_CACHE in Path(e).parts for e in inside)
-
-    return sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and not cache_only(k)})
+    return sorted({k for k in before.keys() | after.keys()
+                   if before.get(k) != after.get(k) and _NAMES_CACHE not in Path(k).parts})

@@ -36,6 +36,7 @@ OUTCOMES: list[tuple[str, str]] = []  # (kind, outcome) of every case run
 def ws(tmp_path_factory):
     ws = tmp_path_factory.mktemp("reliability")
     build_workspace(ws)
+    (ws / "nibble-home").mkdir()  # Nibble's data folder (NIBBLE_HOME below), there as after any earlier use
     return ws
 
 
