@@ -48,15 +48,15 @@ def transformers_names() -> tuple[frozenset, dict]:
     Python's interpreter lock. So they are read once per transformers version and kept in Nibble's data folder,
     where every later process reads them: the app reads them the first time in a child process, a command
     here. Once transformers is loaded they are read from it."""
-    if "transformers.models.auto.modeling_auto" not in sys.modules:
-        kept = _kept_names()
-        if kept is not None:
-            return kept
-    if not NAMES_FROM_CHILD or "transformers.models.auto.modeling_auto" in sys.modules:
+    loaded = "transformers.models.auto.modeling_auto" in sys.modules
+    kept = _kept_names()
+    if kept is not None and not loaded:
+        return kept
+    if not NAMES_FROM_CHILD or loaded:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-        if _kept_names() is None:  # none kept yet, or a damaged file
+        if kept is None:  # none kept yet, or a damaged file
             _keep_names({"types": sorted(CONFIG_MAPPING_NAMES), "causal_lm": dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)})
         return frozenset(CONFIG_MAPPING_NAMES), dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
     import subprocess
