@@ -105,14 +105,9 @@ def build_model(vocab_size: int, tok_ids: dict, args):
 
 def example_replies(chat: TransformersChat) -> list[dict]:
     """The model card's example questions with the model's greedy replies and whether each is right."""
-    from engine.analysis.tasks import extract_answer
-
     replies = chat.batch([[{"role": "user", "content": q}] for q, _ in demo_questions.EXAMPLE_QUESTIONS])
-    return [
-        {"question": q, "reply": r, "want": a,
-         "right": extract_answer(r, a.isdigit()) == (a if a.isdigit() else a.lower())}
-        for (q, a), r in zip(demo_questions.EXAMPLE_QUESTIONS, replies)
-    ]
+    return [{"question": q, "reply": r, "want": a, "right": tasks.answer_matches(a, r)}
+            for (q, a), r in zip(demo_questions.EXAMPLE_QUESTIONS, replies)]
 
 
 def heldout_score(chat: TransformersChat, n: int):
