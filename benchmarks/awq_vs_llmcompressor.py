@@ -13,7 +13,7 @@ time, the peak of the summed RSS of its process tree (psutil sampling), its user
 1-minute load average when it started.
 
 Same calibration tokens: the script cuts the blocks with engine.awq.calibration.calibration_blocks on
-the model's tokenizer (engine.awq.calibration.load_tokenizer) and hands them to the worker as ids.pt;
+the model's tokenizer (engine.awq.calibration.calibration_tokenizer) and hands them to the worker as ids.pt;
 Nibble's command tokenizes the same text with those same two functions (engine/awq/quantize.py), which
 the script checks before it starts. Quality (mean KL divergence from the original, its 99th percentile,
 same top-1, perplexity; llama-perplexity style windows on --eval) is measured once per tool, on the
@@ -53,7 +53,7 @@ import engine.awq.quantize as nibble_awq  # noqa: E402
 from benchmarks.awq_bench import eval_windows, logprobs, quality, rtn_model  # noqa: E402
 from benchmarks.common import run_measured  # noqa: E402
 from engine.awq import load_awq  # noqa: E402
-from engine.awq.calibration import calibration_blocks, load_tokenizer  # noqa: E402
+from engine.awq.calibration import calibration_blocks, calibration_tokenizer, load_tokenizer  # noqa: E402
 
 WORKER = Path(__file__).with_name("awq_llmcompressor_worker.py")
 NIBBLE, LLMC = "Nibble", "llm-compressor"
@@ -113,9 +113,10 @@ def warm_page_cache(model: Path) -> None:
 
 def check_same_tokens() -> None:
     """Nibble's command must cut its calibration blocks with the very functions this script uses for the worker."""
-    if nibble_awq.calibration_blocks is not calibration_blocks or nibble_awq.load_tokenizer is not load_tokenizer:
+    if nibble_awq.calibration_blocks is not calibration_blocks \
+            or nibble_awq.calibration_tokenizer is not calibration_tokenizer:
         raise SystemExit("engine/awq/quantize.py no longer tokenizes calibration text with "
-                         "engine.awq.calibration.calibration_blocks/load_tokenizer; update this benchmark so both "
+                         "engine.awq.calibration.calibration_blocks/calibration_tokenizer; update this benchmark so both "
                          "tools still get the same tokens")
 
 
@@ -147,7 +148,7 @@ def measure_quality(args, outputs: dict[str, Path]) -> dict:
 STAGES = [
     ("imports (all, wherever they happen)", ("importlib._bootstrap>", "_find_and_load")),
     ("model skeleton (config, meta-device model)", ("engine/awq/quantize.py", "_build_model_skeleton")),
-    ("tokenizer load", ("engine/models/calibration.py", "load_tokenizer")),
+    ("tokenizer load", ("engine/models/calibration.py", "calibration_tokenizer")),
     ("tokenizing calibration text", ("engine/awq/calibration.py", "calibration_blocks")),
     ("calibration embedding", ("engine/awq/quantize.py", "calibration_inputs")),
     ("loading each layer's weights", ("engine/awq/quantize.py", "_materialise")),
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="awq-vs-llmc-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        ids = calibration_blocks(load_tokenizer(args.model), args.calibration, args.samples, args.seqlen,
+        ids = calibration_blocks(calibration_tokenizer(args.model), args.calibration, args.samples, args.seqlen,
                                  model_dir=args.model)
         torch.save(ids, work / "ids.pt")
         warm_page_cache(args.model)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from engine.core.errors import NibbleError
-from engine.models.calibration import calibration_file, count_tokens, fit_samples, load_tokenizer  # noqa: F401
+from engine.models.calibration import (  # noqa: F401
+    calibration_file, calibration_tokenizer, count_tokens, fit_samples, load_tokenizer)
 from engine.models.demo import default_calibration_path
 
 

@@ -27,6 +27,7 @@ class WeightReader:
             raise NibbleError(f"{model_dir}: no .safetensors weights found; Nibble reads safetensors checkpoints")
         self._handles = {}
         self._where: dict[str, Path] = {}
+        self._checked: set[str] = set()
         for f in files:
             try:
                 h = safe_open(str(f), framework="pt")
@@ -46,8 +47,10 @@ class WeightReader:
         if name not in self._where:
             raise NibbleError(f"weights are missing tensor {name!r}; the checkpoint is incomplete or not of this architecture")
         t = self._handles[self._where[name]].get_tensor(name)
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise non_finite_error(self._where[name], name)
+        if name not in self._checked and t.is_floating_point():  # a tensor read again was checked the first time
+            if not bool(torch.isfinite(t).all()):
+                raise non_finite_error(self._where[name], name)
+            self._checked.add(name)
         return t
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.awq import search
-from engine.awq.calibration import calibration_blocks, load_tokenizer
+from engine.awq import native, search
+from engine.awq.calibration import calibration_blocks, calibration_tokenizer
 from engine.awq.config import (
     awq_family,
     check_group_size,
@@ -68,7 +68,13 @@ class AwqResult:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _build_model_skeleton(model_dir: Path):
+def _build_model_skeleton(model_dir: Path, raw_cfg: dict | None = None, family=None):
+    """(config, meta-device model): Nibble's own plain Llama-style layers where they describe the model
+    (:mod:`engine.awq.native`, no import of transformers' modelling code), else transformers' model."""
+    if raw_cfg is not None and family is not None:
+        built = native.build(raw_cfg, family)
+        if built is not None:
+            return built
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
@@ -88,17 +94,33 @@ def _read(module: nn.Module, prefix: str, reader: WeightReader) -> dict[str, tor
 def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, dev: torch.device,
                  tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """``module`` of the meta-device ``model`` on ``dev`` in float32, its weights read from the checkpoint
-    (or given, as :func:`_read` returns them)."""
+    (or given, as :func:`_read` returns them).
+
+    The tensors are put in place directly: ``Module.to_empty`` on meta tensors runs torch's reference kernels,
+    whose first use imports torch's symbolic-shape machinery (2 s on a GPU machine)."""
     tensors = tensors if tensors is not None else _read(module, prefix, reader)
-    module.to_empty(device=dev)
-    module.float()
-    state = {}
     for name in module.state_dict():
-        state[name] = tensors[name].to(device=dev, dtype=torch.float32)
-    module.load_state_dict(state, strict=True)
+        owner, _, leaf = name.rpartition(".")
+        m = module.get_submodule(owner)
+        t = tensors[name].to(device=dev, dtype=torch.float32 if tensors[name].is_floating_point() else None)
+        if leaf in m._parameters:
+            m._parameters[leaf] = nn.Parameter(t, requires_grad=False)
+        else:
+            m._buffers[leaf] = t
     init_unsaved_buffers(model, module)
-    module.requires_grad_(False)
     return module
+
+
+def _release(module: nn.Module) -> None:
+    """Give back a materialised module's memory: its tensors become meta-device placeholders again."""
+    for m in module.modules():
+        for n, p in m._parameters.items():
+            if p is not None:
+                m._parameters[n] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
+                                                requires_grad=False)
+        for n, b in m._buffers.items():
+            if b is not None:
+                m._buffers[n] = torch.empty(b.shape, dtype=b.dtype, device="meta")
 
 
 def _multiplier(cfg: dict, key: str) -> float:
@@ -110,10 +132,14 @@ def calibration_inputs(family, raw_cfg: dict, model, reader: WeightReader, ids: 
     (embeddings, times the family's embedding multiplier), each layer's attention inputs (position
     embeddings and mask, :func:`_attention_inputs`) and the family's residual multiplier."""
     cfg, spec = family.config(raw_cfg), family.awq
-    cpu = torch.device("cpu")
-    embed = _materialise(model, model.model.embed_tokens, "model.embed_tokens.", reader, cpu)
-    x = (embed(ids) * _multiplier(cfg, spec.embedding_multiplier)).to(dev)
-    embed.to_empty(device="meta")
+    table = model.model.embed_tokens
+    if type(table) is native.Embedding:  # a plain table: only the rows the ids use become float32
+        x = reader.get("model.embed_tokens.weight")[ids].float()
+    else:
+        embed = _materialise(model, table, "model.embed_tokens.", reader, torch.device("cpu"))
+        x = embed(ids)
+        _release(embed)
+    x = (x * _multiplier(cfg, spec.embedding_multiplier)).to(dev)
     return x, _attention_inputs(family, raw_cfg, model, ids.shape[1], dev), _multiplier(cfg, spec.residual_multiplier)
 
 
@@ -167,13 +193,13 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
     else:
         check_new_folder(out_dir, inputs=[model_dir])
     check_free_space(out_dir.parent, output_bytes(model_dir, raw_cfg, mode))
-    config, model = _build_model_skeleton(model_dir)
+    config, model = _build_model_skeleton(model_dir, raw_cfg, family)
     check_group_size(config, bits, group_size)
     search_samples = min(samples, search_samples or samples)
     chunk = max(1, 8192 // seqlen)
     check_memory(config, dev, samples, seqlen, search_samples, chunk)
     reader = WeightReader(model_dir)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = calibration_tokenizer(model_dir)
     ids = calibration_blocks(tokenizer, calibration, samples, seqlen, model_dir=model_dir)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -208,7 +234,7 @@ def _run(model_dir, out_dir, *, mode, bits, group_size, calibration, samples, se
                                     low=low)
                 lq.run(x, out, search_idx)
                 _write_layer(writer, layer, lq, prefix, mode, group_size, bits, src_dtype)
-                layer.to_empty(device="meta")
+                _release(layer)
                 x, out = out, x
                 reporter.progress(i + 1, n_layers, f"layer {i + 1}/{n_layers} quantized")
             del x, out

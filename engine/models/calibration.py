@@ -3,6 +3,7 @@ holds. Nothing here imports torch, so the app can ask from a worker thread witho
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from engine.core.errors import NibbleError
@@ -17,6 +18,47 @@ def load_tokenizer(model_dir: Path):
         return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except Exception as exc:
         raise NibbleError(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer files") from exc
+
+
+# tokenizer classes that transformers loads from tokenizer.json as the file says (classes with an __init__ of their
+# own, LlamaTokenizer or Qwen2Tokenizer, rebuild the tokenizer from its vocabulary and their own rules)
+AS_STORED = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+class StoredTokenizer:
+    """tokenizer.json through the ``tokenizers`` library alone, called as transformers' tokenizer is called on
+    calibration text: ``tok(text)["input_ids"]``, no special tokens added."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        if add_special_tokens:
+            raise ValueError("calibration text is tokenized without special tokens")
+        # encode_batch lets go of Python's interpreter lock while it works (the app counts beside its window)
+        return {"input_ids": self._tok.encode_batch([text], add_special_tokens=False)[0].ids}
+
+
+def calibration_tokenizer(model_dir: Path):
+    """What cuts calibration text into ids for ``model_dir``: the same ids as its transformers tokenizer. Where
+    transformers would load tokenizer.json as stored (the class Llama 3 and Nibble's demo declare, no
+    add_prefix_space override), the ``tokenizers`` library reads it directly, without importing transformers
+    (seconds on some machines); otherwise transformers' own tokenizer (:func:`load_tokenizer`)."""
+    model_dir = Path(model_dir)
+    path = model_dir / "tokenizer.json"
+    try:
+        tc = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        tc = None
+    if path.is_file() and isinstance(tc, dict) and tc.get("tokenizer_class") in AS_STORED \
+            and tc.get("add_prefix_space") is None:
+        try:
+            return StoredTokenizer(path)
+        except Exception:  # a file the library cannot read: transformers says what is wrong with it
+            pass
+    return load_tokenizer(model_dir)
 
 
 def calibration_file(path: Path | str | None, model_dir: Path | str | None = None) -> Path:
@@ -38,14 +80,7 @@ def count_tokens(model_dir: Path | str, path: Path | str | None = None) -> int:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise NibbleError(f"calibration file {p} is not UTF-8 text", setting="calibration text") from exc
-    if (model_dir / "tokenizer.json").is_file():
-        # the tokenizer's own library, without transformers (whose import brings torch and holds the interpreter
-        # for ~0.2 s, a stall in the app); encode_batch also lets go of it while it works
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        return len(tok.encode_batch([text], add_special_tokens=False)[0].ids)
-    return len(load_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
+    return len(calibration_tokenizer(model_dir)(text, add_special_tokens=False)["input_ids"])
 
 
 def fit_samples(tokens: int, samples: int, seqlen: int) -> int:
@@ -70,7 +105,6 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     print(json.dumps(main(sys.argv[1:])), flush=True)

@@ -12,9 +12,6 @@ import re
 import sys
 from pathlib import Path
 
-from huggingface_hub import constants
-from huggingface_hub.file_download import repo_folder_name
-
 from engine.core.errors import NibbleError
 from engine.core.resources import DEMO_DIR
 
@@ -173,9 +170,11 @@ def weights_complete(folder: Path) -> bool:
     return any(p.exists() for p in folder.glob("*.safetensors")) or any(folder.glob("*.gguf"))
 
 
-
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     """The snapshot folder of a model in the local cache, or None."""
+    from huggingface_hub import constants  # the Hub client on use: 0.2 s of every command's start otherwise
+    from huggingface_hub.file_download import repo_folder_name
+
     storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
     rev = revision or "main"
     if re.fullmatch(r"[0-9a-f]{40}", rev):
@@ -234,6 +233,8 @@ def resolve_model(spec: str | os.PathLike) -> Path:
 
 def cache_dir() -> Path:
     """The Hugging Face cache folder models are downloaded to (``HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``)."""
+    from huggingface_hub import constants
+
     return Path(constants.HF_HUB_CACHE)
 
 
