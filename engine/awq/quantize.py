@@ -102,7 +102,8 @@ def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, de
     for name in module.state_dict():
         owner, _, leaf = name.rpartition(".")
         m = module.get_submodule(owner)
-        t = tensors[name].to(device=dev, dtype=torch.float32 if tensors[name].is_floating_point() else None)
+        t = tensors[name].to(dev)  # moved as stored, widened there: half the bytes cross to a GPU
+        t = t.float() if t.is_floating_point() else t
         if leaf in m._parameters:
             m._parameters[leaf] = nn.Parameter(t, requires_grad=False)
         else:
