@@ -87,7 +87,9 @@ def test_native_layers_compute_what_transformers_computes(tmp_path, name):
 
 
 @pytest.mark.parametrize("change", [{"hidden_act": "gelu"}, {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
-                                    {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "head_dim": None}])
+                                    {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "head_dim": None},
+                                    {"model_type": "mistral", "architectures": ["MistralForCausalLM"],
+                                     "num_key_value_heads": None}])
 def test_variants_it_does_not_describe_use_transformers_model(change):
     from engine.awq import native
     from engine.models import families
@@ -97,6 +99,22 @@ def test_variants_it_does_not_describe_use_transformers_model(change):
            "max_position_embeddings": 256, **change}
     raw = {k: v for k, v in raw.items() if v is not None}
     assert native.build(raw, families.find(raw)) is None
+
+
+def test_weights_that_do_not_match_the_config_are_refused_in_one_line(tmp_path):
+    """A config.json edited (or swapped) so that it no longer describes the weights: one line naming the file
+    and the tensor, and no output."""
+    from engine.awq import quantize_awq
+    from engine.core.errors import NibbleError
+
+    src = _model(tmp_path / "src", "llama3-rope")
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 192}))
+    (src / "calib.txt").write_text("the quick brown fox jumps over the lazy dog. " * 100)
+    with pytest.raises(NibbleError, match=r"^[^\n]*model\.safetensors: tensor model\.layers\.0\.mlp\.\w+_proj\.weight has "
+                                          r"shape \[\d+, \d+\] but config\.json makes it [^\n]*download the model again$"):
+        quantize_awq(src, tmp_path / "awq", group_size=32, calibration=src / "calib.txt", samples=2, seqlen=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_the_awq_command_never_imports_transformers_modelling_code(tmp_path):

@@ -40,6 +40,10 @@ class WeightReader:
     def names(self) -> list[str]:
         return list(self._where)
 
+    def where(self, name: str) -> Path:
+        """The file holding ``name``."""
+        return self._where[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self._where
 

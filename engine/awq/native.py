@@ -41,8 +41,8 @@ def build(raw: dict, family):
         return None
     if rope_type(raw) not in ROPE_TYPES or raw.get("pretraining_tp", 1) not in (1, None):
         return None
-    if raw.get("model_type") == "qwen3" and raw.get("head_dim") is None:
-        return None  # transformers' Qwen3 config assumes 128 here, not hidden / heads
+    if raw.get("num_key_value_heads") is None or (raw.get("model_type") == "qwen3" and raw.get("head_dim") is None):
+        return None  # left to the config class's default (8 for Mistral, 32 for Qwen; head_dim 128 for Qwen3)
     hp = family.hparams(family.config(raw))
     qkv_bias, o_bias, mlp_bias, qk_norm = kind
     config = SimpleNamespace(

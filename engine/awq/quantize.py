@@ -99,9 +99,13 @@ def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, de
     The tensors are put in place directly: ``Module.to_empty`` on meta tensors runs torch's reference kernels,
     whose first use imports torch's symbolic-shape machinery (2 s on a GPU machine)."""
     tensors = tensors if tensors is not None else _read(module, prefix, reader)
-    for name in module.state_dict():
+    for name, want in module.state_dict().items():
         owner, _, leaf = name.rpartition(".")
         m = module.get_submodule(owner)
+        if tensors[name].shape != want.shape:
+            raise NibbleError(f"{reader.where(prefix + name)}: tensor {prefix + name} has shape "
+                              f"{list(tensors[name].shape)} but config.json makes it {list(want.shape)}; the weights "
+                              "and config.json do not belong together, download the model again")
         t = tensors[name].to(dev)  # moved as stored, widened there: half the bytes cross to a GPU
         t = t.float() if t.is_floating_point() else t
         if leaf in m._parameters:
