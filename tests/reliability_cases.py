@@ -116,6 +116,11 @@ CASES = [
        "model.safetensors: tensor model.layers.0.mlp.up_proj.weight holds NaN or infinite values"),
     _c(CORRUPT, "quantize {ws}/nan --type Q4_K_M --awq --out {ws}/out/x.gguf --samples 1 --seqlen 16 --calibration {ws}/cal-long.txt",
        "holds NaN or infinite values"),
+    # config.json edited so that it no longer describes the weights (FFN twice as wide)
+    _c(CORRUPT, "quantize {ws}/mismatch --type Q4_0 --out {ws}/out/x.gguf",
+       "config.json: tensor model.layers.0.mlp.down_proj.weight has shape"),
+    _c(CORRUPT, "quantize {ws}/mismatch --type AWQ --out {ws}/out/awq --samples 1 --seqlen 16 --calibration {ws}/cal-long.txt",
+       "model.safetensors: tensor model.layers.0.mlp.gate_proj.weight has shape"),
     _c(CORRUPT, "quantize {ws}/nan.gguf --type Q4_0 --out {ws}/out/x.gguf", "nan.gguf: tensor blk.0.ffn_up.weight holds NaN"),
     _c(CORRUPT, "quantize {ws}/q.gguf --type Q4_0 --out {ws}/out/x.gguf", "is already quantized (q8_0)"),
     _c(CORRUPT, "inspect {ws}/trunc.gguf", "trunc.gguf"),
@@ -231,6 +236,7 @@ def build_workspace(ws: Path) -> None:
             modeling_acme__py=b"raise SystemExit('repository code ran')\n")
     variant("awq-bad", config={**cfg, "quantization_config": {"quant_method": "awq", "bits": 3, "version": "gemm"}})
     variant("badtok", tokenizer__json=b'{"model": {"type": "BPE", "vocab": ')
+    variant("mismatch", config={**cfg, "intermediate_size": 2 * cfg["intermediate_size"]})
     tensors = load_file(str(m / "model.safetensors"))
     name = next(k for k in tensors if "layers.0.mlp.up_proj" in k)
     tensors[name] = tensors[name].clone()

@@ -248,6 +248,7 @@ class Family:
             planned.append(PlannedTensor(gname + ".weight", names, full,
                                          intermediate_type(gname + ".weight", len(full), dtype)))
         planned += self.extra_tensors(cfg, hp)
+        _check_widths(planned, table, hp, where)
         return sorted(planned, key=sort_key)
 
     def split_tensor(self, name: str, shape: tuple[int, ...], cfg: dict,
@@ -295,3 +296,21 @@ class Family:
         else:  # llama.cpp runs the family with full attention
             return ()
         return flags if any(flags) else ()
+
+
+def _check_widths(planned: list[PlannedTensor], table: dict, hp: Hparams, where: str) -> None:
+    """Refuse weights that config.json does not describe (an edited or swapped config): the embedding's width
+    and, in dense models, each FFN down projection's shape, which llama.cpp checks only when it loads the file."""
+    for t in planned:
+        if len(t.shape) != 2 or not t.sources:
+            continue
+        if t.gguf_name == "token_embd.weight":
+            want = (t.shape[0], hp.n_embd)
+        elif t.gguf_name.endswith(".ffn_down.weight") and not hp.n_expert and hp.n_ff:
+            want = (hp.n_embd, hp.n_ff)
+        else:
+            continue
+        if tuple(t.shape) != want:
+            raise NibbleError(f"{where}: tensor {t.sources[0]} has shape {list(table[t.sources[0]][0])} but config.json "
+                              f"makes it {list(want)}; the weights and config.json do not belong together, download the "
+                              "model again")
