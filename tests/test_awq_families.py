@@ -182,7 +182,7 @@ def test_calibration_runs_the_models_own_layers(quantized):
     ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     with torch.no_grad():
         states = ref(ids, output_hidden_states=True).hidden_states
-    _, model = _build_model_skeleton(src)
+    _, model = _build_model_skeleton(src, raw, family)
     reader, cpu = WeightReader(src), torch.device("cpu")
 
     def layer_forward(layer, x, pos, mask):

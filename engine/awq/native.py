@@ -43,29 +43,30 @@ def build(raw: dict, family):
         return None
     if raw.get("num_key_value_heads") is None or (raw.get("model_type") == "qwen3" and raw.get("head_dim") is None):
         return None  # left to the config class's default (8 for Mistral, 32 for Qwen; head_dim 128 for Qwen3)
-    hp = family.hparams(family.config(raw))
+    cfg = family.config(raw)
+    hp = family.hparams(cfg)
     qkv_bias, o_bias, mlp_bias, qk_norm = kind
     config = SimpleNamespace(
         num_hidden_layers=hp.n_layer, hidden_size=hp.n_embd, intermediate_size=hp.n_ff,
         num_attention_heads=hp.n_head, num_key_value_heads=hp.n_head_kv, head_dim=hp.head_dim,
         vocab_size=hp.n_vocab, rms_norm_eps=hp.rms_eps, layer_types=None, _attn_implementation="sdpa",
         qkv_bias=_flag(raw, qkv_bias), o_bias=_flag(raw, o_bias), mlp_bias=_flag(raw, mlp_bias), qk_norm=qk_norm,
-        inv_freq=_inv_freq(raw, hp, family))
+        inv_freq=_inv_freq(cfg, hp))
     with torch.device("meta"):
         model = Model(config)
     return config, model
 
 
-def _inv_freq(raw: dict, hp: Hparams, family) -> torch.Tensor:
+def _inv_freq(cfg: dict, hp: Hparams) -> torch.Tensor:
     """Rope's inverse frequencies as transformers computes them for the rope types in ROPE_TYPES."""
     inv = 1.0 / (hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.int64).float() / hp.head_dim))
-    kind = rope_type(raw)
+    kind = rope_type(cfg)
     if kind == "linear":
-        inv = inv / float(global_rope(raw)["factor"])
+        inv = inv / float(global_rope(cfg)["factor"])
     elif kind == "llama3":
         from engine.models.families.llama import llama3_rope_factors
 
-        inv = inv / torch.from_numpy(np.asarray(llama3_rope_factors(family.config(raw), hp), dtype=np.float32))
+        inv = inv / torch.from_numpy(np.asarray(llama3_rope_factors(cfg, hp), dtype=np.float32))
     return inv
 
 

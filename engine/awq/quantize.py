@@ -37,6 +37,7 @@ from engine.awq.pack import pack_gemm
 from engine.core.errors import NibbleError, check_at_least
 from engine.core.outputs import check_free_space, check_new_folder, check_output, temp_path, write_error
 from engine.core.progress import Reporter
+from engine.models.families.tensors import shape_mismatch_error
 
 
 
@@ -68,13 +69,12 @@ class AwqResult:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _build_model_skeleton(model_dir: Path, raw_cfg: dict | None = None, family=None):
+def _build_model_skeleton(model_dir: Path, raw_cfg: dict, family):
     """(config, meta-device model): Nibble's own plain Llama-style layers where they describe the model
     (:mod:`engine.awq.native`, no import of transformers' modelling code), else transformers' model."""
-    if raw_cfg is not None and family is not None:
-        built = native.build(raw_cfg, family)
-        if built is not None:
-            return built
+    built = native.build(raw_cfg, family)
+    if built is not None:
+        return built
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
@@ -103,9 +103,7 @@ def _materialise(model, module: nn.Module, prefix: str, reader: WeightReader, de
         owner, _, leaf = name.rpartition(".")
         m = module.get_submodule(owner)
         if tensors[name].shape != want.shape:
-            raise NibbleError(f"{reader.where(prefix + name)}: tensor {prefix + name} has shape "
-                              f"{list(tensors[name].shape)} but config.json makes it {list(want.shape)}; the weights "
-                              "and config.json do not belong together, download the model again")
+            raise shape_mismatch_error(reader.where(prefix + name), prefix + name, tensors[name].shape, want.shape)
         t = tensors[name].to(dev)  # moved as stored, widened there: half the bytes cross to a GPU
         t = t.float() if t.is_floating_point() else t
         if leaf in m._parameters:
@@ -138,7 +136,8 @@ def calibration_inputs(family, raw_cfg: dict, model, reader: WeightReader, ids: 
     embeddings and mask, :func:`_attention_inputs`) and the family's residual multiplier."""
     cfg, spec = family.config(raw_cfg), family.awq
     table = model.model.embed_tokens
-    if type(table) is native.Embedding:  # a plain table: only the rows the ids use become float32
+    if type(table).forward is nn.Embedding.forward and table.max_norm is None:
+        # a plain lookup (not a scaled embedding): only the rows the ids use become float32
         x = reader.get("model.embed_tokens.weight")[ids].float()
     else:
         embed = _materialise(model, table, "model.embed_tokens.", reader, torch.device("cpu"))

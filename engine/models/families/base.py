@@ -17,7 +17,8 @@ import gguf
 
 from engine.core.errors import NibbleError
 from engine.models.families.hparams import Hparams, first, global_rope, rope_parameters, rope_type, text_config
-from engine.models.families.tensors import PlannedTensor, intermediate_type, shape_after, sort_key
+from engine.models.families.tensors import (
+    PlannedTensor, intermediate_type, shape_after, shape_mismatch_error, sort_key)
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
 # Experts stored already stacked: one 3-D tensor per layer, gate and up fused along the rows
@@ -311,6 +312,4 @@ def _check_widths(planned: list[PlannedTensor], table: dict, hp: Hparams, where:
         else:
             continue
         if tuple(t.shape) != want:
-            raise NibbleError(f"{where}: tensor {t.sources[0]} has shape {list(table[t.sources[0]][0])} but config.json "
-                              f"makes it {list(want)}; the weights and config.json do not belong together, download the "
-                              "model again")
+            raise shape_mismatch_error(where, t.sources[0], table[t.sources[0]][0], want)

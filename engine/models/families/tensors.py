@@ -15,6 +15,16 @@ from typing import Callable
 import gguf
 import numpy as np
 
+from engine.core.errors import NibbleError
+
+
+def shape_mismatch_error(where, name: str, stored, want) -> NibbleError:
+    """The one message for a tensor whose stored shape is not the one config.json makes it (an edited or swapped
+    config): every reader of weights says it alike."""
+    return NibbleError(f"{where}: tensor {name} has shape {list(stored)} but config.json makes it {list(want)}; the "
+                       "weights and config.json do not belong together, download the model again")
+
+
 F32 = gguf.GGMLQuantizationType.F32
 
 # Intermediate storage type for 2-D weights, by safetensors dtype: kept as stored, so nothing is lost.
