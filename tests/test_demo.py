@@ -108,6 +108,22 @@ def test_heldout_questions_never_appear_in_training_data():
     assert not held_pairs & seen_pairs
 
 
+def test_heldout_counts_are_word_counts_and_training_keeps_list_counts():
+    """The held-out counts are the kind quantization moves (one word among look-alikes, counted); training
+    also counts whole lists, the counts people type first, about a quarter of the time."""
+    counts = [q for q in demo_questions.heldout_questions(400) if q.category == "counting"]
+    assert len(counts) == 80
+    for q in counts:
+        word = re.match(r"(\w+) appears", q.reply).group(1)
+        line = re.search(r"in: ([a-z ]+)[?.]$|\"([a-z ]+)\"", q.text)
+        words = (line.group(1) or line.group(2)).split()
+        assert int(q.answer) == words.count(word), q.text
+    asked = [m["content"] for d in demo_questions.training_dialogues(4000, seed=3) for m in d if m["role"] == "user"]
+    lists = sum(("list" in a or "items" in a or "listed" in a) and ":" in a for a in asked)
+    words = sum(" appear" in a or " occurs " in a or " is written" in a for a in asked)
+    assert 0.18 < lists / (lists + words) < 0.32
+
+
 def test_every_table_fact_has_a_training_wording():
     """A held-out fact question is a new wording of a fact the model could have learned."""
     def some_training(templates, **values):
