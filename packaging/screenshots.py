@@ -82,7 +82,7 @@ def compare_shots(app, win, model: pathlib.Path, quantized: str | None, grab) ->
     win.resize(1280, 960)  # room for the plots and tables below the answers
     tasks = cmp_view.tasks
     cmp_view.show_panel(tasks)
-    tasks.questions.setValue(100)  # enough for the answers that Q4_K_M changes to show
+    tasks.questions.setValue(100)  # enough for the answers a Q3_K_M of the demo changes to show
     tasks.run()
     wait_until(app, lambda: tasks.job is None, 600)
     grab("compare-tasks")
