@@ -8,7 +8,8 @@ from its own table, recalling a code stated hundreds of tokens earlier), so ever
 redistributed. The recipe keeps the model small (4 layers, FFN 512, 2.6M parameters) and trains it without
 weight decay and no longer than it needs to learn the recall task (4500-5000 steps), so that quantization shows:
 weight decay and a longer training both made low-bit types cost less (benchmarks/RESULTS.md, "Demo model"). Every random choice is seeded (a GPU
-run may still differ in the last bits: some CUDA kernels are not bit-deterministic). A CUDA GPU
+run may still differ in the last bits: some CUDA kernels are not bit-deterministic, and at this size that can
+decide whether recall is learned). A CUDA GPU
 makes it take minutes; without one it runs on the CPU, slowly (use fewer ``--steps`` to try it).
 
 Output: a Hugging Face folder (config.json, model.safetensors in bf16, tokenizer.json,
@@ -170,7 +171,8 @@ appears in the training data.
 over {report['training_tokens']:,} tokens of generated dialogues (each window starts at a dialogue's
 first token), weight decay {report['weight_decay']}, label smoothing {report['label_smoothing']},
 learning rate {report['lr']} with warm-up and cosine decay to {report['lr_floor']} of it, seed {report['seed']}. Every random choice is seeded; some CUDA kernels are not
-bit-deterministic, so a rerun gives weights that differ in the last bits and scores within a point.
+bit-deterministic, so a rerun gives weights that differ in the last bits, and that can decide whether the recall
+task is learned at all and how much each quant type costs (benchmarks/RESULTS.md in Nibble, "Demo model").
 Hardware: {report['hardware']} (torch {report['torch']}, transformers {report['transformers']}).
 Training took {report['train_seconds'] / 60:.1f} minutes ({report['total_seconds'] / 60:.1f} minutes
 with data generation and evaluation). Final training loss {report['final_loss']:.3f}. Without a GPU
