@@ -249,8 +249,8 @@ def _counting(rng: random.Random, heldout: bool = False) -> Question:
 
     Held-out counts are all of a word in a line: picking out one word among look-alikes and counting
     it is what coarse weights lose first, while every model tried counted whole lists right even at
-    Q2_K (benchmarks/RESULTS.md, "Demo model"). Training keeps a quarter of list counts, which people
-    ask first ("How many items are in this list: apple, pear, plum?")."""
+    Q2_K (benchmarks/RESULTS.md, "Demo model"). Training keeps LIST_COUNT_SHARE of list counts, which
+    people ask first ("How many items are in this list: apple, pear, plum?")."""
     if rng.random() < (0.0 if heldout else LIST_COUNT_SHARE):
         k = rng.randint(1, COUNT_LIST_MAX)
         items = [rng.choice(COUNT_ITEMS) for _ in range(k)]
